@@ -1,0 +1,18 @@
+//! Compiles the wire protocol (`proto/kafkasocks/v1/frame.proto`) with protox and
+//! prost-build: no protoc binary is needed.
+
+fn main() {
+    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let frame = proto_dir.join("kafkasocks/v1/frame.proto");
+    println!("cargo:rerun-if-changed={}", frame.display());
+    let fds = match protox::compile([&frame], [&proto_dir]) {
+        Ok(fds) => fds,
+        Err(e) => panic!("frame.proto does not compile: {e}"),
+    };
+    let mut config = prost_build::Config::new();
+    // Payloads and keys are shared, not copied, on the fan-out path.
+    config.bytes(["."]);
+    if let Err(e) = config.compile_fds(fds) {
+        panic!("prost-build failed on frame.proto: {e}");
+    }
+}

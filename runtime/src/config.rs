@@ -1,0 +1,268 @@
+//! Gateway configuration. Every bound has a default and a reason; see
+//! `docs/protocol.md` §7 for the ones a client can see.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Limits a gateway enforces. Build with [`Limits::default`] and the `with_*` setters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest WebSocket message accepted from a client. Default 1 MiB (Kafka's default
+    /// record limit). Larger: close 1009.
+    pub max_message_bytes: usize,
+    /// Connections served at once. Default 10,000 (about 16 KiB each). More: close 4013.
+    pub max_connections: usize,
+    /// Open subscriptions per connection. Default 64.
+    pub max_subscriptions: usize,
+    /// Sustained publishes per second per connection (token bucket with the same burst).
+    /// Default 1000.
+    pub max_publishes_per_second: u32,
+    /// Publishes awaiting their receipt per connection. Default 256.
+    pub max_inflight_publishes: usize,
+    /// Credit a subscription gets when it asks for none. Default 1000 records.
+    pub default_credit: u32,
+    /// Most credit a subscription may hold. Default 100,000 records.
+    pub max_credit: u32,
+    /// Record bytes queued for one connection before its subscriptions pause.
+    /// Default 1 MiB.
+    pub send_queue_bytes: usize,
+    /// Control frames (receipts, errors, pings) queued for one connection before it is
+    /// closed as a slow consumer. Default 1024.
+    pub send_queue_frames: usize,
+    /// How long a connection's send queue may stay full before it is closed with 4008.
+    /// Default 30 s.
+    pub slow_consumer_timeout: Duration,
+    /// Time a client has to send Hello. Default 10 s.
+    pub hello_timeout: Duration,
+    /// Interval of the gateway's Ping frames. Default 15 s.
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing for this long is closed with 4009. Default 45 s.
+    pub idle_timeout: Duration,
+    /// How long publishes may wait for Kafka. Default 10 s.
+    pub publish_timeout: Duration,
+    /// How long an idempotency key is remembered. Default 10 minutes.
+    pub dedup_window: Duration,
+    /// Idempotency keys remembered per gateway. Default 100,000.
+    pub dedup_capacity: usize,
+    /// Records kept in memory per partition to serve resumes without reading Kafka.
+    /// Default 16,384.
+    pub replay_records: usize,
+    /// Bytes kept in memory per partition for the same purpose. Default 8 MiB.
+    pub replay_bytes: usize,
+    /// Catch-up readers (Kafka consumers serving subscribers behind the replay buffer)
+    /// at once per gateway. Default 8: each is a librdkafka client with its own threads.
+    pub max_catchup_readers: usize,
+    /// Time given to in-flight publishes at shutdown. Default 10 s.
+    pub drain_timeout: Duration,
+    /// WebSocket read buffer per connection. Default 8 KiB (memory per idle connection).
+    pub read_buffer_bytes: usize,
+    /// WebSocket write buffer per connection. Default 16 KiB.
+    pub write_buffer_bytes: usize,
+    /// Interval of Checkpoint frames for filtered subscriptions. Default 5 s.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_connections: 10_000,
+            max_subscriptions: 64,
+            max_publishes_per_second: 1000,
+            max_inflight_publishes: 256,
+            default_credit: 1000,
+            max_credit: 100_000,
+            send_queue_bytes: 1 << 20,
+            send_queue_frames: 1024,
+            slow_consumer_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            publish_timeout: Duration::from_secs(10),
+            dedup_window: Duration::from_secs(600),
+            dedup_capacity: 100_000,
+            replay_records: 16_384,
+            replay_bytes: 8 << 20,
+            max_catchup_readers: 8,
+            drain_timeout: Duration::from_secs(10),
+            read_buffer_bytes: 8 << 10,
+            write_buffer_bytes: 16 << 10,
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        impl Limits {
+            $($(#[$doc])* pub fn $name(mut self, value: $ty) -> Limits {
+                self.$field = value;
+                self
+            })*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`Limits::max_message_bytes`].
+    with_max_message_bytes: max_message_bytes: usize;
+    /// Sets [`Limits::max_connections`].
+    with_max_connections: max_connections: usize;
+    /// Sets [`Limits::max_subscriptions`].
+    with_max_subscriptions: max_subscriptions: usize;
+    /// Sets [`Limits::max_publishes_per_second`].
+    with_max_publishes_per_second: max_publishes_per_second: u32;
+    /// Sets [`Limits::max_inflight_publishes`].
+    with_max_inflight_publishes: max_inflight_publishes: usize;
+    /// Sets [`Limits::default_credit`].
+    with_default_credit: default_credit: u32;
+    /// Sets [`Limits::max_credit`].
+    with_max_credit: max_credit: u32;
+    /// Sets [`Limits::send_queue_bytes`].
+    with_send_queue_bytes: send_queue_bytes: usize;
+    /// Sets [`Limits::send_queue_frames`].
+    with_send_queue_frames: send_queue_frames: usize;
+    /// Sets [`Limits::slow_consumer_timeout`].
+    with_slow_consumer_timeout: slow_consumer_timeout: Duration;
+    /// Sets [`Limits::hello_timeout`].
+    with_hello_timeout: hello_timeout: Duration;
+    /// Sets [`Limits::heartbeat_interval`].
+    with_heartbeat_interval: heartbeat_interval: Duration;
+    /// Sets [`Limits::idle_timeout`].
+    with_idle_timeout: idle_timeout: Duration;
+    /// Sets [`Limits::publish_timeout`].
+    with_publish_timeout: publish_timeout: Duration;
+    /// Sets [`Limits::dedup_window`].
+    with_dedup_window: dedup_window: Duration;
+    /// Sets [`Limits::dedup_capacity`].
+    with_dedup_capacity: dedup_capacity: usize;
+    /// Sets [`Limits::replay_records`].
+    with_replay_records: replay_records: usize;
+    /// Sets [`Limits::replay_bytes`].
+    with_replay_bytes: replay_bytes: usize;
+    /// Sets [`Limits::max_catchup_readers`].
+    with_max_catchup_readers: max_catchup_readers: usize;
+    /// Sets [`Limits::drain_timeout`].
+    with_drain_timeout: drain_timeout: Duration;
+    /// Sets [`Limits::checkpoint_interval`].
+    with_checkpoint_interval: checkpoint_interval: Duration;
+}
+
+/// TLS for `wss://`: a PEM certificate chain and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub(crate) cert_chain: PathBuf,
+    pub(crate) private_key: PathBuf,
+}
+
+impl TlsConfig {
+    /// Reads the chain and key from these PEM files when the gateway binds.
+    pub fn from_pem_files(cert_chain: impl Into<PathBuf>, private_key: impl Into<PathBuf>) -> Self {
+        TlsConfig {
+            cert_chain: cert_chain.into(),
+            private_key: private_key.into(),
+        }
+    }
+}
+
+/// Where Kafka is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub(crate) bootstrap: String,
+    pub(crate) options: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// Kafka at these bootstrap servers (`host:port[,host:port]`).
+    pub fn new(bootstrap: impl Into<String>) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap: bootstrap.into(),
+            options: Vec::new(),
+        }
+    }
+
+    /// Kafka at `$KAFKA_BOOTSTRAP`, default `127.0.0.1:19092` (what `scripts/services up`
+    /// starts).
+    pub fn from_env() -> KafkaConfig {
+        KafkaConfig::new(
+            std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned()),
+        )
+    }
+
+    /// A librdkafka option applied to every client the gateway makes (for example
+    /// `security.protocol`). Options the gateway relies on (idempotence, acks, offset
+    /// handling) cannot be overridden.
+    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
+        self.options.push((key.into(), value.into()));
+        self
+    }
+
+    /// The bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+/// Everything a [`Gateway`](crate::Gateway) needs besides its streams.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// WebSocket listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// TLS for the listener (`wss://`). Default none (`ws://`).
+    pub tls: Option<TlsConfig>,
+    /// HTTP listener for `/metrics` and `/healthz`. Default none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Identifies this process in Welcome and logs. Default a random id.
+    pub server_id: String,
+}
+
+impl GatewayConfig {
+    /// A configuration with defaults and this Kafka.
+    pub fn new(kafka: KafkaConfig) -> GatewayConfig {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls: None,
+            metrics_listen: None,
+            kafka,
+            limits: Limits::default(),
+            server_id: format!("gw-{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// Sets the WebSocket listener address (port 0: any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> GatewayConfig {
+        self.listen = addr;
+        self
+    }
+
+    /// Serves `wss://` with this certificate.
+    pub fn tls(mut self, tls: TlsConfig) -> GatewayConfig {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Serves `/metrics` and `/healthz` on this address.
+    pub fn metrics_listen(mut self, addr: SocketAddr) -> GatewayConfig {
+        self.metrics_listen = Some(addr);
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn limits(mut self, limits: Limits) -> GatewayConfig {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the server id.
+    pub fn server_id(mut self, id: impl Into<String>) -> GatewayConfig {
+        self.server_id = id.into();
+        self
+    }
+}

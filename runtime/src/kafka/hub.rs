@@ -1,0 +1,372 @@
+//! One live reader per topic, shared by every subscriber in this process.
+//!
+//! Each partition has a [`PartitionFeed`]: the next offset the live reader will hand
+//! over (`live_next`), a replay ring of the most recent records (complete from
+//! `ring_start` to `live_next`), and the subscribers that are *live* on it, indexed by
+//! key. A record costs work only for the subscribers whose key matches (plus those
+//! without a key). A subscriber that is behind — new with an old start, out of credit,
+//! or with a full send queue — is not in the index; its driver catches it up from the
+//! ring, or from Kafka when the ring does not reach back far enough, and re-inserts it
+//! under the lock once it has everything up to `live_next`. Because the live reader
+//! hands records over under the same lock, a subscriber sees every record exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::Headers;
+use tokio::task::AbortHandle;
+
+use super::{Kafka, TopicInfo};
+use crate::subscription::{SubCore, SubState};
+use crate::wire::SharedRecord;
+use crate::{Code, Discontinuity, Status};
+
+pub(crate) struct PartitionFeed {
+    pub(crate) live_next: i64,
+    pub(crate) ring_start: i64,
+    ring: VecDeque<SharedRecord>,
+    ring_bytes: usize,
+    by_key: HashMap<Bytes, Vec<Arc<SubCore>>>,
+    all: Vec<Arc<SubCore>>,
+}
+
+/// What a driver should do next for one partition of a subscription.
+pub(crate) enum Step {
+    /// Live: the hub delivers.
+    Live,
+    /// Out of credit or queue space: wait for a wake.
+    Blocked,
+    /// The ring does not reach back to this offset: read Kafka from it.
+    ReadKafka(i64),
+}
+
+pub(crate) struct TopicHub {
+    pub(crate) topic: String,
+    pub(crate) info: TopicInfo,
+    feeds: Mutex<Vec<PartitionFeed>>,
+    retired: AtomicBool,
+    retire_status: Mutex<Option<Status>>,
+    reader: Mutex<Option<AbortHandle>>,
+    replay_records: usize,
+    replay_bytes: usize,
+}
+
+impl std::fmt::Debug for TopicHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicHub").field("topic", &self.topic).finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn to_shared(msg: &rdkafka::message::BorrowedMessage<'_>) -> SharedRecord {
+    let headers: Vec<(&str, &[u8])> = msg
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
+        .unwrap_or_default();
+    SharedRecord::new(
+        msg.partition(),
+        msg.offset(),
+        msg.timestamp().to_millis().unwrap_or(0),
+        msg.key().unwrap_or_default(),
+        &headers,
+        msg.payload().unwrap_or_default(),
+    )
+}
+
+impl TopicHub {
+    pub(crate) fn start(kafka: Arc<Kafka>, topic: &str, info: TopicInfo, marks: &[(i64, i64)]) -> Result<Arc<TopicHub>, Status> {
+        let feeds = marks
+            .iter()
+            .map(|&(_, high)| PartitionFeed {
+                live_next: high,
+                ring_start: high,
+                ring: VecDeque::new(),
+                ring_bytes: 0,
+                by_key: HashMap::new(),
+                all: Vec::new(),
+            })
+            .collect();
+        let positions: Vec<(i32, i64)> = marks.iter().enumerate().map(|(p, &(_, h))| (p as i32, h)).collect();
+        let consumer = kafka.reader(topic, &positions, false)?;
+        let hub = Arc::new(TopicHub {
+            topic: topic.to_owned(),
+            info,
+            feeds: Mutex::new(feeds),
+            retired: AtomicBool::new(false),
+            retire_status: Mutex::new(None),
+            reader: Mutex::new(None),
+            replay_records: kafka.limits.replay_records,
+            replay_bytes: kafka.limits.replay_bytes,
+        });
+        let task = tokio::spawn(run_live(hub.clone(), kafka, consumer));
+        *hub.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        tracing::info!(topic, partitions = marks.len(), "live reader started");
+        Ok(hub)
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<PartitionFeed>> {
+        self.feeds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn partitions(&self) -> usize {
+        self.info.partitions
+    }
+
+    pub(crate) fn matches(&self, info: &TopicInfo) -> bool {
+        TopicHub::discontinuity_to(&self.info, info).is_none()
+    }
+
+    pub(crate) fn discontinuity_to(old: &TopicInfo, new: &TopicInfo) -> Option<Discontinuity> {
+        if !old.id.is_empty() && !new.id.is_empty() && old.id != new.id {
+            Some(Discontinuity::TopicRecreated)
+        } else if old.partitions != new.partitions {
+            Some(Discontinuity::PartitionsChanged)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn retire_status(&self) -> Status {
+        self.retire_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| Status::unavailable("the topic's reader stopped; resubscribe"))
+    }
+
+    /// Stops the live reader and ends every subscription on this hub, telling each why.
+    pub(crate) fn retire(&self, why: Option<Discontinuity>) {
+        let status = match why {
+            Some(d) => Status::data_loss(d, format!("topic {:?}: {d:?}", self.topic)),
+            None => Status::unavailable(format!("topic {:?}: reader stopped; resubscribe", self.topic)),
+        };
+        *self.retire_status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
+        self.retired.store(true, Ordering::Release);
+        if let Some(r) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            r.abort();
+        }
+        let mut subs = Vec::new();
+        for feed in self.lock().iter_mut() {
+            subs.append(&mut feed.all);
+            for (_, mut v) in feed.by_key.drain() {
+                subs.append(&mut v);
+            }
+        }
+        for s in subs {
+            s.fail(status.clone());
+        }
+    }
+
+    /// Hands one record from the live reader to every live subscriber it matches.
+    pub(crate) fn dispatch(&self, rec: SharedRecord) {
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(rec.partition as usize) else {
+            return;
+        };
+        if rec.offset < feed.live_next {
+            return;
+        }
+        feed.live_next = rec.offset + 1;
+        feed.ring_bytes += rec.encoded.len();
+        feed.ring.push_back(rec.clone());
+        while feed.ring.len() > self.replay_records || (feed.ring_bytes > self.replay_bytes && feed.ring.len() > 1) {
+            if let Some(old) = feed.ring.pop_front() {
+                feed.ring_bytes -= old.encoded.len();
+                feed.ring_start = old.offset + 1;
+            }
+        }
+        let p = rec.partition as usize;
+        if !rec.key.is_empty() {
+            if let Some(list) = feed.by_key.get_mut(&rec.key) {
+                list.retain(|s| deliver_live(s, &rec, p));
+                if list.is_empty() {
+                    feed.by_key.remove(&rec.key);
+                }
+            }
+        }
+        feed.all.retain(|s| deliver_live(s, &rec, p));
+    }
+
+    /// Brings partition `p` of `sub` up to date from the ring and makes it live, or says
+    /// what stands in the way.
+    pub(crate) fn try_join(&self, sub: &Arc<SubCore>, p: usize) -> Step {
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(p) else {
+            return Step::Live;
+        };
+        let mut st = sub.lock();
+        if st.live[p] {
+            return Step::Live;
+        }
+        if st.next[p] < feed.live_next {
+            if st.next[p] < feed.ring_start {
+                return Step::ReadKafka(st.next[p]);
+            }
+            let from = feed.ring.partition_point(|r| r.offset < st.next[p]);
+            let mut served = 0u64;
+            for rec in feed.ring.range(from..) {
+                match sub.offer(&mut st, rec, p) {
+                    Offer::Sent | Offer::Skipped => served += 1,
+                    Offer::Refused => {
+                        sub.metrics.replay_served(served);
+                        return Step::Blocked;
+                    }
+                }
+            }
+            sub.metrics.replay_served(served);
+        }
+        st.live[p] = true;
+        drop(st);
+        match &sub.key {
+            Some(k) => feed.by_key.entry(k.clone()).or_default().push(sub.clone()),
+            None => feed.all.push(sub.clone()),
+        }
+        Step::Live
+    }
+
+    /// Whether a Kafka catch-up at `next` on partition `p` can hand over to the ring.
+    pub(crate) fn ring_reaches(&self, p: usize, next: i64) -> bool {
+        self.lock().get(p).is_some_and(|f| next >= f.ring_start)
+    }
+
+    /// Removes `sub` from every partition's index.
+    pub(crate) fn detach(&self, sub: &Arc<SubCore>) {
+        let mut feeds = self.lock();
+        for feed in feeds.iter_mut() {
+            match &sub.key {
+                Some(k) => {
+                    if let Some(list) = feed.by_key.get_mut(k) {
+                        list.retain(|s| !Arc::ptr_eq(s, sub));
+                        if list.is_empty() {
+                            feed.by_key.remove(k);
+                        }
+                    }
+                }
+                None => feed.all.retain(|s| !Arc::ptr_eq(s, sub)),
+            }
+        }
+    }
+
+    /// For each partition where `sub` is live, raises its cursor to `live_next` (every
+    /// record below was offered to it already) and returns the raised positions.
+    pub(crate) fn checkpoint(&self, sub: &SubCore) -> Vec<(i32, i64)> {
+        let feeds = self.lock();
+        let mut st = sub.lock();
+        let mut out = Vec::new();
+        for (p, feed) in feeds.iter().enumerate() {
+            if st.live[p] && feed.live_next > st.next[p] {
+                st.next[p] = feed.live_next;
+                out.push((p as i32, feed.live_next));
+            }
+        }
+        out
+    }
+
+    /// The next offset the live reader will hand over, per partition.
+    pub(crate) fn live_positions(&self) -> Vec<i64> {
+        self.lock().iter().map(|f| f.live_next).collect()
+    }
+
+    /// The range each partition's ring serves without Kafka: (ring_start, live_next).
+    pub(crate) fn ring_ranges(&self) -> Vec<(i64, i64)> {
+        self.lock().iter().map(|f| (f.ring_start, f.live_next)).collect()
+    }
+
+    /// Makes `sub` live on every partition at the live position (start "latest"),
+    /// calling `announce` with the positions first, under the lock, so that nothing
+    /// can be delivered before it.
+    pub(crate) fn join_at_live(&self, sub: &Arc<SubCore>, announce: impl FnOnce(&[i64])) {
+        let mut feeds = self.lock();
+        let positions: Vec<i64> = feeds.iter().map(|f| f.live_next).collect();
+        {
+            let mut st = sub.lock();
+            st.next.clone_from(&positions);
+            st.live.iter_mut().for_each(|l| *l = true);
+        }
+        announce(&positions);
+        for feed in feeds.iter_mut() {
+            match &sub.key {
+                Some(k) => feed.by_key.entry(k.clone()).or_default().push(sub.clone()),
+                None => feed.all.push(sub.clone()),
+            }
+        }
+    }
+
+    /// Each live subscriber's lag behind the live reader: (session, id, partition, records).
+    pub(crate) fn lag(&self) -> Vec<(String, u32, i32, i64)> {
+        let feeds = self.lock();
+        let mut out = Vec::new();
+        for (p, feed) in feeds.iter().enumerate() {
+            for s in feed.by_key.values().flatten().chain(feed.all.iter()) {
+                let st = s.lock();
+                out.push((s.session.clone(), s.id, p as i32, feed.live_next - st.next[p]));
+            }
+        }
+        out
+    }
+}
+
+pub(crate) enum Offer {
+    Sent,
+    Skipped,
+    Refused,
+}
+
+fn deliver_live(sub: &Arc<SubCore>, rec: &SharedRecord, p: usize) -> bool {
+    if sub.is_ended() {
+        return false;
+    }
+    let mut st: MutexGuard<'_, SubState> = sub.lock();
+    match sub.offer(&mut st, rec, p) {
+        Offer::Sent | Offer::Skipped => true,
+        Offer::Refused => {
+            st.live[p] = false;
+            drop(st);
+            sub.metrics.paused();
+            sub.wake.notify_one();
+            false
+        }
+    }
+}
+
+async fn run_live(hub: Arc<TopicHub>, kafka: Arc<Kafka>, consumer: StreamConsumer) {
+    let mut check = tokio::time::interval(Duration::from_secs(5));
+    check.tick().await;
+    loop {
+        tokio::select! {
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    let rec = to_shared(&m);
+                    drop(m);
+                    hub.dispatch(rec);
+                }
+                Err(e) => {
+                    kafka.metrics.kafka_error();
+                    tracing::warn!(topic = %hub.topic, error = %e, "live reader error");
+                    check.reset_immediately();
+                }
+            },
+            _ = check.tick() => {
+                let why = match kafka.describe(&hub.topic).await {
+                    Err(s) if s.code() == Code::NotFound => Some(Discontinuity::TopicDeleted),
+                    Ok(info) => TopicHub::discontinuity_to(&hub.info, &info),
+                    Err(_) => None,
+                };
+                if let Some(d) = why {
+                    tracing::warn!(topic = %hub.topic, reason = ?d, "topic changed under the live reader");
+                    kafka.forget_hub(&hub.topic, &hub);
+                    hub.retire(Some(d));
+                    return;
+                }
+            }
+        }
+    }
+}

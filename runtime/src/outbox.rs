@@ -1,0 +1,141 @@
+//! The per-connection send queue: bounded in record bytes and in control frames.
+//!
+//! Fan-out never blocks on a connection: it offers a record with [`Outbox::offer_record`],
+//! and a full queue answers `false`, which pauses that subscription (it keeps its cursor
+//! and catches up later). The writer task takes everything queued at once, writes it
+//! as few WebSocket messages as it can, and flushes once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::subscription::SubCore;
+use crate::wire::SharedRecord;
+
+pub(crate) enum Item {
+    Record(u32, SharedRecord),
+    Frame(Bytes),
+    Close(u16, &'static str),
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Item>,
+    record_bytes: usize,
+    frames: usize,
+    full_since: Option<Instant>,
+    waiting: Vec<Weak<SubCore>>,
+    closed: bool,
+}
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    max_record_bytes: usize,
+    max_frames: usize,
+}
+
+/// The control-frame bound was hit: the peer does not read.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
+impl Outbox {
+    pub(crate) fn new(max_record_bytes: usize, max_frames: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            max_record_bytes,
+            max_frames,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a record for subscription `sub` unless the byte bound is reached (a lone
+    /// record always fits, however large). On `false` the subscription is woken once the
+    /// queue drains.
+    pub(crate) fn offer_record(&self, sub: &Arc<SubCore>, rec: &SharedRecord) -> bool {
+        let mut s = self.lock();
+        if s.closed {
+            return false;
+        }
+        let len = rec.encoded.len();
+        if s.record_bytes > 0 && s.record_bytes + len > self.max_record_bytes {
+            s.full_since.get_or_insert_with(Instant::now);
+            s.waiting.push(Arc::downgrade(sub));
+            return false;
+        }
+        s.record_bytes += len;
+        s.items.push_back(Item::Record(sub.id, rec.clone()));
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Queues a control frame (in order with records).
+    pub(crate) fn push_frame(&self, frame: Bytes) -> Result<(), Overflow> {
+        let mut s = self.lock();
+        if s.closed {
+            return Ok(());
+        }
+        if s.frames >= self.max_frames {
+            return Err(Overflow);
+        }
+        s.frames += 1;
+        s.items.push_back(Item::Frame(frame));
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues the close frame; nothing queued after it is sent.
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.closed = true;
+        s.items.push_back(Item::Close(code, reason));
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// Waits for items and takes them all; wakes subscriptions that were refused.
+    pub(crate) async fn take(&self) -> VecDeque<Item> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut s = self.lock();
+                if !s.items.is_empty() {
+                    s.record_bytes = 0;
+                    s.frames = 0;
+                    s.full_since = None;
+                    let waiting = std::mem::take(&mut s.waiting);
+                    let items = std::mem::take(&mut s.items);
+                    drop(s);
+                    for w in waiting {
+                        if let Some(sub) = w.upgrade() {
+                            sub.wake.notify_one();
+                        }
+                    }
+                    return items;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// How long the record bound has refused records without the writer draining.
+    pub(crate) fn full_since(&self) -> Option<Instant> {
+        self.lock().full_since
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}

@@ -1,0 +1,246 @@
+//! Streams: RPC methods bound to Kafka topics, with the hooks that decide who may
+//! subscribe or publish and what goes to Kafka. Generated server modules register
+//! their services through this API; it is equally usable by hand.
+//!
+//! ```
+//! use kafkasocks::{KeyField, Streams};
+//!
+//! let streams = Streams::new()
+//!     .subscribe("chat.v1.ChatStreams/Messages", "chat.messages", KeyField::new(1))
+//!     .publish("chat.v1.ChatStreams/Post", "chat.messages", KeyField::new(1));
+//! assert_eq!(streams.len(), 2);
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Principal, Status};
+
+/// What a hook knows about the caller.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The authenticated principal.
+    pub principal: Principal,
+    /// The session id sent in Welcome.
+    pub session_id: String,
+    /// The peer address, when known.
+    pub remote_addr: Option<SocketAddr>,
+    /// The fully-qualified method.
+    pub method: String,
+}
+
+/// A Kafka record as a filter hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The key, empty when the record has none.
+    pub key: &'a [u8],
+    /// The value (Schema Registry framing removed).
+    pub payload: &'a [u8],
+}
+
+/// A per-record predicate applied after the key match.
+pub type RecordFilter = Arc<dyn Fn(&RecordView<'_>) -> bool + Send + Sync>;
+
+/// How a subscription selects records.
+#[derive(Clone, Default)]
+pub struct SubscriptionPlan {
+    pub(crate) key: Option<Bytes>,
+    pub(crate) filter: Option<RecordFilter>,
+}
+
+impl SubscriptionPlan {
+    /// Every record of the topic.
+    pub fn all() -> SubscriptionPlan {
+        SubscriptionPlan::default()
+    }
+
+    /// Only records with exactly this Kafka key (served from the gateway's key index).
+    pub fn key(key: impl Into<Bytes>) -> SubscriptionPlan {
+        SubscriptionPlan {
+            key: Some(key.into()),
+            filter: None,
+        }
+    }
+
+    /// Adds a predicate on each record that passed the key match.
+    pub fn filter(mut self, f: impl Fn(&RecordView<'_>) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(f));
+        self
+    }
+}
+
+impl fmt::Debug for SubscriptionPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionPlan")
+            .field("key", &self.key)
+            .field("filter", &self.filter.is_some())
+            .finish()
+    }
+}
+
+/// A record a publish hook wants produced.
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingRecord {
+    /// The Kafka key (none: Kafka's partitioner picks a partition).
+    pub key: Option<Bytes>,
+    /// The value.
+    pub payload: Bytes,
+    /// Extra record headers.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// A boxed future, the return type of async hooks.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Decides on subscriptions to a server-streaming method.
+pub trait SubscribeHook: Send + Sync + 'static {
+    /// Authorizes the request (encoded request message) and says which records match.
+    fn plan(&self, ctx: &RequestContext, request: &[u8]) -> Result<SubscriptionPlan, Status>;
+}
+
+/// Decides on publishes to a unary method: authorize, validate, enrich.
+pub trait PublishHook: Send + Sync + 'static {
+    /// Turns the request (encoded request message) into the record to produce.
+    fn prepare(&self, ctx: &RequestContext, payload: Bytes) -> BoxFuture<Result<OutgoingRecord, Status>>;
+}
+
+/// The common hook: a key from a field of the request message, no other checks.
+///
+/// For a subscription the field's value selects records by key (an empty value selects
+/// all); for a publish it becomes the record key. Strings and bytes are used as they
+/// are; integer fields (varint) are written as decimal text.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyField {
+    field: u32,
+}
+
+impl KeyField {
+    /// Uses field number `field` of the request.
+    pub fn new(field: u32) -> KeyField {
+        KeyField { field }
+    }
+
+    /// No key: subscriptions get every record, publishes have no key.
+    pub fn none() -> KeyField {
+        KeyField { field: 0 }
+    }
+
+    fn extract(&self, message: &[u8]) -> Result<Option<Bytes>, Status> {
+        if self.field == 0 {
+            return Ok(None);
+        }
+        match crate::wire::scan_field(message, self.field) {
+            Ok(v) => Ok(v.filter(|k| !k.is_empty())),
+            Err(e) => Err(Status::invalid_argument(format!("request does not decode: {e}"))),
+        }
+    }
+}
+
+impl SubscribeHook for KeyField {
+    fn plan(&self, _ctx: &RequestContext, request: &[u8]) -> Result<SubscriptionPlan, Status> {
+        Ok(match self.extract(request)? {
+            Some(k) => SubscriptionPlan::key(k),
+            None => SubscriptionPlan::all(),
+        })
+    }
+}
+
+impl PublishHook for KeyField {
+    fn prepare(&self, _ctx: &RequestContext, payload: Bytes) -> BoxFuture<Result<OutgoingRecord, Status>> {
+        let key = self.extract(&payload);
+        Box::pin(async move {
+            Ok(OutgoingRecord {
+                key: key?,
+                payload,
+                headers: Vec::new(),
+            })
+        })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum StreamKind {
+    Subscribe(Arc<dyn SubscribeHook>),
+    Publish(Arc<dyn PublishHook>),
+}
+
+#[derive(Clone)]
+pub(crate) struct StreamDef {
+    pub(crate) topic: String,
+    pub(crate) kind: StreamKind,
+}
+
+/// The methods a gateway serves.
+#[derive(Clone, Default)]
+pub struct Streams {
+    pub(crate) methods: HashMap<String, StreamDef>,
+}
+
+impl fmt::Debug for Streams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.methods.keys().collect();
+        names.sort();
+        f.debug_struct("Streams").field("methods", &names).finish()
+    }
+}
+
+impl Streams {
+    /// No streams.
+    pub fn new() -> Streams {
+        Streams::default()
+    }
+
+    /// Serves server-streaming `method` ("package.Service/Method") from `topic`.
+    pub fn subscribe(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
+        self.methods.insert(
+            method.into(),
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Subscribe(Arc::new(hook)),
+            },
+        );
+        self
+    }
+
+    /// Serves unary `method` by producing to `topic`.
+    pub fn publish(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
+        self.methods.insert(
+            method.into(),
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Publish(Arc::new(hook)),
+            },
+        );
+        self
+    }
+
+    /// Adds every method of `other`.
+    pub fn merge(mut self, other: Streams) -> Streams {
+        self.methods.extend(other.methods);
+        self
+    }
+
+    /// How many methods.
+    pub fn len(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+    }
+
+    pub(crate) fn get(&self, method: &str) -> Option<&StreamDef> {
+        self.methods.get(method)
+    }
+}

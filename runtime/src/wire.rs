@@ -1,0 +1,326 @@
+//! The wire protocol: the message types of `proto/kafkasocks/v1/frame.proto` (prost),
+//! and the few encodings the gateway does by hand on its hot path.
+//!
+//! A record is encoded once, as the bytes of a `Data.records` entry:
+//!
+//! ```text
+//! +------+-----------+--------------------------------------------------------------+
+//! | 0x12 | len (var) | Record { 1: partition, 2: offset, 3: timestamp_ms, 4: key,   |
+//! |      |           |          5: headers..., 6: payload, 7: schema_id }            |
+//! +------+-----------+--------------------------------------------------------------+
+//! ```
+//!
+//! and a subscriber's `Data` frame is a short header followed by those bytes, copied:
+//!
+//! ```text
+//! 0x2a len(Data) 0x08 varint(subscription_id) [record bytes]...
+//! ```
+#![allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+
+include!(concat!(env!("OUT_DIR"), "/kafkasocks.v1.rs"));
+
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message as _;
+
+/// Encodes a frame.
+pub(crate) fn encode(kind: frame::Kind) -> Bytes {
+    Frame { kind: Some(kind) }.encode_to_vec().into()
+}
+
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+fn put_bytes_field(buf: &mut BytesMut, field: u32, data: &[u8]) {
+    put_varint(buf, u64::from(field << 3 | 2));
+    put_varint(buf, data.len() as u64);
+    buf.put_slice(data);
+}
+
+/// A record read from Kafka, encoded once and shared by every subscriber it matches.
+#[derive(Clone, Debug)]
+pub(crate) struct SharedRecord {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Bytes,
+    pub(crate) payload: Bytes,
+    /// `0x12 len Record`: ready to splice into a Data frame.
+    pub(crate) encoded: Bytes,
+}
+
+impl SharedRecord {
+    pub(crate) fn new(
+        partition: i32,
+        offset: i64,
+        timestamp_ms: i64,
+        key: &[u8],
+        headers: &[(&str, &[u8])],
+        value: &[u8],
+    ) -> SharedRecord {
+        let (schema_id, payload) = strip_confluent_framing(value);
+        let mut body = BytesMut::with_capacity(32 + key.len() + payload.len());
+        if partition != 0 {
+            put_varint(&mut body, 1 << 3);
+            put_varint(&mut body, partition as u64);
+        }
+        if offset != 0 {
+            put_varint(&mut body, 2 << 3);
+            put_varint(&mut body, offset as u64);
+        }
+        if timestamp_ms != 0 {
+            put_varint(&mut body, 3 << 3);
+            put_varint(&mut body, timestamp_ms as u64);
+        }
+        let key_at = if key.is_empty() {
+            None
+        } else {
+            put_varint(&mut body, 4 << 3 | 2);
+            put_varint(&mut body, key.len() as u64);
+            let at = body.len();
+            body.put_slice(key);
+            Some(at)
+        };
+        for (k, v) in headers {
+            let mut h = BytesMut::new();
+            put_bytes_field(&mut h, 1, k.as_bytes());
+            put_bytes_field(&mut h, 2, v);
+            put_bytes_field(&mut body, 5, &h);
+        }
+        let payload_at = if payload.is_empty() {
+            None
+        } else {
+            put_varint(&mut body, 6 << 3 | 2);
+            put_varint(&mut body, payload.len() as u64);
+            let at = body.len();
+            body.put_slice(payload);
+            Some(at)
+        };
+        if schema_id != 0 {
+            put_varint(&mut body, 7 << 3);
+            put_varint(&mut body, u64::from(schema_id));
+        }
+        let mut out = BytesMut::with_capacity(body.len() + 6);
+        put_varint(&mut out, 2 << 3 | 2);
+        put_varint(&mut out, body.len() as u64);
+        let base = out.len();
+        out.put_slice(&body);
+        let encoded = out.freeze();
+        let key = key_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + key.len()));
+        let payload =
+            payload_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + payload.len()));
+        SharedRecord {
+            partition,
+            offset,
+            key,
+            payload,
+            encoded,
+        }
+    }
+
+    pub(crate) fn view(&self) -> crate::RecordView<'_> {
+        crate::RecordView {
+            partition: self.partition,
+            offset: self.offset,
+            key: &self.key,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Builds one Data frame from shared record bytes.
+pub(crate) fn data_frame(subscription_id: u32, records: &[&Bytes]) -> Bytes {
+    let body_len = 1 + varint_len(u64::from(subscription_id)) + records.iter().map(|r| r.len()).sum::<usize>();
+    let mut out = BytesMut::with_capacity(body_len + 6);
+    out.put_u8(5 << 3 | 2);
+    put_varint(&mut out, body_len as u64);
+    out.put_u8(1 << 3);
+    put_varint(&mut out, u64::from(subscription_id));
+    for r in records {
+        out.put_slice(r);
+    }
+    out.freeze()
+}
+
+/// The Confluent Schema Registry framing: `0x00`, a big-endian u32 schema id, then
+/// (protobuf only) the message indexes: a zigzag varint count followed by that many
+/// zigzag varints, with the single byte `0x00` standing for `[0]`.
+///
+/// A protobuf message never starts with `0x00` (field number 0 does not exist), so a
+/// value starting with it is framed. Returns the schema id (0 if none) and the message.
+pub(crate) fn strip_confluent_framing(value: &[u8]) -> (u32, &[u8]) {
+    if value.len() < 6 || value[0] != 0 {
+        return (0, value);
+    }
+    let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
+    let mut rest = &value[5..];
+    let Some(count) = read_varint(&mut rest).map(zigzag) else {
+        return (0, value);
+    };
+    for _ in 0..count.max(0) {
+        if read_varint(&mut rest).is_none() {
+            return (0, value);
+        }
+    }
+    (id, rest)
+}
+
+/// Prepends the Confluent framing for schema `id` and message indexes `indexes`.
+pub(crate) fn add_confluent_framing(id: u32, indexes: &[i32], message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(message.len() + 8 + indexes.len() * 2);
+    out.put_u8(0);
+    out.put_u32(id);
+    if indexes == [0] {
+        out.put_u8(0);
+    } else {
+        put_varint(&mut out, unzigzag(indexes.len() as i64));
+        for &i in indexes {
+            put_varint(&mut out, unzigzag(i64::from(i)));
+        }
+    }
+    out.put_slice(message);
+    out.freeze()
+}
+
+fn zigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn unzigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Why [`scan_field`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ScanError {
+    #[error("truncated message")]
+    Truncated,
+    #[error("invalid wire type {0}")]
+    WireType(u8),
+}
+
+/// Finds the last occurrence of field `number` in an encoded message without decoding
+/// the rest: length-delimited values as they are, varints as decimal text.
+pub(crate) fn scan_field(mut msg: &[u8], number: u32) -> Result<Option<Bytes>, ScanError> {
+    let mut found = None;
+    while !msg.is_empty() {
+        let key = read_varint(&mut msg).ok_or(ScanError::Truncated)?;
+        let field = key >> 3;
+        let wire_type = (key & 7) as u8;
+        match wire_type {
+            0 => {
+                let v = read_varint(&mut msg).ok_or(ScanError::Truncated)?;
+                if field == u64::from(number) {
+                    found = Some(Bytes::from((v as i64).to_string()));
+                }
+            }
+            1 | 5 => {
+                let n = if wire_type == 1 { 8 } else { 4 };
+                if msg.len() < n {
+                    return Err(ScanError::Truncated);
+                }
+                msg = &msg[n..];
+            }
+            2 => {
+                let len = read_varint(&mut msg).ok_or(ScanError::Truncated)?;
+                let len = usize::try_from(len).map_err(|_| ScanError::Truncated)?;
+                if msg.len() < len {
+                    return Err(ScanError::Truncated);
+                }
+                if field == u64::from(number) {
+                    found = Some(Bytes::copy_from_slice(&msg[..len]));
+                }
+                msg = &msg[len..];
+            }
+            other => return Err(ScanError::WireType(other)),
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_record_decodes_as_prost_record() {
+        let r = SharedRecord::new(2, 41, 1_700_000_000_000, b"room", &[("h", b"v")], b"\x0a\x02hi");
+        let mut slice = &r.encoded[..];
+        assert_eq!(read_varint(&mut slice), Some(0x12));
+        let len = read_varint(&mut slice).unwrap_or(0) as usize;
+        assert_eq!(len, slice.len());
+        let rec = Record::decode(slice).expect("decodes");
+        assert_eq!((rec.partition, rec.offset, rec.timestamp_ms), (2, 41, 1_700_000_000_000));
+        assert_eq!(&rec.key[..], b"room");
+        assert_eq!(&rec.payload[..], b"\x0a\x02hi");
+        assert_eq!(rec.headers.len(), 1);
+        assert_eq!(&r.key[..], b"room");
+        assert_eq!(&r.payload[..], b"\x0a\x02hi");
+    }
+
+    #[test]
+    fn data_frame_decodes_with_all_records() {
+        let a = SharedRecord::new(0, 0, 0, b"", &[], b"");
+        let b = SharedRecord::new(1, 300, 5, b"k", &[], b"\x08\x01");
+        let frame = Frame::decode(data_frame(70_000, &[&a.encoded, &b.encoded])).expect("decodes");
+        let Some(frame::Kind::Data(d)) = frame.kind else {
+            panic!("not data: {frame:?}")
+        };
+        assert_eq!(d.subscription_id, 70_000);
+        assert_eq!(d.records.len(), 2);
+        assert_eq!(d.records[1].offset, 300);
+        assert_eq!(&d.records[1].payload[..], b"\x08\x01");
+    }
+
+    #[test]
+    fn confluent_framing_round_trip() {
+        for indexes in [vec![0], vec![1, 3], vec![0, 0, 2]] {
+            let framed = add_confluent_framing(77, &indexes, b"\x0a\x01x");
+            assert_eq!(strip_confluent_framing(&framed), (77, &b"\x0a\x01x"[..]));
+        }
+        // [0] is the single byte 0, as Confluent's serializers write it.
+        assert_eq!(&add_confluent_framing(1, &[0], b"\x08\x01")[..], b"\x00\x00\x00\x00\x01\x00\x08\x01");
+        // Unframed protobuf is left alone.
+        assert_eq!(strip_confluent_framing(b"\x08\x01"), (0, &b"\x08\x01"[..]));
+        // A SharedRecord strips it and reports the id.
+        let r = SharedRecord::new(0, 1, 1, b"", &[], &add_confluent_framing(9, &[0], b"\x08\x07"));
+        assert_eq!(&r.payload[..], b"\x08\x07");
+        let rec = Record::decode(&r.encoded[2..]).expect("decodes");
+        assert_eq!(rec.schema_id, 9);
+    }
+
+    #[test]
+    fn scan_field_finds_strings_and_ints() {
+        let msg = Hello {
+            protocol_version: 1,
+            token: "t".into(),
+            client: "c".into(),
+        }
+        .encode_to_vec();
+        assert_eq!(scan_field(&msg, 2), Ok(Some(Bytes::from_static(b"t"))));
+        assert_eq!(scan_field(&msg, 1), Ok(Some(Bytes::from_static(b"1"))));
+        assert_eq!(scan_field(&msg, 9), Ok(None));
+        assert_eq!(scan_field(&msg[..msg.len() - 1], 3), Err(ScanError::Truncated));
+        assert_eq!(scan_field(&[0x0f], 1), Err(ScanError::WireType(7)));
+    }
+}

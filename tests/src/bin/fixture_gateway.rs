@@ -1,0 +1,23 @@
+//! A gateway process for the multi-process tests: serves `test.v1.Records/Watch` and
+//! `test.v1.Records/Put` on the topic given as the first argument, on a free port, and
+//! prints `LISTENING <addr>` once it accepts connections. Stops on stdin EOF.
+
+use kafkasocks::{Gateway, GatewayConfig, KafkaConfig};
+use tokio::io::AsyncReadExt;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    kafkasocks_tests::init_tracing();
+    let topic = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: fixture-gateway TOPIC"))?;
+    let config = GatewayConfig::new(KafkaConfig::from_env()).listen("127.0.0.1:0".parse()?);
+    let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).bind().await?;
+    println!("LISTENING {}", gw.local_addr());
+    let stop = gw.shutdown_handle();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while matches!(tokio::io::stdin().read(&mut buf).await, Ok(n) if n > 0) {}
+        stop.shutdown();
+    });
+    gw.run().await?;
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Test support: the real Kafka broker started by `scripts/services up`, gateways on
+//! port 0, a TCP proxy that severs connections on demand, and a raw protocol client
+//! for sending exactly the bytes a test wants.
+#![allow(missing_docs, clippy::unwrap_used, unreachable_pub, missing_debug_implementations)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use kafkasocks::wire::{self, frame::Kind};
+use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, KeyField, Limits, ShutdownHandle, Streams};
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+pub const SUBSCRIBE: &str = "test.v1.Records/Watch";
+pub const PUBLISH: &str = "test.v1.Records/Put";
+
+/// `$KAFKA_BOOTSTRAP`, default what `scripts/services up` starts.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into())
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() >> 16)
+}
+
+pub fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap()
+}
+
+pub async fn create_topic(name: &str, partitions: i32) -> Result<()> {
+    let r = admin()
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for x in r {
+        x.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    wait_for_topic(name, partitions as usize).await
+}
+
+/// Waits until metadata shows the topic with this many partitions and leaders.
+pub async fn wait_for_topic(name: &str, partitions: usize) -> Result<()> {
+    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
+    for _ in 0..100 {
+        if let Ok(md) = c.fetch_metadata(Some(name), Duration::from_secs(2)) {
+            if let Some(t) = md.topics().first() {
+                if t.error().is_none() && t.partitions().len() == partitions && t.partitions().iter().all(|p| p.leader() >= 0) {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("topic {name} not ready")
+}
+
+pub async fn delete_topic(name: &str) -> Result<()> {
+    for x in admin().delete_topics(&[name], &AdminOptions::new()).await? {
+        x.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub async fn add_partitions(name: &str, total: usize) -> Result<()> {
+    for x in admin().create_partitions(&[NewPartitions::new(name, total)], &AdminOptions::new()).await? {
+        x.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
+    }
+    wait_for_topic(name, total).await
+}
+
+/// Deletes records below `offset` in `partition` (moves the log start).
+pub async fn delete_records_before(name: &str, partition: i32, offset: i64) -> Result<()> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(name, partition, rdkafka::Offset::Offset(offset))?;
+    admin().delete_records(&tpl, &AdminOptions::new()).await?;
+    Ok(())
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap()
+}
+
+/// Produces `value` with `key` to `partition`; returns the offset.
+pub async fn produce(p: &FutureProducer, topic: &str, partition: Option<i32>, key: &[u8], value: &[u8]) -> Result<(i32, i64)> {
+    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key).payload(value);
+    if let Some(part) = partition {
+        r = r.partition(part);
+    }
+    let d = p.send(r, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+    Ok((d.partition, d.offset))
+}
+
+/// Reads the record at (partition, offset) with a plain consumer: (key, value).
+pub async fn read_back(topic: &str, partition: i32, offset: i64) -> Result<(Vec<u8>, Vec<u8>)> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::Message;
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", "kafkasocks-tests-readback")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset))?;
+        c.assign(&tpl)?;
+        for _ in 0..100 {
+            if let Some(m) = c.poll(Duration::from_millis(100)) {
+                let m = m?;
+                return Ok((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            }
+        }
+        bail!("nothing at {topic}/{partition}@{offset}")
+    })
+    .await?
+}
+
+/// Streams for one topic: subscribe keyed by request field 1, publish keyed by field 1.
+pub fn streams(topic: &str) -> Streams {
+    Streams::new()
+        .subscribe(SUBSCRIBE, topic, KeyField::new(1))
+        .publish(PUBLISH, topic, KeyField::new(1))
+}
+
+/// A request/record message: field 1 = key (string), field 2 = body.
+pub fn message(key: &str, body: &str) -> Bytes {
+    let mut out = Vec::new();
+    for (field, v) in [(1u8, key), (2, body)] {
+        if !v.is_empty() {
+            out.push(field << 3 | 2);
+            out.push(v.len() as u8);
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+    out.into()
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub shutdown: ShutdownHandle,
+    pub task: JoinHandle<Result<(), kafkasocks::Error>>,
+}
+
+impl TestGateway {
+    pub async fn start(streams: Streams, limits: Limits) -> Result<TestGateway> {
+        Self::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())).limits(limits), streams, None).await
+    }
+
+    pub async fn start_with(
+        config: GatewayConfig,
+        streams: Streams,
+        auth: Option<Box<dyn Fn(&str) -> Result<kafkasocks::Principal, kafkasocks::Status> + Send + Sync>>,
+    ) -> Result<TestGateway> {
+        let config = config
+            .listen("127.0.0.1:0".parse()?)
+            .metrics_listen("127.0.0.1:0".parse()?);
+        let mut b = Gateway::builder(config).streams(streams);
+        if let Some(a) = auth {
+            b = b.authenticator(a);
+        }
+        let gw = b.bind().await?;
+        Ok(TestGateway {
+            addr: gw.local_addr(),
+            metrics: gw.metrics_addr(),
+            shutdown: gw.shutdown_handle(),
+            task: tokio::spawn(gw.run()),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/streams", self.addr)
+    }
+
+    pub async fn metrics_text(&self) -> Result<String> {
+        http_get(self.metrics.context("no metrics listener")?, "/metrics").await.map(|(_, b)| b)
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    let status = buf.get(9..12).context("short response")?.parse()?;
+    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A TCP proxy in front of a gateway; `sever()` cuts every connection through it, as a
+/// network failure would.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<HashMap<u64, JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let conns: Arc<Mutex<HashMap<u64, JoinHandle<()>>>> = Arc::default();
+        let c2 = conns.clone();
+        let accept = tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                n += 1;
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                let mut map = c2.lock().unwrap();
+                map.retain(|_, t| !t.is_finished());
+                map.insert(n, task);
+            }
+        });
+        Ok(Proxy { addr, conns, accept })
+    }
+
+    /// Cuts every open connection; returns how many.
+    pub fn sever(&self) -> usize {
+        let mut map = self.conns.lock().unwrap();
+        let n = map.values().filter(|t| !t.is_finished()).count();
+        for (_, t) in map.drain() {
+            t.abort();
+        }
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/streams", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.sever();
+    }
+}
+
+/// A protocol client that sends exactly what the test says.
+pub struct RawClient {
+    pub ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> Result<RawClient> {
+        Self::connect_with_protocol(addr, Some("kafkasocks.v1")).await
+    }
+
+    pub async fn connect_with_protocol(addr: SocketAddr, protocol: Option<&str>) -> Result<RawClient> {
+        let mut req = format!("ws://{addr}/streams").into_client_request()?;
+        if let Some(p) = protocol {
+            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
+        }
+        let tcp = TcpStream::connect(addr).await?;
+        let (ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
+        Ok(RawClient { ws })
+    }
+
+    /// Connects and completes Hello/Welcome.
+    pub async fn open(addr: SocketAddr) -> Result<RawClient> {
+        let mut c = Self::connect(addr).await?;
+        c.send(Kind::Hello(wire::Hello {
+            protocol_version: 1,
+            token: String::new(),
+            client: "raw-test".into(),
+        }))
+        .await?;
+        match c.recv().await? {
+            Some(Kind::Welcome(_)) => Ok(c),
+            other => bail!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, kind: Kind) -> Result<()> {
+        self.send_bytes(wire::Frame { kind: Some(kind) }.encode_to_vec()).await
+    }
+
+    pub async fn send_bytes(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::Binary(bytes.into())).await?;
+        Ok(())
+    }
+
+    /// The next frame, skipping pings; `Err` with the close code on close.
+    pub async fn recv(&mut self) -> Result<Option<Kind>> {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .context("no frame within 30 s")?;
+            match m {
+                Some(Ok(Message::Binary(b))) => {
+                    let f = wire::Frame::decode(b)?;
+                    if let Some(Kind::Ping(_)) = f.kind {
+                        continue;
+                    }
+                    return Ok(f.kind);
+                }
+                Some(Ok(Message::Close(c))) => bail!(Closed(c.map_or(1005, |c| u16::from(c.code)))),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("read: {e}"),
+                None => bail!(Closed(1006)),
+            }
+        }
+    }
+
+    /// Reads until the connection closes; returns the close code and the frames before.
+    pub async fn until_close(&mut self) -> (u16, Vec<Kind>) {
+        let mut frames = Vec::new();
+        loop {
+            match self.recv().await {
+                Ok(Some(k)) => frames.push(k),
+                Ok(None) => {}
+                Err(e) => {
+                    return (e.downcast_ref::<Closed>().map_or(0, |c| c.0), frames);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Closed(pub u16);
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "closed with {}", self.0)
+    }
+}
+
+impl std::error::Error for Closed {}
