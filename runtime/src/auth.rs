@@ -17,11 +17,7 @@ pub struct Principal {
 impl Principal {
     /// A principal with this subject and no expiry.
     pub fn new(subject: impl Into<String>) -> Principal {
-        Principal {
-            subject: subject.into(),
-            expires_at: None,
-            claims: BTreeMap::new(),
-        }
+        Principal { subject: subject.into(), expires_at: None, claims: BTreeMap::new() }
     }
 
     /// The anonymous principal (empty subject).

@@ -240,24 +240,41 @@ enum Command {
     Publish(u64, PendingPublish),
     /// Send a pending publish again (after a rate-limit hint).
     Resend(u64),
+    /// Subscribe again (after a transient refusal).
+    Resubscribe(u64),
     Disconnect,
     Close,
+}
+
+/// What flows from the driver to a [`Subscription`], in wire order.
+enum Event {
+    /// The gateway confirmed the (re)subscription from this cursor.
+    Started(Cursor),
+    Record(Delivery),
+    /// Filtered-out records moved the cursor.
+    Checkpoint(Vec<(i32, i64)>),
+    Failed(Status),
 }
 
 struct SubSpec {
     method: String,
     request: Bytes,
     start: StartAt,
-    events: mpsc::UnboundedSender<Result<Delivery, Status>>,
+    events: mpsc::UnboundedSender<Event>,
     shared: Arc<SubShared>,
 }
 
 #[derive(Default)]
 struct SubShared {
+    /// Where the driver resumes after a reconnect: after the last record *received*
+    /// (records in the channel are not lost while the Subscription lives).
     cursor: Mutex<Option<Cursor>>,
+    /// The first resolved start, until the application has taken an event.
+    start: Mutex<Option<Cursor>>,
     /// Records handed to the channel and taken by the application.
     delivered: AtomicU64,
     taken: AtomicU64,
+    duplicates: AtomicU64,
 }
 
 struct PendingPublish {
@@ -282,7 +299,9 @@ pub struct Client {
 #[derive(Debug)]
 pub struct Subscription {
     key: u64,
-    events: mpsc::UnboundedReceiver<Result<Delivery, Status>>,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// After the last record handed to the application.
+    taken: Option<Cursor>,
     shared: Arc<SubSharedHandle>,
     client: Client,
 }
@@ -299,21 +318,43 @@ impl std::fmt::Debug for SubSharedHandle {
 impl Subscription {
     /// The next record, or the error that ended the subscription.
     pub async fn next(&mut self) -> Option<Result<Delivery, Status>> {
-        let item = self.events.recv().await?;
-        if item.is_ok() {
-            let taken = self.shared.0.taken.fetch_add(1, Ordering::AcqRel) + 1;
-            let half = u64::from(self.client.credit_window / 2).max(1);
-            if taken % half == 0 {
-                let _ = self.client.commands.send(Command::Credit(self.key, half as u32));
+        loop {
+            match self.events.recv().await? {
+                Event::Started(c) => match &mut self.taken {
+                    None => self.taken = Some(c),
+                    Some(t) => t.topic_id = c.topic_id,
+                },
+                Event::Checkpoint(positions) => {
+                    let t = self.taken.get_or_insert_with(Cursor::default);
+                    for (p, o) in positions {
+                        t.advance(p, o);
+                    }
+                }
+                Event::Failed(status) => return Some(Err(status)),
+                Event::Record(d) => {
+                    self.taken.get_or_insert_with(Cursor::default).advance(d.partition, d.offset + 1);
+                    let taken = self.shared.0.taken.fetch_add(1, Ordering::AcqRel) + 1;
+                    let half = u64::from(self.client.credit_window / 2).max(1);
+                    if taken % half == 0 {
+                        let _ = self.client.commands.send(Command::Credit(self.key, half as u32));
+                    }
+                    return Some(Ok(d));
+                }
             }
         }
-        Some(item)
     }
 
-    /// Where a resubscription would start: after the last record handed to the
-    /// application's channel. `None` before the gateway confirmed the subscription.
+    /// Where to resume after the last record [`Subscription::next`] returned: save this
+    /// to continue later, on any gateway, with [`StartAt::Cursor`]. `None` until the
+    /// gateway confirmed the subscription.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.shared.0.cursor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.taken.clone().or_else(|| self.shared.0.start.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Records the gateway sent that this client already had and dropped. Always 0 with
+    /// a conforming gateway; exposed so that can be checked.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.shared.0.duplicates.load(Ordering::Relaxed)
     }
 
     /// Stops the subscription (as dropping it does).
@@ -350,10 +391,7 @@ impl Client {
     /// Waits until the state is `Open` (or `Closed`).
     pub async fn wait_open(&self) -> ConnectionState {
         let mut s = self.state.clone();
-        let r = s
-            .wait_for(|s| matches!(s, ConnectionState::Open | ConnectionState::Closed))
-            .await
-            .map(|s| *s);
+        let r = s.wait_for(|s| matches!(s, ConnectionState::Open | ConnectionState::Closed)).await.map(|s| *s);
         r.unwrap_or(ConnectionState::Closed)
     }
 
@@ -362,25 +400,19 @@ impl Client {
         let key = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (etx, erx) = mpsc::unbounded_channel();
         let shared = Arc::new(SubShared::default());
+        let start_copy = start.clone();
         if let StartAt::Cursor(c) = &start {
             *shared.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         }
         let _ = self.commands.send(Command::Subscribe(
             key,
-            SubSpec {
-                method: method.to_owned(),
-                request: request.into(),
-                start,
-                events: etx,
-                shared: shared.clone(),
-            },
+            SubSpec { method: method.to_owned(), request: request.into(), start, events: etx, shared: shared.clone() },
         ));
-        Subscription {
-            key,
-            events: erx,
-            shared: Arc::new(SubSharedHandle(shared)),
-            client: self.clone(),
-        }
+        let taken = match &start_copy {
+            StartAt::Cursor(c) => Some(c.clone()),
+            _ => None,
+        };
+        Subscription { key, events: erx, taken, shared: Arc::new(SubSharedHandle(shared)), client: self.clone() }
     }
 
     /// Publishes an encoded request with a fresh idempotency key and waits for the receipt.
@@ -390,18 +422,18 @@ impl Client {
     }
 
     /// Publishes with a given idempotency key (empty: none).
-    pub async fn publish_with_key(&self, method: &str, payload: impl Into<Bytes>, key: Bytes) -> Result<Receipt, Status> {
+    pub async fn publish_with_key(
+        &self,
+        method: &str,
+        payload: impl Into<Bytes>,
+        key: Bytes,
+    ) -> Result<Receipt, Status> {
         let (reply, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.commands
             .send(Command::Publish(
                 id,
-                PendingPublish {
-                    method: method.to_owned(),
-                    payload: payload.into(),
-                    key,
-                    reply,
-                },
+                PendingPublish { method: method.to_owned(), payload: payload.into(), key, reply },
             ))
             .map_err(|_| Status::new(Code::Cancelled, "client closed"))?;
         match tokio::time::timeout(self.publish_timeout, rx).await {
@@ -445,7 +477,11 @@ enum Outcome {
 }
 
 impl Driver {
-    fn new(config: ClientConfig, state: watch::Sender<ConnectionState>, commands: mpsc::UnboundedSender<Command>) -> Driver {
+    fn new(
+        config: ClientConfig,
+        state: watch::Sender<ConnectionState>,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Driver {
         Driver {
             config,
             commands,
@@ -459,11 +495,7 @@ impl Driver {
     }
 
     fn backoff(&self) -> Duration {
-        let cap = self
-            .config
-            .backoff_initial
-            .saturating_mul(1 << self.attempt.min(16))
-            .min(self.config.backoff_max);
+        let cap = self.config.backoff_initial.saturating_mul(1 << self.attempt.min(16)).min(self.config.backoff_max);
         cap.mul_f64(rand::random::<f64>())
     }
 
@@ -518,7 +550,11 @@ impl Driver {
             Command::Publish(id, p) => {
                 self.publishes.insert(id, p);
             }
-            Command::Credit(..) | Command::Resend(_) | Command::Disconnect | Command::Close => {}
+            Command::Credit(..)
+            | Command::Resend(_)
+            | Command::Resubscribe(_)
+            | Command::Disconnect
+            | Command::Close => {}
         }
     }
 
@@ -529,8 +565,7 @@ impl Driver {
             .as_str()
             .into_client_request()
             .map_err(|e| Error::Config(format!("bad URL {:?}: {e}", self.config.url)))?;
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
         let uri = req.uri().clone();
         let host = uri.host().unwrap_or("localhost").to_owned();
         let tls = uri.scheme_str() == Some("wss");
@@ -555,9 +590,7 @@ impl Driver {
         } else {
             Box::new(tcp)
         };
-        let (ws, resp) = tokio_tungstenite::client_async(req, io)
-            .await
-            .map_err(|e| Error::WebSocket(e.to_string()))?;
+        let (ws, resp) = tokio_tungstenite::client_async(req, io).await.map_err(|e| Error::WebSocket(e.to_string()))?;
         if resp.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) != Some(SUBPROTOCOL) {
             return Err(Error::WebSocket("the server did not accept kafkasocks.v1".into()));
         }
@@ -579,7 +612,8 @@ impl Driver {
             (None, StartAt::Timestamp(t)) => Position::TimestampMs(*t),
             (None, StartAt::Cursor(c)) => Position::Cursor(c.to_wire()),
         };
-        let buffered = sub.spec.shared.delivered.load(Ordering::Acquire) - sub.spec.shared.taken.load(Ordering::Acquire);
+        let buffered =
+            sub.spec.shared.delivered.load(Ordering::Acquire) - sub.spec.shared.taken.load(Ordering::Acquire);
         let credit = u64::from(self.config.credit_window).saturating_sub(buffered).max(1) as u32;
         Some(frame(Kind::Subscribe(wire::Subscribe {
             id: wire_id,
@@ -696,6 +730,11 @@ impl Driver {
                         out.push(Self::publish_frame(id, &p));
                         self.publishes.insert(id, p);
                     }
+                    Some(Command::Resubscribe(k)) => {
+                        if self.subs.get(&k).is_some_and(|s| s.wire_id.is_none()) {
+                            out.extend(self.subscribe_frame(k));
+                        }
+                    }
                     Some(Command::Resend(id)) => {
                         if let Some(p) = self.publishes.get(&id) {
                             out.push(Self::publish_frame(id, p));
@@ -723,7 +762,10 @@ impl Driver {
     fn after_close(&mut self, code: u16, go_away: Option<Duration>) -> Outcome {
         match code {
             1002 | 1003 | 4000 | 4001 => {
-                self.fail_all(&Status::new(Code::FailedPrecondition, format!("the gateway closed the connection with {code}")));
+                self.fail_all(&Status::new(
+                    Code::FailedPrecondition,
+                    format!("the gateway closed the connection with {code}"),
+                ));
                 Outcome::Closed
             }
             _ => Outcome::Reconnect(go_away.unwrap_or_else(|| self.backoff())),
@@ -732,7 +774,7 @@ impl Driver {
 
     fn fail_all(&mut self, status: &Status) {
         for (_, s) in self.subs.drain() {
-            let _ = s.spec.events.send(Err(status.clone()));
+            let _ = s.spec.events.send(Event::Failed(status.clone()));
         }
         for (_, p) in self.publishes.drain() {
             let _ = p.reply.send(Err(status.clone()));
@@ -747,10 +789,16 @@ impl Driver {
                     let resolved = s.cursor.as_ref().map(Cursor::from_wire).unwrap_or_default();
                     // Keep what we already have: the gateway starts where we asked.
                     if cur.is_none() {
-                        *cur = Some(resolved);
+                        *cur = Some(resolved.clone());
                     } else if let Some(c) = cur.as_mut() {
-                        c.topic_id = resolved.topic_id;
+                        c.topic_id = resolved.topic_id.clone();
                     }
+                    drop(cur);
+                    let mut start = sub.spec.shared.start.lock().unwrap_or_else(|p| p.into_inner());
+                    if start.is_none() {
+                        *start = Some(resolved.clone());
+                    }
+                    let _ = sub.spec.events.send(Event::Started(resolved));
                 }
             }
             Kind::Data(d) => {
@@ -762,11 +810,13 @@ impl Driver {
                 let cursor = cur.get_or_insert_with(Cursor::default);
                 for r in d.records {
                     if cursor.next_offset(r.partition).is_some_and(|n| r.offset < n) {
-                        continue; // already delivered: never twice
+                        // Already delivered: never twice. A conforming gateway never sends one.
+                        shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
                     cursor.advance(r.partition, r.offset + 1);
                     shared.delivered.fetch_add(1, Ordering::AcqRel);
-                    let _ = sub.spec.events.send(Ok(Delivery {
+                    let _ = sub.spec.events.send(Event::Record(Delivery {
                         partition: r.partition,
                         offset: r.offset,
                         timestamp_ms: r.timestamp_ms,
@@ -781,9 +831,13 @@ impl Driver {
                 if let Some(sub) = self.wire_to_key.get(&c.subscription_id).and_then(|k| self.subs.get(k)) {
                     let mut cur = sub.spec.shared.cursor.lock().unwrap_or_else(|p| p.into_inner());
                     let cursor = cur.get_or_insert_with(Cursor::default);
-                    for p in c.positions {
+                    for p in &c.positions {
                         cursor.advance(p.partition, p.next_offset);
                     }
+                    let _ = sub
+                        .spec
+                        .events
+                        .send(Event::Checkpoint(c.positions.iter().map(|p| (p.partition, p.next_offset)).collect()));
                 }
             }
             Kind::End(e) => {
@@ -802,23 +856,30 @@ impl Driver {
                     }));
                 }
             }
-            Kind::Error(e) => self.on_error(&e, out),
+            Kind::Error(e) => self.on_error(&e),
             Kind::Ping(p) => out.push(frame(Kind::Pong(wire::Pong { nonce: p.nonce }))),
             _ => {}
         }
     }
 
-    fn on_error(&mut self, e: &wire::Error, out: &mut Vec<Message>) {
+    fn on_error(&mut self, e: &wire::Error) {
         let status = Status::from_wire(e);
         if e.subscription_id != 0 {
             let Some(k) = self.wire_to_key.remove(&e.subscription_id) else { return };
             if status.code() == Code::Unavailable {
-                // Transient (the gateway is draining or Kafka is away): ask again.
-                if self.subs.contains_key(&k) {
-                    out.extend(self.subscribe_frame(k));
+                // Transient (the gateway is draining or Kafka is away): ask again, after
+                // the hint or a backoff, never in a tight loop.
+                if let Some(sub) = self.subs.get_mut(&k) {
+                    sub.wire_id = None;
+                    let delay = status.retry_after().unwrap_or_else(|| self.backoff().max(Duration::from_millis(100)));
+                    let tx = self.commands.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Command::Resubscribe(k));
+                    });
                 }
             } else if let Some(s) = self.subs.remove(&k) {
-                let _ = s.spec.events.send(Err(status));
+                let _ = s.spec.events.send(Event::Failed(status));
             }
         } else if e.publish_id != 0 {
             let id = e.publish_id;

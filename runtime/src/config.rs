@@ -160,10 +160,7 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Reads the chain and key from these PEM files when the gateway binds.
     pub fn from_pem_files(cert_chain: impl Into<PathBuf>, private_key: impl Into<PathBuf>) -> Self {
-        TlsConfig {
-            cert_chain: cert_chain.into(),
-            private_key: private_key.into(),
-        }
+        TlsConfig { cert_chain: cert_chain.into(), private_key: private_key.into() }
     }
 }
 
@@ -177,18 +174,13 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// Kafka at these bootstrap servers (`host:port[,host:port]`).
     pub fn new(bootstrap: impl Into<String>) -> KafkaConfig {
-        KafkaConfig {
-            bootstrap: bootstrap.into(),
-            options: Vec::new(),
-        }
+        KafkaConfig { bootstrap: bootstrap.into(), options: Vec::new() }
     }
 
     /// Kafka at `$KAFKA_BOOTSTRAP`, default `127.0.0.1:19092` (what `scripts/services up`
     /// starts).
     pub fn from_env() -> KafkaConfig {
-        KafkaConfig::new(
-            std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned()),
-        )
+        KafkaConfig::new(std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned()))
     }
 
     /// A librdkafka option applied to every client the gateway makes (for example
@@ -221,6 +213,10 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Identifies this process in Welcome and logs. Default a random id.
     pub server_id: String,
+    /// Confluent-compatible Schema Registry base URL (for example
+    /// `http://127.0.0.1:18081/apis/ccompat/v7`). Default none: streams declared with a
+    /// schema then fail to publish with `FAILED_PRECONDITION`.
+    pub schema_registry: Option<String>,
 }
 
 impl GatewayConfig {
@@ -233,6 +229,7 @@ impl GatewayConfig {
             kafka,
             limits: Limits::default(),
             server_id: format!("gw-{:016x}", rand::random::<u64>()),
+            schema_registry: None,
         }
     }
 
@@ -257,6 +254,12 @@ impl GatewayConfig {
     /// Replaces the limits.
     pub fn limits(mut self, limits: Limits) -> GatewayConfig {
         self.limits = limits;
+        self
+    }
+
+    /// Uses this Schema Registry for streams declared with a schema.
+    pub fn schema_registry(mut self, url: impl Into<String>) -> GatewayConfig {
+        self.schema_registry = Some(url.into());
         self
     }
 

@@ -57,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server_id: String,
     pub(crate) dedup: DedupWindow,
+    pub(crate) registry: Option<crate::registry::SchemaRegistry>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -113,11 +114,7 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(per_second: u32) -> TokenBucket {
-        TokenBucket {
-            tokens: f64::from(per_second),
-            rate: f64::from(per_second),
-            at: Instant::now(),
-        }
+        TokenBucket { tokens: f64::from(per_second), rate: f64::from(per_second), at: Instant::now() }
     }
 
     /// Takes a token, or says how long until one is there.
@@ -186,7 +183,11 @@ impl Session {
         // Hello.
         let first = match tokio::time::timeout(limits.hello_timeout, stream.next()).await {
             Err(_) => {
-                self.fail(Status::new(Code::FailedPrecondition, "no Hello within the hello timeout"), close::BAD_HELLO, "hello timeout");
+                self.fail(
+                    Status::new(Code::FailedPrecondition, "no Hello within the hello timeout"),
+                    close::BAD_HELLO,
+                    "hello timeout",
+                );
                 return;
             }
             Ok(None) => return,
@@ -195,14 +196,21 @@ impl Session {
         let hello = match self.frame_of(first) {
             Ok(Some(Kind::Hello(h))) => h,
             Ok(Some(_) | None) => {
-                self.fail(Status::new(Code::FailedPrecondition, "the first frame must be Hello"), close::BAD_HELLO, "expected Hello");
+                self.fail(
+                    Status::new(Code::FailedPrecondition, "the first frame must be Hello"),
+                    close::BAD_HELLO,
+                    "expected Hello",
+                );
                 return;
             }
             Err(()) => return,
         };
         if hello.protocol_version != 1 {
             self.fail(
-                Status::new(Code::FailedPrecondition, format!("protocol version {} is not supported; this gateway speaks 1", hello.protocol_version)),
+                Status::new(
+                    Code::FailedPrecondition,
+                    format!("protocol version {} is not supported; this gateway speaks 1", hello.protocol_version),
+                ),
                 close::BAD_HELLO,
                 "unsupported protocol version",
             );
@@ -287,7 +295,11 @@ impl Session {
             }
         }
         if now.duration_since(self.last_heard) >= limits.idle_timeout {
-            return self.fail(Status::unavailable("nothing received within the idle timeout"), close::IDLE, "idle timeout");
+            return self.fail(
+                Status::unavailable("nothing received within the idle timeout"),
+                close::IDLE,
+                "idle timeout",
+            );
         }
         if self.outbox.full_since().is_some_and(|t| now.duration_since(t) >= limits.slow_consumer_timeout) {
             self.shared.metrics.slow_consumer();
@@ -310,19 +322,32 @@ impl Session {
             Ok(Message::Binary(b)) => match wire::Frame::decode(b) {
                 Ok(f) => Ok(f.kind),
                 Err(e) => {
-                    self.fail(Status::invalid_argument(format!("undecodable frame: {e}")), close::PROTOCOL, "undecodable frame");
+                    self.fail(
+                        Status::invalid_argument(format!("undecodable frame: {e}")),
+                        close::PROTOCOL,
+                        "undecodable frame",
+                    );
                     Err(())
                 }
             },
             Ok(Message::Text(_)) => {
-                self.fail(Status::invalid_argument("text messages are not part of kafkasocks.v1"), close::UNSUPPORTED, "binary frames only");
+                self.fail(
+                    Status::invalid_argument("text messages are not part of kafkasocks.v1"),
+                    close::UNSUPPORTED,
+                    "binary frames only",
+                );
                 Err(())
             }
             Ok(Message::Close(_)) => Err(()),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Ok(Some(Kind::Pong(wire::Pong { nonce: 0 }))),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
+                Ok(Some(Kind::Pong(wire::Pong { nonce: 0 })))
+            }
             Err(tungstenite::Error::Capacity(e)) => {
                 self.fail(
-                    Status::new(Code::ResourceExhausted, format!("message too big: {e}; the limit is {} bytes", self.shared.limits.max_message_bytes)),
+                    Status::new(
+                        Code::ResourceExhausted,
+                        format!("message too big: {e}; the limit is {} bytes", self.shared.limits.max_message_bytes),
+                    ),
                     close::TOO_BIG,
                     "message too big",
                 );
@@ -376,7 +401,9 @@ impl Session {
             },
             Kind::Ping(p) => self.send(Kind::Pong(wire::Pong { nonce: p.nonce })),
             Kind::Pong(_) => Flow::Continue,
-            Kind::Hello(_) => self.send_error(&Status::new(Code::FailedPrecondition, "the session is already open"), 0, 0),
+            Kind::Hello(_) => {
+                self.send_error(&Status::new(Code::FailedPrecondition, "the session is already open"), 0, 0)
+            }
             Kind::Welcome(_)
             | Kind::Subscribed(_)
             | Kind::Data(_)
@@ -385,7 +412,9 @@ impl Session {
             | Kind::Receipt(_)
             | Kind::Error(_)
             | Kind::TokenAccepted(_)
-            | Kind::GoAway(_) => self.send_error(&Status::invalid_argument("that frame only goes from the gateway to the client"), 0, 0),
+            | Kind::GoAway(_) => {
+                self.send_error(&Status::invalid_argument("that frame only goes from the gateway to the client"), 0, 0)
+            }
         }
     }
 
@@ -438,7 +467,10 @@ impl Session {
             self.ended_tx.clone(),
         );
         let span = tracing::debug_span!("subscription", id = s.id, method = %s.method, topic = %topic);
-        let task = tokio::spawn(subscription::run(self.shared.kafka.clone(), core.clone(), topic, Start::from_wire(s.start)).instrument(span));
+        let task = tokio::spawn(
+            subscription::run(self.shared.kafka.clone(), core.clone(), topic, Start::from_wire(s.start))
+                .instrument(span),
+        );
         self.subs.insert(s.id, (core, task));
         self.shared.metrics.subscription_opened();
         Flow::Continue
@@ -456,17 +488,20 @@ impl Session {
                 return Err(Status::invalid_argument(format!("{:?} is a subscribe method", p.method)));
             };
             if p.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
-                return Err(Status::invalid_argument(format!("idempotency keys are at most {MAX_IDEMPOTENCY_KEY} bytes")));
+                return Err(Status::invalid_argument(format!(
+                    "idempotency keys are at most {MAX_IDEMPOTENCY_KEY} bytes"
+                )));
             }
             if let Err(wait) = self.bucket.take() {
                 return Err(Status::new(Code::ResourceExhausted, "publish rate limit").with_retry_after(wait));
             }
             let permit = self.inflight.clone().try_acquire_owned().map_err(|_| {
-                Status::new(Code::ResourceExhausted, "too many publishes awaiting receipts").with_retry_after(Duration::from_millis(50))
+                Status::new(Code::ResourceExhausted, "too many publishes awaiting receipts")
+                    .with_retry_after(Duration::from_millis(50))
             })?;
-            Ok((def.topic.clone(), hook.clone(), permit))
+            Ok((def.topic.clone(), hook.clone(), def.schema.clone(), permit))
         })();
-        let (topic, hook, permit) = match checked {
+        let (topic, hook, schema, permit) = match checked {
             Ok(v) => v,
             Err(status) => {
                 self.shared.metrics.publish_failed();
@@ -480,7 +515,7 @@ impl Session {
         tokio::spawn(
             async move {
                 let id = p.id;
-                let kind = match publish(&shared, ctx, &topic, hook, p, permit).await {
+                let kind = match publish(&shared, ctx, &topic, hook, schema.as_ref(), p, permit).await {
                     Ok((l, duplicate)) => {
                         shared.metrics.published(duplicate);
                         Kind::Receipt(wire::Receipt {
@@ -527,10 +562,12 @@ async fn publish(
     ctx: RequestContext,
     topic: &str,
     hook: Arc<dyn PublishHook>,
+    schema: Option<&crate::RegistrySchema>,
     p: wire::Publish,
     _permit: OwnedSemaphorePermit,
 ) -> Result<(Landing, bool), Status> {
-    let key = (!p.idempotency_key.is_empty()).then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));
+    let key = (!p.idempotency_key.is_empty())
+        .then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
         Some(k) => match shared.dedup.claim(k).await? {
             Claim::Done(l) => return Ok((l, true)),
@@ -539,7 +576,14 @@ async fn publish(
         None => None,
     };
     let result = async {
-        let record = hook.prepare(&ctx, p.payload).await?;
+        let mut record = hook.prepare(&ctx, p.payload).await?;
+        if let Some(schema) = schema {
+            let registry = shared.registry.as_ref().ok_or_else(|| {
+                Status::new(Code::FailedPrecondition, "this stream has a schema but the gateway has no schema registry")
+            })?;
+            let id = registry.id_for(schema).await?;
+            record.payload = wire::add_confluent_framing(id, &schema.message_indexes, &record.payload);
+        }
         shared.kafka.produce(topic, &record, &p.idempotency_key).await
     }
     .await;
@@ -579,10 +623,9 @@ where
                     continue;
                 }
                 Item::Frame(b) => Message::Binary(b.clone()),
-                Item::Close(code, reason) => Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(*code),
-                    reason: (*reason).into(),
-                })),
+                Item::Close(code, reason) => {
+                    Message::Close(Some(CloseFrame { code: CloseCode::from(*code), reason: (*reason).into() }))
+                }
             };
             if !batch.is_empty() {
                 frames += 1;

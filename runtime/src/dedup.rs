@@ -41,11 +41,7 @@ struct Inner {
 
 impl DedupWindow {
     pub(crate) fn new(window: Duration, capacity: usize) -> DedupWindow {
-        DedupWindow {
-            inner: Mutex::default(),
-            window,
-            capacity,
-        }
+        DedupWindow { inner: Mutex::default(), window, capacity }
     }
 
     /// Claims `key`, waiting for an in-flight publish with the same key to finish.
@@ -60,8 +56,11 @@ impl DedupWindow {
                     Some((Slot::Pending(rx), _)) => rx.clone(),
                     None => {
                         if inner.slots.len() >= self.capacity && !self.evict_one(&mut inner) {
-                            return Err(Status::new(Code::ResourceExhausted, "dedup window full of in-flight publishes")
-                                .with_retry_after(Duration::from_millis(100)));
+                            return Err(Status::new(
+                                Code::ResourceExhausted,
+                                "dedup window full of in-flight publishes",
+                            )
+                            .with_retry_after(Duration::from_millis(100)));
                         }
                         let (tx, rx) = watch::channel(None);
                         inner.slots.insert(key.clone(), (Slot::Pending(rx), now));
@@ -132,19 +131,13 @@ mod tests {
     }
 
     fn landing(offset: i64) -> Landing {
-        Landing {
-            partition: 0,
-            offset,
-            timestamp_ms: 1,
-        }
+        Landing { partition: 0, offset, timestamp_ms: 1 }
     }
 
     #[tokio::test]
     async fn second_claim_gets_first_landing_and_waits_while_in_flight() {
         let w = std::sync::Arc::new(DedupWindow::new(Duration::from_secs(60), 10));
-        let Ok(Claim::Owner(tx)) = w.claim(&key(b"a")).await else {
-            panic!("first claim must own")
-        };
+        let Ok(Claim::Owner(tx)) = w.claim(&key(b"a")).await else { panic!("first claim must own") };
         let w2 = w.clone();
         let waiter = tokio::spawn(async move { w2.claim(&key(b"a")).await });
         tokio::task::yield_now().await;
@@ -159,9 +152,7 @@ mod tests {
     #[tokio::test]
     async fn abandoned_claim_lets_the_retry_produce() {
         let w = DedupWindow::new(Duration::from_secs(60), 10);
-        let Ok(Claim::Owner(tx)) = w.claim(&key(b"a")).await else {
-            panic!("first claim must own")
-        };
+        let Ok(Claim::Owner(tx)) = w.claim(&key(b"a")).await else { panic!("first claim must own") };
         w.abandon(&key(b"a"), tx);
         assert!(matches!(w.claim(&key(b"a")).await, Ok(Claim::Owner(_))));
     }

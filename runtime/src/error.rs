@@ -150,12 +150,7 @@ pub struct Status {
 impl Status {
     /// A status with a code and a message.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
-            discontinuity: None,
-            retry_after: None,
-        }
+        Status { code, message: message.into(), discontinuity: None, retry_after: None }
     }
 
     /// `INVALID_ARGUMENT`.
@@ -180,10 +175,7 @@ impl Status {
 
     /// `DATA_LOSS` with the reason continuity is lost.
     pub fn data_loss(discontinuity: Discontinuity, message: impl Into<String>) -> Status {
-        Status {
-            discontinuity: Some(discontinuity),
-            ..Status::new(Code::DataLoss, message)
-        }
+        Status { discontinuity: Some(discontinuity), ..Status::new(Code::DataLoss, message) }
     }
 
     /// Adds a retry hint.
@@ -218,13 +210,8 @@ impl Status {
             message: self.message.clone(),
             subscription_id,
             publish_id,
-            discontinuity: self
-                .discontinuity
-                .map_or(wire::Discontinuity::Unspecified, Discontinuity::to_wire)
-                as i32,
-            retry_after_ms: self
-                .retry_after
-                .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            discontinuity: self.discontinuity.map_or(wire::Discontinuity::Unspecified, Discontinuity::to_wire) as i32,
+            retry_after_ms: self.retry_after.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
         }
     }
 
@@ -233,8 +220,7 @@ impl Status {
             code: Code::from_wire(e.code),
             message: e.message.clone(),
             discontinuity: Discontinuity::from_wire(e.discontinuity),
-            retry_after: (e.retry_after_ms > 0)
-                .then(|| Duration::from_millis(u64::from(e.retry_after_ms))),
+            retry_after: (e.retry_after_ms > 0).then(|| Duration::from_millis(u64::from(e.retry_after_ms))),
         }
     }
 }

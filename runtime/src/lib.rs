@@ -49,6 +49,7 @@ mod error;
 mod kafka;
 mod metrics;
 mod outbox;
+mod registry;
 mod server;
 mod stream;
 mod subscription;
@@ -57,8 +58,9 @@ pub mod wire;
 pub use auth::{AllowAnonymous, Authenticator, Principal};
 pub use config::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
 pub use error::{Code, Discontinuity, Error, Status};
+pub use registry::RegistrySchema;
 pub use server::{Gateway, GatewayBuilder, SUBPROTOCOL, ShutdownHandle};
 pub use stream::{
-    BoxFuture, KeyField, OutgoingRecord, PublishHook, RecordFilter, RecordView, RequestContext, SubscribeHook,
-    SubscriptionPlan, Streams,
+    BoxFuture, KeyField, OutgoingRecord, PublishHook, RecordFilter, RecordView, RequestContext, Streams, SubscribeHook,
+    SubscriptionPlan,
 };

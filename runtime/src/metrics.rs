@@ -124,21 +124,69 @@ impl Metrics {
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
         let c = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
         metric("kafkasocks_connections", "gauge", "Open WebSocket connections.", g(&self.connections_open));
-        metric("kafkasocks_connections_total", "counter", "WebSocket connections accepted.", c(&self.connections_total));
-        metric("kafkasocks_connections_rejected_total", "counter", "Connections refused at the connection limit.", c(&self.connections_rejected));
+        metric(
+            "kafkasocks_connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            c(&self.connections_total),
+        );
+        metric(
+            "kafkasocks_connections_rejected_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            c(&self.connections_rejected),
+        );
         metric("kafkasocks_subscriptions", "gauge", "Open subscriptions.", g(&self.subscriptions_open));
         metric("kafkasocks_subscriptions_total", "counter", "Subscriptions opened.", c(&self.subscriptions_total));
-        metric("kafkasocks_records_delivered_total", "counter", "Records written to clients.", c(&self.records_delivered));
+        metric(
+            "kafkasocks_records_delivered_total",
+            "counter",
+            "Records written to clients.",
+            c(&self.records_delivered),
+        );
         metric("kafkasocks_data_frames_total", "counter", "Data frames written to clients.", c(&self.data_frames));
-        metric("kafkasocks_replay_records_total", "counter", "Records served to catching-up subscribers from memory.", c(&self.replay_served));
-        metric("kafkasocks_catch_up_reads_total", "counter", "Records read from Kafka by catch-up readers.", c(&self.catch_up_reads));
-        metric("kafkasocks_subscription_pauses_total", "counter", "Times a subscription paused (no credit or full send queue).", c(&self.paused));
+        metric(
+            "kafkasocks_replay_records_total",
+            "counter",
+            "Records served to catching-up subscribers from memory.",
+            c(&self.replay_served),
+        );
+        metric(
+            "kafkasocks_catch_up_reads_total",
+            "counter",
+            "Records read from Kafka by catch-up readers.",
+            c(&self.catch_up_reads),
+        );
+        metric(
+            "kafkasocks_subscription_pauses_total",
+            "counter",
+            "Times a subscription paused (no credit or full send queue).",
+            c(&self.paused),
+        );
         metric("kafkasocks_publishes_total", "counter", "Publishes acknowledged.", c(&self.publishes));
-        metric("kafkasocks_publish_duplicates_total", "counter", "Publishes answered from the dedup window.", c(&self.publish_duplicates));
-        metric("kafkasocks_publish_failures_total", "counter", "Publishes answered with an error.", c(&self.publish_failures));
-        metric("kafkasocks_slow_consumer_disconnects_total", "counter", "Connections closed with 4008.", c(&self.slow_consumer_disconnects));
+        metric(
+            "kafkasocks_publish_duplicates_total",
+            "counter",
+            "Publishes answered from the dedup window.",
+            c(&self.publish_duplicates),
+        );
+        metric(
+            "kafkasocks_publish_failures_total",
+            "counter",
+            "Publishes answered with an error.",
+            c(&self.publish_failures),
+        );
+        metric(
+            "kafkasocks_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed with 4008.",
+            c(&self.slow_consumer_disconnects),
+        );
         metric("kafkasocks_kafka_errors_total", "counter", "Errors reported by Kafka readers.", c(&self.kafka_errors));
-        let _ = writeln!(out, "# HELP kafkasocks_errors_total Error frames sent, by code.\n# TYPE kafkasocks_errors_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP kafkasocks_errors_total Error frames sent, by code.\n# TYPE kafkasocks_errors_total counter"
+        );
         for (code, n) in CODES.iter().zip(&self.errors) {
             let _ = writeln!(out, "kafkasocks_errors_total{{code=\"{code}\"}} {}", n.load(Ordering::Relaxed));
         }
@@ -152,7 +200,7 @@ impl Metrics {
                 lags.push((hub.topic.clone(), session, id, p, lag));
             }
         }
-        lags.sort_by(|a, b| b.4.cmp(&a.4));
+        lags.sort_by_key(|l| std::cmp::Reverse(l.4));
         for (topic, session, id, p, lag) in lags.iter().take(MAX_LAG_SERIES) {
             let _ = writeln!(
                 out,
@@ -165,7 +213,12 @@ impl Metrics {
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown` turns true.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, kafka: Arc<Kafka>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    kafka: Arc<Kafka>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -185,9 +238,7 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, kafka: A
                 let kafka = kafka.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &kafka).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -44,12 +44,7 @@ pub(crate) struct Overflow;
 
 impl Outbox {
     pub(crate) fn new(max_record_bytes: usize, max_frames: usize) -> Arc<Outbox> {
-        Arc::new(Outbox {
-            state: Mutex::default(),
-            ready: Notify::new(),
-            max_record_bytes,
-            max_frames,
-        })
+        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), max_record_bytes, max_frames })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -5,18 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
-use futures_util::SinkExt;
 
 use crate::connection::{self, Shared, close};
 use crate::dedup::DedupWindow;
@@ -65,6 +65,9 @@ impl GatewayBuilder {
         if streams.is_empty() {
             return Err(Error::Config("a gateway needs at least one stream".into()));
         }
+        // The registry client (reqwest) uses rustls without a built-in provider: ring is
+        // the one this crate compiles. Another one already installed is fine too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = TcpListener::bind(config.listen).await?;
         let metrics_listener = match config.metrics_listen {
@@ -79,18 +82,13 @@ impl GatewayBuilder {
             streams,
             auth,
             dedup: DedupWindow::new(config.limits.dedup_window, config.limits.dedup_capacity),
+            registry: config.schema_registry.as_deref().map(crate::registry::SchemaRegistry::new),
             limits: config.limits.clone(),
             metrics,
             server_id: config.server_id.clone(),
             shutdown: shutdown_rx,
         });
-        Ok(Gateway {
-            listener,
-            metrics_listener,
-            tls,
-            shared,
-            shutdown_tx,
-        })
+        Ok(Gateway { listener, metrics_listener, tls, shared, shutdown_tx })
     }
 }
 
@@ -100,7 +98,8 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
     let certs = CertificateDer::pem_file_iter(&tls.cert_chain)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::Tls(format!("{}: {e}", tls.cert_chain.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| Error::Tls(format!("{}: {e}", tls.private_key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", tls.private_key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -144,11 +143,7 @@ impl ShutdownHandle {
 impl Gateway {
     /// Starts configuring a gateway.
     pub fn builder(config: GatewayConfig) -> GatewayBuilder {
-        GatewayBuilder {
-            config,
-            streams: Streams::new(),
-            auth: Arc::new(AllowAnonymous),
-        }
+        GatewayBuilder { config, streams: Streams::new(), auth: Arc::new(AllowAnonymous) }
     }
 
     /// The WebSocket listener's address (useful with port 0).
@@ -173,13 +168,7 @@ impl Gateway {
 
     /// Serves until the shutdown handle is used, then drains.
     pub async fn run(self) -> Result<(), Error> {
-        let Gateway {
-            listener,
-            metrics_listener,
-            tls,
-            shared,
-            shutdown_tx,
-        } = self;
+        let Gateway { listener, metrics_listener, tls, shared, shutdown_tx } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), server_id = %shared.server_id, "gateway listening");
         let mut shutdown = shutdown_tx.subscribe();
         if let Some(l) = metrics_listener {
@@ -250,8 +239,7 @@ fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorRespons
         *err.status_mut() = StatusCode::BAD_REQUEST;
         return Err(err);
     }
-    resp.headers_mut()
-        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    resp.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
     Ok(resp)
 }
 

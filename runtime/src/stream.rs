@@ -66,10 +66,7 @@ impl SubscriptionPlan {
 
     /// Only records with exactly this Kafka key (served from the gateway's key index).
     pub fn key(key: impl Into<Bytes>) -> SubscriptionPlan {
-        SubscriptionPlan {
-            key: Some(key.into()),
-            filter: None,
-        }
+        SubscriptionPlan { key: Some(key.into()), filter: None }
     }
 
     /// Adds a predicate on each record that passed the key match.
@@ -81,10 +78,7 @@ impl SubscriptionPlan {
 
 impl fmt::Debug for SubscriptionPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SubscriptionPlan")
-            .field("key", &self.key)
-            .field("filter", &self.filter.is_some())
-            .finish()
+        f.debug_struct("SubscriptionPlan").field("key", &self.key).field("filter", &self.filter.is_some()).finish()
     }
 }
 
@@ -158,13 +152,7 @@ impl SubscribeHook for KeyField {
 impl PublishHook for KeyField {
     fn prepare(&self, _ctx: &RequestContext, payload: Bytes) -> BoxFuture<Result<OutgoingRecord, Status>> {
         let key = self.extract(&payload);
-        Box::pin(async move {
-            Ok(OutgoingRecord {
-                key: key?,
-                payload,
-                headers: Vec::new(),
-            })
-        })
+        Box::pin(async move { Ok(OutgoingRecord { key: key?, payload, headers: Vec::new() }) })
     }
 }
 
@@ -178,6 +166,7 @@ pub(crate) enum StreamKind {
 pub(crate) struct StreamDef {
     pub(crate) topic: String,
     pub(crate) kind: StreamKind,
+    pub(crate) schema: Option<crate::RegistrySchema>,
 }
 
 /// The methods a gateway serves.
@@ -204,10 +193,7 @@ impl Streams {
     pub fn subscribe(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Subscribe(Arc::new(hook)),
-            },
+            StreamDef { topic: topic.into(), kind: StreamKind::Subscribe(Arc::new(hook)), schema: None },
         );
         self
     }
@@ -216,10 +202,23 @@ impl Streams {
     pub fn publish(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Publish(Arc::new(hook)),
-            },
+            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: None },
+        );
+        self
+    }
+
+    /// Serves unary `method` by producing to `topic` in the Confluent wire format with
+    /// `schema` (registered on first use; needs [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry)).
+    pub fn publish_with_schema(
+        mut self,
+        method: impl Into<String>,
+        topic: impl Into<String>,
+        hook: impl PublishHook,
+        schema: crate::RegistrySchema,
+    ) -> Self {
+        self.methods.insert(
+            method.into(),
+            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: Some(schema) },
         );
         self
     }

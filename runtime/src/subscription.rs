@@ -61,11 +61,7 @@ impl SubCore {
             metrics,
             wake: Notify::new(),
             hub: OnceLock::new(),
-            state: Mutex::new(SubState {
-                next: Vec::new(),
-                live: Vec::new(),
-                credit: u64::from(credit),
-            }),
+            state: Mutex::new(SubState { next: Vec::new(), live: Vec::new(), credit: u64::from(credit) }),
             ended: AtomicBool::new(false),
             max_credit: u64::from(max_credit),
             ended_tx,
@@ -91,9 +87,7 @@ impl SubCore {
     pub(crate) fn fail(&self, status: Status) {
         if self.end() {
             self.metrics.error(status.code());
-            let _ = self
-                .outbox
-                .push_frame(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
+            let _ = self.outbox.push_frame(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
             let _ = self.ended_tx.send(self.id);
         }
     }
@@ -170,14 +164,12 @@ pub(crate) fn validate_cursor(cursor: &wire::Cursor, info: &TopicInfo) -> Result
             }
         }
     }
-    next.into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            Status::data_loss(
-                Discontinuity::PartitionsChanged,
-                format!("the topic has {} partitions; the cursor has {}", info.partitions, cursor.positions.len()),
-            )
-        })
+    next.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+        Status::data_loss(
+            Discontinuity::PartitionsChanged,
+            format!("the topic has {} partitions; the cursor has {}", info.partitions, cursor.positions.len()),
+        )
+    })
 }
 
 /// Resolves the start, announces the subscription with `Subscribed`, then keeps it
@@ -196,6 +188,11 @@ pub(crate) async fn run(kafka: Arc<Kafka>, sub: Arc<SubCore>, topic: String, sta
 
 async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start) -> Result<Arc<TopicHub>, Status> {
     let info = kafka.describe(topic).await?;
+    // A cursor is judged against the topic as it is now, before anything is built for it.
+    let cursor_next = match &start {
+        Start::Cursor(c) => Some(validate_cursor(c, &info)?),
+        _ => None,
+    };
     let hub = kafka.hub(topic, &info).await?;
     let _ = sub.hub.set(hub.clone());
     let n = hub.partitions();
@@ -211,10 +208,7 @@ async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start)
             positions: next
                 .iter()
                 .enumerate()
-                .map(|(p, &o)| wire::PartitionOffset {
-                    partition: p as i32,
-                    next_offset: o,
-                })
+                .map(|(p, &o)| wire::PartitionOffset { partition: p as i32, next_offset: o })
                 .collect(),
         };
         let _ = sub.outbox.push_frame(wire::encode(frame::Kind::Subscribed(wire::Subscribed {
@@ -231,8 +225,8 @@ async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start)
         }
         Start::Earliest => kafka.watermarks(topic, n).await?.into_iter().map(|(low, _)| low).collect(),
         Start::Timestamp(t) => kafka.offsets_for_time(topic, n, t).await?,
-        Start::Cursor(c) => {
-            let next = validate_cursor(&c, &info)?;
+        Start::Cursor(_) => {
+            let next = cursor_next.unwrap_or_default();
             let ranges = hub.ring_ranges();
             // Offsets the ring or the live position covers are known good; others are
             // checked against the log.
@@ -304,10 +298,7 @@ async fn drive(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &Arc<TopicHub>) {
 }
 
 fn below_log_start(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
-    )
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
 }
 
 /// Reads partition `p` from Kafka at `from` until the ring reaches back to the cursor.

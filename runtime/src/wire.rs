@@ -114,24 +114,12 @@ impl SharedRecord {
         out.put_slice(&body);
         let encoded = out.freeze();
         let key = key_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + key.len()));
-        let payload =
-            payload_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + payload.len()));
-        SharedRecord {
-            partition,
-            offset,
-            key,
-            payload,
-            encoded,
-        }
+        let payload = payload_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + payload.len()));
+        SharedRecord { partition, offset, key, payload, encoded }
     }
 
     pub(crate) fn view(&self) -> crate::RecordView<'_> {
-        crate::RecordView {
-            partition: self.partition,
-            offset: self.offset,
-            key: &self.key,
-            payload: &self.payload,
-        }
+        crate::RecordView { partition: self.partition, offset: self.offset, key: &self.key, payload: &self.payload }
     }
 }
 
@@ -283,9 +271,7 @@ mod tests {
         let a = SharedRecord::new(0, 0, 0, b"", &[], b"");
         let b = SharedRecord::new(1, 300, 5, b"k", &[], b"\x08\x01");
         let frame = Frame::decode(data_frame(70_000, &[&a.encoded, &b.encoded])).expect("decodes");
-        let Some(frame::Kind::Data(d)) = frame.kind else {
-            panic!("not data: {frame:?}")
-        };
+        let Some(frame::Kind::Data(d)) = frame.kind else { panic!("not data: {frame:?}") };
         assert_eq!(d.subscription_id, 70_000);
         assert_eq!(d.records.len(), 2);
         assert_eq!(d.records[1].offset, 300);
@@ -311,12 +297,7 @@ mod tests {
 
     #[test]
     fn scan_field_finds_strings_and_ints() {
-        let msg = Hello {
-            protocol_version: 1,
-            token: "t".into(),
-            client: "c".into(),
-        }
-        .encode_to_vec();
+        let msg = Hello { protocol_version: 1, token: "t".into(), client: "c".into() }.encode_to_vec();
         assert_eq!(scan_field(&msg, 2), Ok(Some(Bytes::from_static(b"t"))));
         assert_eq!(scan_field(&msg, 1), Ok(Some(Bytes::from_static(b"1"))));
         assert_eq!(scan_field(&msg, 9), Ok(None));

@@ -68,7 +68,10 @@ pub async fn wait_for_topic(name: &str, partitions: usize) -> Result<()> {
     for _ in 0..100 {
         if let Ok(md) = c.fetch_metadata(Some(name), Duration::from_secs(2)) {
             if let Some(t) = md.topics().first() {
-                if t.error().is_none() && t.partitions().len() == partitions && t.partitions().iter().all(|p| p.leader() >= 0) {
+                if t.error().is_none()
+                    && t.partitions().len() == partitions
+                    && t.partitions().iter().all(|p| p.leader() >= 0)
+                {
                     return Ok(());
                 }
             }
@@ -111,7 +114,13 @@ pub fn producer() -> FutureProducer {
 }
 
 /// Produces `value` with `key` to `partition`; returns the offset.
-pub async fn produce(p: &FutureProducer, topic: &str, partition: Option<i32>, key: &[u8], value: &[u8]) -> Result<(i32, i64)> {
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(i32, i64)> {
     let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key).payload(value);
     if let Some(part) = partition {
         r = r.partition(part);
@@ -146,9 +155,7 @@ pub async fn read_back(topic: &str, partition: i32, offset: i64) -> Result<(Vec<
 
 /// Streams for one topic: subscribe keyed by request field 1, publish keyed by field 1.
 pub fn streams(topic: &str) -> Streams {
-    Streams::new()
-        .subscribe(SUBSCRIBE, topic, KeyField::new(1))
-        .publish(PUBLISH, topic, KeyField::new(1))
+    Streams::new().subscribe(SUBSCRIBE, topic, KeyField::new(1)).publish(PUBLISH, topic, KeyField::new(1))
 }
 
 /// A request/record message: field 1 = key (string), field 2 = body.
@@ -164,6 +171,9 @@ pub fn message(key: &str, body: &str) -> Bytes {
     out.into()
 }
 
+/// A token check for [`TestGateway::start_with`].
+pub type AuthFn = Box<dyn Fn(&str) -> Result<kafkasocks::Principal, kafkasocks::Status> + Send + Sync>;
+
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -177,14 +187,8 @@ impl TestGateway {
         Self::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())).limits(limits), streams, None).await
     }
 
-    pub async fn start_with(
-        config: GatewayConfig,
-        streams: Streams,
-        auth: Option<Box<dyn Fn(&str) -> Result<kafkasocks::Principal, kafkasocks::Status> + Send + Sync>>,
-    ) -> Result<TestGateway> {
-        let config = config
-            .listen("127.0.0.1:0".parse()?)
-            .metrics_listen("127.0.0.1:0".parse()?);
+    pub async fn start_with(config: GatewayConfig, streams: Streams, auth: Option<AuthFn>) -> Result<TestGateway> {
+        let config = config.listen("127.0.0.1:0".parse()?).metrics_listen("127.0.0.1:0".parse()?);
         let mut b = Gateway::builder(config).streams(streams);
         if let Some(a) = auth {
             b = b.authenticator(a);
@@ -250,6 +254,20 @@ impl Proxy {
         Ok(Proxy { addr, conns, accept })
     }
 
+    /// Open connections through the proxy.
+    pub fn open_connections(&self) -> usize {
+        self.conns.lock().unwrap().values().filter(|t| !t.is_finished()).count()
+    }
+
+    /// Waits (at most `limit`) until a connection is open, then cuts them all.
+    pub async fn sever_when_connected(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.open_connections() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.sever()
+    }
+
     /// Cuts every open connection; returns how many.
     pub fn sever(&self) -> usize {
         let mut map = self.conns.lock().unwrap();
@@ -295,12 +313,8 @@ impl RawClient {
     /// Connects and completes Hello/Welcome.
     pub async fn open(addr: SocketAddr) -> Result<RawClient> {
         let mut c = Self::connect(addr).await?;
-        c.send(Kind::Hello(wire::Hello {
-            protocol_version: 1,
-            token: String::new(),
-            client: "raw-test".into(),
-        }))
-        .await?;
+        c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "raw-test".into() }))
+            .await?;
         match c.recv().await? {
             Some(Kind::Welcome(_)) => Ok(c),
             other => bail!("expected Welcome, got {other:?}"),
@@ -319,9 +333,8 @@ impl RawClient {
     /// The next frame, skipping pings; `Err` with the close code on close.
     pub async fn recv(&mut self) -> Result<Option<Kind>> {
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
-                .await
-                .context("no frame within 30 s")?;
+            let m =
+                tokio::time::timeout(Duration::from_secs(30), self.ws.next()).await.context("no frame within 30 s")?;
             match m {
                 Some(Ok(Message::Binary(b))) => {
                     let f = wire::Frame::decode(b)?;

@@ -117,9 +117,7 @@ async fn earliest_and_timestamp_starts() -> anyhow::Result<()> {
         offsets.push(produce(&p, &topic, Some(0), b"k", format!("v{i}").as_bytes()).await?.1);
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let middle_ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let middle_ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     tokio::time::sleep(Duration::from_millis(20)).await;
     for i in 5..8 {
         offsets.push(produce(&p, &topic, Some(0), b"k", format!("v{i}").as_bytes()).await?.1);

@@ -63,10 +63,8 @@ impl std::fmt::Debug for TopicHub {
 }
 
 pub(crate) fn to_shared(msg: &rdkafka::message::BorrowedMessage<'_>) -> SharedRecord {
-    let headers: Vec<(&str, &[u8])> = msg
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect())
-        .unwrap_or_default();
+    let headers: Vec<(&str, &[u8])> =
+        msg.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default();
     SharedRecord::new(
         msg.partition(),
         msg.offset(),
@@ -78,7 +76,12 @@ pub(crate) fn to_shared(msg: &rdkafka::message::BorrowedMessage<'_>) -> SharedRe
 }
 
 impl TopicHub {
-    pub(crate) fn start(kafka: Arc<Kafka>, topic: &str, info: TopicInfo, marks: &[(i64, i64)]) -> Result<Arc<TopicHub>, Status> {
+    pub(crate) fn start(
+        kafka: Arc<Kafka>,
+        topic: &str,
+        info: TopicInfo,
+        marks: &[(i64, i64)],
+    ) -> Result<Arc<TopicHub>, Status> {
         let feeds = marks
             .iter()
             .map(|&(_, high)| PartitionFeed {

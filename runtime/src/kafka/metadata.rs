@@ -45,7 +45,11 @@ pub(crate) enum MetadataError {
 
 pub(crate) const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
-pub(crate) async fn fetch_topic(bootstrap: &str, topic: &str, timeout: Duration) -> Result<TopicMetadata, MetadataError> {
+pub(crate) async fn fetch_topic(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicMetadata, MetadataError> {
     let mut last = MetadataError::Malformed;
     for server in bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match tokio::time::timeout(timeout, fetch_from(server, topic)).await {
@@ -194,11 +198,7 @@ pub(crate) fn decode_response(body: &[u8], correlation_id: i32, topic: &str) -> 
         r.tags()?;
         if name == topic.as_bytes() {
             partitions.sort_unstable();
-            return Ok(TopicMetadata {
-                error_code,
-                topic_id,
-                partitions,
-            });
+            return Ok(TopicMetadata { error_code, topic_id, partitions });
         }
     }
     Err(MetadataError::Malformed)

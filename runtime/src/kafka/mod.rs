@@ -69,7 +69,12 @@ fn kafka_status(what: &str, e: &KafkaError) -> Status {
 }
 
 impl Kafka {
-    pub(crate) fn new(config: KafkaConfig, limits: Limits, metrics: Arc<Metrics>, server_id: &str) -> Result<Arc<Kafka>, Error> {
+    pub(crate) fn new(
+        config: KafkaConfig,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        server_id: &str,
+    ) -> Result<Arc<Kafka>, Error> {
         let producer: FutureProducer = Self::client_config(&config)
             .set("client.id", format!("kafkasocks-{server_id}-producer"))
             .set("enable.idempotence", "true")
@@ -118,7 +123,12 @@ impl Kafka {
 
     /// A consumer assigned to `positions` of `topic`. `catch_up` readers report the end of
     /// a partition and buffer less.
-    pub(crate) fn reader(&self, topic: &str, positions: &[(i32, i64)], catch_up: bool) -> Result<StreamConsumer, Status> {
+    pub(crate) fn reader(
+        &self,
+        topic: &str,
+        positions: &[(i32, i64)],
+        catch_up: bool,
+    ) -> Result<StreamConsumer, Status> {
         let consumer: StreamConsumer = Self::consumer_config(&self.config, &self.group)
             .set("client.id", format!("{}-{}", self.group, if catch_up { "catchup" } else { "live" }))
             .set("enable.partition.eof", if catch_up { "true" } else { "false" })
@@ -128,8 +138,7 @@ impl Kafka {
             .map_err(|e| kafka_status("creating a reader", &e))?;
         let mut tpl = TopicPartitionList::new();
         for &(p, o) in positions {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))
-                .map_err(|e| kafka_status("assigning", &e))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|e| kafka_status("assigning", &e))?;
         }
         consumer.assign(&tpl).map_err(|e| kafka_status("assigning", &e))?;
         Ok(consumer)
@@ -156,21 +165,15 @@ impl Kafka {
     }
 
     async fn describe_now(&self, topic: &str) -> Result<TopicInfo, Status> {
-        let plaintext = !self
-            .config
-            .options
-            .iter()
-            .any(|(k, v)| k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext"));
+        let plaintext =
+            !self.config.options.iter().any(|(k, v)| k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext"));
         if plaintext {
             match metadata::fetch_topic(&self.config.bootstrap, topic, METADATA_TIMEOUT).await {
                 Ok(m) if m.error_code == metadata::UNKNOWN_TOPIC_OR_PARTITION => {
                     return Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist")));
                 }
                 Ok(m) if m.error_code == 0 && !m.partitions.is_empty() => {
-                    return Ok(TopicInfo {
-                        id: Bytes::copy_from_slice(&m.topic_id),
-                        partitions: m.partitions.len(),
-                    });
+                    return Ok(TopicInfo { id: Bytes::copy_from_slice(&m.topic_id), partitions: m.partitions.len() });
                 }
                 Ok(m) => tracing::debug!(topic, error_code = m.error_code, "metadata error; asking librdkafka"),
                 Err(e) => tracing::debug!(topic, error = %e, "topic id lookup failed; asking librdkafka"),
@@ -186,10 +189,7 @@ impl Kafka {
         .map_err(|e| Status::new(Code::Internal, format!("metadata task: {e}")))?
         .map_err(|e| kafka_status("fetching metadata", &e))?;
         match partitions {
-            Some((None, n)) if n > 0 => Ok(TopicInfo {
-                id: Bytes::new(),
-                partitions: n,
-            }),
+            Some((None, n)) if n > 0 => Ok(TopicInfo { id: Bytes::new(), partitions: n }),
             _ => Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist"))),
         }
     }
@@ -210,7 +210,12 @@ impl Kafka {
 
     /// Per partition, the first offset with a timestamp >= `ts_ms` (the high watermark
     /// when there is none).
-    pub(crate) async fn offsets_for_time(&self, topic: &str, partitions: usize, ts_ms: i64) -> Result<Vec<i64>, Status> {
+    pub(crate) async fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: usize,
+        ts_ms: i64,
+    ) -> Result<Vec<i64>, Status> {
         let marks = self.watermarks(topic, partitions).await?;
         let admin = self.admin.clone();
         let name = topic.to_owned();
@@ -274,21 +279,21 @@ impl Kafka {
     }
 
     /// Produces one record and waits for Kafka's acknowledgement (acks=all).
-    pub(crate) async fn produce(&self, topic: &str, record: &OutgoingRecord, idempotency_key: &[u8]) -> Result<Landing, Status> {
+    pub(crate) async fn produce(
+        &self,
+        topic: &str,
+        record: &OutgoingRecord,
+        idempotency_key: &[u8],
+    ) -> Result<Landing, Status> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
         for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_ref()),
-            });
+            headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
         }
         if !idempotency_key.is_empty() {
-            headers = headers.insert(Header {
-                key: IDEMPOTENCY_HEADER,
-                value: Some(idempotency_key),
-            });
+            headers = headers.insert(Header { key: IDEMPOTENCY_HEADER, value: Some(idempotency_key) });
         }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(record.payload.as_ref()).headers(headers);
+        let mut fr: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).payload(record.payload.as_ref()).headers(headers);
         if let Some(k) = &record.key {
             fr = fr.key(k.as_ref());
         }

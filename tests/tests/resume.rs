@@ -1,0 +1,184 @@
+//! Resume across disconnects and across gateway processes: every record exactly once,
+//! in order per partition.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use kafkasocks::Limits;
+use kafkasocks::client::{Client, ClientConfig, Delivery, StartAt, Subscription};
+use kafkasocks_tests::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const RECORDS: usize = 10_000;
+const DISCONNECTS: usize = 20;
+
+/// Produces `n` records with keys k0..k9 (so they spread over partitions); returns
+/// partition -> offsets and key -> (partition, offset) list.
+async fn produce_many<F, Fut>(topic: &str, n: usize, mut every: F) -> anyhow::Result<Vec<(String, i32, i64)>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let p = producer();
+    let mut out = Vec::with_capacity(n);
+    for chunk in 0..n / 500 {
+        let futs: Vec<_> = (0..500)
+            .map(|i| {
+                let idx = chunk * 500 + i;
+                let key = format!("k{}", idx % 10);
+                let p = &p;
+                async move {
+                    let r = produce(p, topic, None, key.as_bytes(), format!("v{idx}").as_bytes()).await;
+                    r.map(|(part, off)| (key, part, off))
+                }
+            })
+            .collect();
+        for r in futures_util::future::join_all(futs).await {
+            out.push(r?);
+        }
+        every(chunk).await;
+    }
+    Ok(out)
+}
+
+async fn collect(sub: &mut Subscription, n: usize, limit: Duration) -> anyhow::Result<Vec<Delivery>> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + limit;
+    while got.len() < n {
+        let d = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {n} records arrived", got.len()))?
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
+        got.push(d);
+    }
+    Ok(got)
+}
+
+/// Every produced record exactly once, and per partition in offset order.
+fn assert_exactly_once(got: &[Delivery], produced: &[(i32, i64)]) {
+    let mut by_part: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for d in got {
+        by_part.entry(d.partition).or_default().push(d.offset);
+    }
+    for (p, offs) in &by_part {
+        assert!(offs.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order or duplicated");
+    }
+    let mut want: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for &(p, o) in produced {
+        want.entry(p).or_default().push(o);
+    }
+    for v in want.values_mut() {
+        v.sort_unstable();
+    }
+    assert_eq!(by_part, want, "delivered set differs from produced set");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_through_twenty_disconnects() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("resume");
+    create_topic(&topic, 3).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let proxy = std::sync::Arc::new(Proxy::start(gw.addr).await?);
+    let client =
+        Client::connect(ClientConfig::new(proxy.url()).backoff(Duration::from_millis(20), Duration::from_millis(200)));
+    let mut all = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    let mut keyed = client.subscribe(SUBSCRIBE, message("k3", ""), StartAt::Latest);
+    while all.cursor().is_none() || keyed.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let severed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let producer_task = {
+        let (topic, proxy, severed) = (topic.clone(), proxy.clone(), severed.clone());
+        tokio::spawn(async move {
+            produce_many(&topic, RECORDS, |chunk| {
+                let (proxy, severed) = (proxy.clone(), severed.clone());
+                async move {
+                    // 20 chunks of 500: cut the client's connection after each one, once
+                    // it has reconnected from the previous cut.
+                    if chunk < DISCONNECTS && proxy.sever_when_connected(Duration::from_secs(10)).await > 0 {
+                        severed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await
+        })
+    };
+    let got = collect(&mut all, RECORDS, Duration::from_secs(120)).await?;
+    let produced = producer_task.await??;
+    let k3: Vec<(i32, i64)> = produced.iter().filter(|r| r.0 == "k3").map(|r| (r.1, r.2)).collect();
+    let got_k3 = collect(&mut keyed, k3.len(), Duration::from_secs(60)).await?;
+    let severed = severed.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(severed, DISCONNECTS, "every cut found a connection");
+    assert_exactly_once(&got, &produced.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>());
+    assert_exactly_once(&got_k3, &k3);
+    assert!(got_k3.iter().all(|d| &d.key[..] == b"k3"));
+    // The gateway itself never resent a record the client had.
+    assert_eq!(all.duplicates_dropped(), 0);
+    assert_eq!(keyed.duplicates_dropped(), 0);
+    // And nothing beyond.
+    assert!(tokio::time::timeout(Duration::from_millis(300), all.next()).await.is_err());
+    client.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+struct GatewayProcess {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn spawn_gateway(topic: &str) -> anyhow::Result<GatewayProcess> {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fixture-gateway"))
+        .arg(topic)
+        .env("KAFKA_BOOTSTRAP", bootstrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("gateway exited"))?;
+    let addr = line.strip_prefix("LISTENING ").ok_or_else(|| anyhow::anyhow!("unexpected {line:?}"))?;
+    Ok(GatewayProcess { url: format!("ws://{addr}/streams"), child })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_gateway_process_without_gap_or_duplicate() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("twogw");
+    create_topic(&topic, 3).await?;
+    let a = spawn_gateway(&topic).await?;
+    let b = spawn_gateway(&topic).await?;
+    let produced = produce_many(&topic, 2000, |_| async {}).await?;
+    let produced: Vec<(i32, i64)> = produced.iter().map(|r| (r.1, r.2)).collect();
+
+    let on_a = Client::connect(ClientConfig::new(&a.url));
+    let mut sub = on_a.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest);
+    let mut got = collect(&mut sub, 1234, Duration::from_secs(60)).await?;
+    let cursor = sub.cursor().unwrap();
+    // The saved cursor survives a trip through bytes (as an app would persist it).
+    let cursor = kafkasocks::client::Cursor::from_bytes(&cursor.to_bytes())?;
+    on_a.close();
+    drop(sub);
+    // Gateway A goes away for good.
+    drop(a);
+
+    let on_b = Client::connect(ClientConfig::new(&b.url));
+    let mut sub = on_b.subscribe(SUBSCRIBE, message("", ""), StartAt::Cursor(cursor));
+    got.extend(collect(&mut sub, 2000 - 1234, Duration::from_secs(60)).await?);
+    assert_exactly_once(&got, &produced);
+    assert_eq!(sub.duplicates_dropped(), 0);
+    assert!(tokio::time::timeout(Duration::from_millis(300), sub.next()).await.is_err());
+    on_b.close();
+    let mut b = b;
+    drop(b.child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(30), b.child.wait()).await??;
+    assert!(status.success(), "gateway B exits cleanly on shutdown: {status:?}");
+    delete_topic(&topic).await?;
+    Ok(())
+}
