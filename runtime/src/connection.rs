@@ -12,7 +12,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -515,7 +515,8 @@ impl Session {
         tokio::spawn(
             async move {
                 let id = p.id;
-                let kind = match publish(&shared, ctx, &topic, hook, schema.as_ref(), p, permit).await {
+                let _permit = permit;
+                let kind = match publish(&shared, ctx, &topic, hook, schema.as_ref(), p).await {
                     Ok((l, duplicate)) => {
                         shared.metrics.published(duplicate);
                         Kind::Receipt(wire::Receipt {
@@ -557,14 +558,13 @@ impl Session {
     }
 }
 
-async fn publish(
+pub(crate) async fn publish(
     shared: &Shared,
     ctx: RequestContext,
     topic: &str,
     hook: Arc<dyn PublishHook>,
     schema: Option<&crate::RegistrySchema>,
     p: wire::Publish,
-    _permit: OwnedSemaphorePermit,
 ) -> Result<(Landing, bool), Status> {
     let key = (!p.idempotency_key.is_empty())
         .then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));

@@ -42,11 +42,14 @@
 
 mod auth;
 pub mod client;
+#[doc(hidden)]
+pub mod codegen;
 mod config;
 mod connection;
 mod dedup;
 mod error;
 mod kafka;
+mod local;
 mod metrics;
 mod outbox;
 mod registry;
@@ -58,6 +61,7 @@ pub mod wire;
 pub use auth::{AllowAnonymous, Authenticator, Principal};
 pub use config::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
 pub use error::{Code, Discontinuity, Error, Status};
+pub use local::{LocalStreams, RecordStream};
 pub use registry::RegistrySchema;
 pub use server::{Gateway, GatewayBuilder, SUBPROTOCOL, ShutdownHandle};
 pub use stream::{

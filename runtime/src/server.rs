@@ -161,6 +161,12 @@ impl Gateway {
         &self.shared.server_id
     }
 
+    /// The gateway's streams in process (for gRPC services and tests), sharing its
+    /// Kafka readers.
+    pub fn local_streams(&self) -> crate::LocalStreams {
+        crate::LocalStreams { shared: self.shared.clone() }
+    }
+
     /// A handle that stops [`Gateway::run`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown_tx.clone())
