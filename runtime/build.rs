@@ -4,14 +4,16 @@
 fn main() {
     let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
     let frame = proto_dir.join("kafkasocks/v1/frame.proto");
+    let options = proto_dir.join("kafkasocks/options.proto");
     println!("cargo:rerun-if-changed={}", frame.display());
-    let fds = match protox::compile([&frame], [&proto_dir]) {
+    println!("cargo:rerun-if-changed={}", options.display());
+    let fds = match protox::compile([&frame, &options], [&proto_dir]) {
         Ok(fds) => fds,
         Err(e) => panic!("frame.proto does not compile: {e}"),
     };
     let mut config = prost_build::Config::new();
     // Payloads and keys are shared, not copied, on the fan-out path.
-    config.bytes(["."]);
+    config.bytes([".kafkasocks.v1"]);
     if let Err(e) = config.compile_fds(fds) {
         panic!("prost-build failed on frame.proto: {e}");
     }

@@ -11,6 +11,25 @@ pub use crate::{LocalStreams, Principal, RecordStream};
 pub use bytes::Bytes;
 pub use prost;
 
+/// The messages of `proto/kafkasocks/options.proto` (`kafkasocks.Receipt`, the stream
+/// options). Generated code maps the `.kafkasocks` package here.
+#[allow(missing_docs, clippy::all, missing_debug_implementations, unreachable_pub)]
+pub mod options {
+    include!(concat!(env!("OUT_DIR"), "/kafkasocks.rs"));
+}
+
+impl From<crate::client::Receipt> for options::Receipt {
+    fn from(r: crate::client::Receipt) -> options::Receipt {
+        options::Receipt {
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            duplicate: r.duplicate,
+        }
+    }
+}
+
 /// The Kafka key bytes of a string field value (empty: no key).
 pub fn key_from_str(value: &str) -> Option<Bytes> {
     (!value.is_empty()).then(|| Bytes::copy_from_slice(value.as_bytes()))
