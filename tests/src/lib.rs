@@ -345,6 +345,14 @@ impl RawClient {
                 }
                 Some(Ok(Message::Close(c))) => bail!(Closed(c.map_or(1005, |c| u16::from(c.code)))),
                 Some(Ok(_)) => continue,
+                // A connection dropped without a close frame: abnormal closure.
+                Some(Err(
+                    tokio_tungstenite::tungstenite::Error::Protocol(
+                        tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    )
+                    | tokio_tungstenite::tungstenite::Error::Io(_)
+                    | tokio_tungstenite::tungstenite::Error::ConnectionClosed,
+                )) => bail!(Closed(1006)),
                 Some(Err(e)) => bail!("read: {e}"),
                 None => bail!(Closed(1006)),
             }
@@ -359,7 +367,11 @@ impl RawClient {
                 Ok(Some(k)) => frames.push(k),
                 Ok(None) => {}
                 Err(e) => {
-                    return (e.downcast_ref::<Closed>().map_or(0, |c| c.0), frames);
+                    let code = e.downcast_ref::<Closed>().map_or(0, |c| c.0);
+                    if code == 0 {
+                        eprintln!("until_close: {e:#}");
+                    }
+                    return (code, frames);
                 }
             }
         }

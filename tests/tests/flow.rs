@@ -1,0 +1,250 @@
+//! Flow control, slow consumers, TLS, shutdown, and Kafka going away mid-stream.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use kafkasocks::client::{Client, ClientConfig, Cursor, Delivery, StartAt, Subscription};
+use kafkasocks::wire::{self, frame::Kind};
+use kafkasocks::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
+use kafkasocks_tests::*;
+
+async fn collect(sub: &mut Subscription, n: usize, limit: Duration) -> anyhow::Result<Vec<Delivery>> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + limit;
+    while got.len() < n {
+        let d = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {n} records arrived", got.len()))?
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
+        got.push(d);
+    }
+    Ok(got)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+async fn produce_n(topic: &str, n: usize, size: usize) -> anyhow::Result<Vec<i64>> {
+    let p = producer();
+    let body = vec![b'x'; size];
+    let mut offsets = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let futs = chunk.iter().map(|_| produce(&p, topic, Some(0), b"k", &body));
+        for r in futures_util::future::join_all(futs).await {
+            offsets.push(r?.1);
+        }
+    }
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_out_of_credit_is_paused_without_slowing_a_fast_one_and_loses_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("credit");
+    create_topic(&topic, 1).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let fast = Client::connect(ClientConfig::new(gw.url()));
+    let slow = Client::connect(ClientConfig::new(gw.url()).credit_window(50));
+    let mut fast_sub = fast.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    let mut slow_sub = slow.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while fast_sub.cursor().is_none() || slow_sub.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let offsets = produce_n(&topic, 3000, 100).await?;
+    // The fast client gets everything while the slow one takes nothing.
+    let got = collect(&mut fast_sub, 3000, Duration::from_secs(30)).await?;
+    assert_eq!(got.iter().map(|d| d.offset).collect::<Vec<_>>(), offsets);
+    let text = gw.metrics_text().await?;
+    assert!(metric(&text, "kafkasocks_subscription_pauses_total") >= 1.0, "the slow subscription paused");
+    // The slow one was held at its credit, not fed without bound ...
+    assert!(metric(&text, "kafkasocks_records_delivered_total") < 3000.0 + 200.0, "{text}");
+    // ... and, once it reads, gets every record exactly once.
+    let got = collect(&mut slow_sub, 3000, Duration::from_secs(30)).await?;
+    assert_eq!(got.iter().map(|d| d.offset).collect::<Vec<_>>(), offsets);
+    assert_eq!(slow_sub.duplicates_dropped(), 0);
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_socket_is_closed_with_4008_and_resumes_without_loss() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("stall");
+    create_topic(&topic, 1).await?;
+    let limits = Limits::default()
+        .with_send_queue_bytes(64 << 10)
+        .with_slow_consumer_timeout(Duration::from_millis(500))
+        .with_default_credit(100_000);
+    let gw = TestGateway::start(streams(&topic), limits).await?;
+    // The staller subscribes with all the credit it may, then stops reading.
+    let mut staller = RawClient::open(gw.addr).await?;
+    staller
+        .send(Kind::Subscribe(wire::Subscribe {
+            id: 1,
+            method: SUBSCRIBE.into(),
+            request: message("", ""),
+            start: None,
+            credit: 100_000,
+        }))
+        .await?;
+    let subscribed = match staller.recv().await? {
+        Some(Kind::Subscribed(s)) => s,
+        other => panic!("expected Subscribed, got {other:?}"),
+    };
+    let fast = Client::connect(ClientConfig::new(gw.url()));
+    let mut fast_sub = fast.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while fast_sub.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 30 MB: far more than socket buffers hold.
+    let offsets = produce_n(&topic, 30_000, 1000).await?;
+    let got = collect(&mut fast_sub, 30_000, Duration::from_secs(60)).await?;
+    assert_eq!(got.len(), offsets.len(), "the fast client is unaffected");
+    // Wait for the gateway to give up on the staller ...
+    let mut closed = false;
+    for _ in 0..400 {
+        if metric(&gw.metrics_text().await?, "kafkasocks_slow_consumer_disconnects_total") >= 1.0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(closed, "the staller was closed as a slow consumer");
+    // ... then read what reached it, up to the close.
+    let (code, frames) = staller.until_close().await;
+    assert!(code == 4008 || code == 1006, "close code {code}");
+    let mut next = subscribed.cursor.clone().unwrap().positions[0].next_offset;
+    let mut seen = 0usize;
+    for f in frames {
+        if let Kind::Data(d) = f {
+            for r in d.records {
+                assert_eq!(r.offset, next, "in order, no gap");
+                next = r.offset + 1;
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen < 30_000, "the staller did not get everything before the close ({seen})");
+    // It resumes from its cursor and gets the rest, exactly once.
+    let cursor = Cursor { topic_id: subscribed.cursor.unwrap().topic_id, positions: vec![(0, next)] };
+    let again = Client::connect(ClientConfig::new(gw.url()));
+    let mut rest = again.subscribe(SUBSCRIBE, message("", ""), StartAt::Cursor(cursor));
+    let got = collect(&mut rest, 30_000 - seen, Duration::from_secs(60)).await?;
+    assert_eq!(got.first().map(|d| d.offset), Some(next));
+    assert_eq!(got.last().map(|d| d.offset), offsets.last().copied());
+    assert!(got.windows(2).all(|w| w[0].offset < w[1].offset));
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_round_trip() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("tls");
+    create_topic(&topic, 1).await?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let dir = std::env::temp_dir().join(format!("kafkasocks-tls-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())?;
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap()))
+        .tls(TlsConfig::from_pem_files(dir.join("cert.pem"), dir.join("key.pem")));
+    let gw = TestGateway::start_with(config, streams(&topic), None).await?;
+    let url = format!("wss://localhost:{}/streams", gw.addr.port());
+    let client = Client::connect(ClientConfig::new(url).add_root_certificates_pem(cert.cert.pem().as_bytes())?);
+    let mut sub = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest);
+    let r = client.publish(PUBLISH, message("a", "secret")).await?;
+    let d = collect(&mut sub, 1, Duration::from_secs(10)).await?;
+    assert_eq!(d[0].offset, r.offset);
+    // A plain ws:// client gets nowhere on the TLS port.
+    assert!(RawClient::connect(gw.addr).await.is_err());
+    std::fs::remove_dir_all(&dir)?;
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A publish hook that tells the test when a publish is in flight, then waits a little.
+struct SlowPublish(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl kafkasocks::PublishHook for SlowPublish {
+    fn prepare(
+        &self,
+        _ctx: &kafkasocks::RequestContext,
+        payload: bytes::Bytes,
+    ) -> kafkasocks::BoxFuture<Result<kafkasocks::OutgoingRecord, kafkasocks::Status>> {
+        let started = self.0.clone();
+        Box::pin(async move {
+            let _ = started.send(());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(kafkasocks::OutgoingRecord { key: None, payload, headers: Vec::new() })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_answers_inflight_publishes_then_closes_1001() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("drain");
+    create_topic(&topic, 1).await?;
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let streams = kafkasocks::Streams::new().publish(PUBLISH, &topic, SlowPublish(started_tx));
+    let gw = TestGateway::start(streams, Limits::default()).await?;
+    let mut c = RawClient::open(gw.addr).await?;
+    c.send(Kind::Publish(wire::Publish {
+        id: 9,
+        method: PUBLISH.into(),
+        payload: message("k", "v"),
+        ..Default::default()
+    }))
+    .await?;
+    started.recv().await;
+    gw.shutdown.shutdown();
+    let (code, frames) = c.until_close().await;
+    assert_eq!(code, 1001);
+    assert!(matches!(frames.first(), Some(Kind::GoAway(_))), "{frames:?}");
+    assert!(
+        frames.iter().any(|f| matches!(f, Kind::Receipt(r) if r.id == 9)),
+        "in-flight publish answered: {frames:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(20), gw.task).await???;
+    assert!(RawClient::connect(gw.addr).await.is_err(), "no longer accepting");
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// Kafka going away mid-stream, with rdkafka's in-process mock cluster: a shared real
+/// broker cannot be stopped under the other tests, and the mock can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_going_away_mid_stream_fails_publishes_cleanly_and_the_stream_continues() -> anyhow::Result<()> {
+    init_tracing();
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    mock.create_topic("mocked", 1, 1)?;
+    let config = GatewayConfig::new(KafkaConfig::new(mock.bootstrap_servers()))
+        .limits(Limits::default().with_publish_timeout(Duration::from_secs(2)));
+    let gw = TestGateway::start_with(config, streams("mocked"), None).await?;
+    let client = Client::connect(ClientConfig::new(gw.url()));
+    let mut sub = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest);
+    let before = client.publish(PUBLISH, message("k", "before")).await?;
+    mock.broker_down(1)?;
+    let during = client.publish_with_key(PUBLISH, message("k", "during"), bytes::Bytes::new()).await;
+    let err = during.expect_err("no receipt while Kafka is down");
+    assert!(matches!(err.code(), kafkasocks::Code::Unavailable | kafkasocks::Code::DeadlineExceeded), "{err}");
+    mock.broker_up(1)?;
+    let after = client.publish(PUBLISH, message("k", "after")).await?;
+    // Every acknowledged record reaches the subscriber, in order, nothing twice.
+    let mut got = Vec::new();
+    while got.last() != Some(&after.offset) {
+        let d = tokio::time::timeout(Duration::from_secs(30), sub.next()).await?.unwrap()?;
+        got.push(d.offset);
+    }
+    assert_eq!(got.first(), Some(&before.offset));
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    client.close();
+    Ok(())
+}
