@@ -237,6 +237,7 @@ impl Session {
             }),
             heartbeat_interval_ms: limits.heartbeat_interval.as_millis() as u32,
             token_expires_at_ms: self.principal.expiry().map_or(0, now_ms),
+            server_time_ms: now_ms(SystemTime::now()),
         };
         if let Flow::Stop = self.send(Kind::Welcome(welcome)) {
             return;
@@ -395,6 +396,7 @@ impl Session {
                     self.principal = p;
                     self.send(Kind::TokenAccepted(wire::TokenAccepted {
                         token_expires_at_ms: self.principal.expiry().map_or(0, now_ms),
+                        server_time_ms: now_ms(SystemTime::now()),
                     }))
                 }
                 Err(status) => self.fail(status, close::UNAUTHENTICATED, "unauthenticated"),

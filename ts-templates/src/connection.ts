@@ -457,7 +457,7 @@ class ConnectionImpl implements Connection, SubscriptionHost {
         this.send({ kind: "pong", pong: { nonce: frame.ping.nonce } });
         return;
       case "tokenAccepted":
-        return this.#scheduleRefresh(frame.tokenAccepted.tokenExpiresAtMs);
+        return this.#scheduleRefresh(frame.tokenAccepted.tokenExpiresAtMs, frame.tokenAccepted.serverTimeMs);
       case "goAway":
         return this.#onGoAway(frame.goAway.reason, frame.goAway.reconnectAfterMs);
       case "pong":
@@ -477,7 +477,7 @@ class ConnectionImpl implements Connection, SubscriptionHost {
     this.#setState("open");
     this.#events.emit("welcome", w);
     this.#watchHeartbeat();
-    this.#scheduleRefresh(w.tokenExpiresAtMs);
+    this.#scheduleRefresh(w.tokenExpiresAtMs, w.serverTimeMs);
     for (const sub of [...this.#live]) sub.connected();
     this.#publisher.pump();
   }
@@ -502,11 +502,12 @@ class ConnectionImpl implements Connection, SubscriptionHost {
     this.#timer("heartbeat", deadAfter, check);
   }
 
-  #scheduleRefresh(expiresAtMs: bigint): void {
+  #scheduleRefresh(expiresAtMs: bigint, serverTimeMs: bigint): void {
     this.#clearTimer("refresh");
     const source = this.#options.token;
     if (expiresAtMs <= 0n || typeof source !== "function") return;
-    const remaining = Number(expiresAtMs) - this.clock.now();
+    // Both times are on the gateway's clock when it sends server_time_ms: immune to skew.
+    const remaining = Number(expiresAtMs) - (serverTimeMs > 0n ? Number(serverTimeMs) : this.clock.now());
     const delay = Math.max(MIN_REFRESH_MS, Math.floor(remaining * (this.#options.tokenRefreshAt ?? 0.8)));
     this.#timer("refresh", delay, () => void this.#refreshToken());
   }

@@ -64,8 +64,10 @@ export interface Welcome {
   serverId: string;
   limits?: Limits;
   heartbeatIntervalMs: number;
-  /** Unix ms; 0 when the token does not expire. */
+  /** Unix ms on the gateway's clock; 0 when the token does not expire. */
   tokenExpiresAtMs: bigint;
+  /** The gateway's clock when it sent this (Unix ms); 0 from older gateways. */
+  serverTimeMs: bigint;
 }
 export interface PartitionOffset {
   partition: number;
@@ -159,6 +161,8 @@ export interface TokenRefresh {
 }
 export interface TokenAccepted {
   tokenExpiresAtMs: bigint;
+  /** As in Welcome. */
+  serverTimeMs: bigint;
 }
 export interface Credit {
   subscriptionId: number;
@@ -237,6 +241,7 @@ const FRAME: Schema = {
           [3, "limits", { fields: ["maxMessageBytes", "maxSubscriptions", "maxPublishesPerSecond", "maxInflightPublishes", "defaultCredit", "maxCredit"].map((name, i): Field => [i + 1, name, U32]) }],
           [4, "heartbeatIntervalMs", U32],
           [5, "tokenExpiresAtMs", I64],
+          [6, "serverTimeMs", I64],
         ],
       },
     ],
@@ -310,7 +315,7 @@ const FRAME: Schema = {
     ["ping", NONCE],
     ["pong", NONCE],
     ["tokenRefresh", { fields: [[1, "token", STR]] }],
-    ["tokenAccepted", { fields: [[1, "tokenExpiresAtMs", I64]] }],
+    ["tokenAccepted", { fields: [[1, "tokenExpiresAtMs", I64], [2, "serverTimeMs", I64]] }],
     ["credit", { fields: [SUB_ID, [2, "records", U32]] }],
     ["goAway", { fields: [[1, "reason", STR], [2, "reconnectAfterMs", U32]] }],
   ].map(([name, schema], i) => [i + 1, name, schema] as Field),

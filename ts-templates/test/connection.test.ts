@@ -241,10 +241,26 @@ test("token refresh: at 80% of the lifetime the token function is called and Tok
   assert.equal(ws.sentOf("tokenRefresh").length, 0);
   await h.tick(1);
   assert.deepEqual(ws.sentOf("tokenRefresh"), [{ token: "tok-2" }]);
-  ws.deliver({ kind: "tokenAccepted", tokenAccepted: { tokenExpiresAtMs: BigInt(h.clock.now() + 50_000) } });
+  ws.deliver({ kind: "tokenAccepted", tokenAccepted: { tokenExpiresAtMs: BigInt(h.clock.now() + 50_000), serverTimeMs: 0n } });
   await h.tick(40_000);
   assert.deepEqual(ws.sentOf("tokenRefresh"), [{ token: "tok-2" }, { token: "tok-3" }], "rescheduled from TokenAccepted");
   assert.equal(h.conn.state, "open");
+});
+
+test("token refresh uses the gateway's clock: a client clock an hour off refreshes on time", async () => {
+  let n = 0;
+  const h = setup({ token: async () => `tok-${++n}` });
+  // The gateway's clock is an hour ahead of ours; the token has 100 s left on its clock.
+  const server = h.clock.now() + 3_600_000;
+  const ws = await h.session({
+    tokenExpiresAtMs: BigInt(server + 100_000),
+    serverTimeMs: BigInt(server),
+    heartbeatIntervalMs: 60_000,
+  });
+  await h.tick(79_999);
+  assert.equal(ws.sentOf("tokenRefresh").length, 0, "not early (by our clock it expires in an hour)");
+  await h.tick(1);
+  assert.deepEqual(ws.sentOf("tokenRefresh"), [{ token: "tok-2" }], "at 80% of the lifetime, on time");
 });
 
 test("no in-band refresh with a static token or without expiry", async () => {

@@ -20,6 +20,7 @@ const EVERY: [number, Frame][] = [
         limits: { maxMessageBytes: 1 << 20, maxSubscriptions: 64, maxPublishesPerSecond: 1000, maxInflightPublishes: 256, defaultCredit: 1000, maxCredit: 100000 },
         heartbeatIntervalMs: 15000,
         tokenExpiresAtMs: 1_700_000_000_000n,
+        serverTimeMs: 1_699_999_000_000n,
       },
     },
   ],
@@ -47,7 +48,7 @@ const EVERY: [number, Frame][] = [
   [12, { kind: "ping", ping: { nonce: 1n } }],
   [13, { kind: "pong", pong: { nonce: 2n ** 63n } }],
   [14, { kind: "tokenRefresh", tokenRefresh: { token: "new" } }],
-  [15, { kind: "tokenAccepted", tokenAccepted: { tokenExpiresAtMs: 1_700_000_600_000n } }],
+  [15, { kind: "tokenAccepted", tokenAccepted: { tokenExpiresAtMs: 1_700_000_600_000n, serverTimeMs: 1_700_000_000_000n } }],
   [16, { kind: "credit", credit: { subscriptionId: 7, records: 128 } }],
   [17, { kind: "goAway", goAway: { reason: "deploy", reconnectAfterMs: 5000 } }],
 ];
@@ -85,7 +86,7 @@ test("hand-checked bytes: Subscribe with start latest, and start timestamp 0 (on
 });
 
 test("absent fields decode as defaults; absent sub-messages stay absent", () => {
-  assert.deepEqual(decodeFrame(u8(0x12, 0x00)), { kind: "welcome", welcome: { sessionId: "", serverId: "", heartbeatIntervalMs: 0, tokenExpiresAtMs: 0n } });
+  assert.deepEqual(decodeFrame(u8(0x12, 0x00)), { kind: "welcome", welcome: { sessionId: "", serverId: "", heartbeatIntervalMs: 0, tokenExpiresAtMs: 0n, serverTimeMs: 0n } });
   assert.deepEqual(decodeFrame(u8(0x5a, 0x00)), {
     kind: "error",
     error: { code: 0, message: "", subscriptionId: 0, publishId: 0n, discontinuity: 0, retryAfterMs: 0 },

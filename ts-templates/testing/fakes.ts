@@ -139,7 +139,7 @@ export function fakeSocketClass(): FakeSocketClass {
 export function welcome(over: Partial<Welcome> = {}): Frame {
   return {
     kind: "welcome",
-    welcome: { sessionId: "sess-1", serverId: "gw-a", heartbeatIntervalMs: 15_000, tokenExpiresAtMs: 0n, ...over },
+    welcome: { sessionId: "sess-1", serverId: "gw-a", heartbeatIntervalMs: 15_000, tokenExpiresAtMs: 0n, serverTimeMs: 0n, ...over },
   };
 }
 
