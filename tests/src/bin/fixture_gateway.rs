@@ -1,6 +1,8 @@
-//! A gateway process for the multi-process tests: serves `test.v1.Records/Watch` and
-//! `test.v1.Records/Put` on the topic given as the first argument, on a free port, and
-//! prints `LISTENING <addr>` once it accepts connections. Stops on stdin EOF.
+//! A gateway process for the multi-process and Node/browser tests:
+//! `fixture-gateway TOPIC [PARTITIONS]` creates TOPIC when PARTITIONS is given (and it is
+//! missing), serves `test.v1.Records/Watch` and `test.v1.Records/Put` on it (key: field 1
+//! of the request) on a free port, and prints `LISTENING <addr>` once it accepts
+//! connections. Stops (gracefully) on stdin EOF.
 
 use kafkasocks::{Gateway, GatewayConfig, KafkaConfig};
 use tokio::io::AsyncReadExt;
@@ -8,7 +10,14 @@ use tokio::io::AsyncReadExt;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     kafkasocks_tests::init_tracing();
-    let topic = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: fixture-gateway TOPIC"))?;
+    let topic = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: fixture-gateway TOPIC [PARTITIONS]"))?;
+    if let Some(p) = std::env::args().nth(2) {
+        if let Err(e) = kafkasocks_tests::create_topic(&topic, p.parse()?).await {
+            if !e.to_string().contains("already exists") {
+                return Err(e);
+            }
+        }
+    }
     let config = GatewayConfig::new(KafkaConfig::from_env()).listen("127.0.0.1:0".parse()?);
     let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).bind().await?;
     println!("LISTENING {}", gw.local_addr());
