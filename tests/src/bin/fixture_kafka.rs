@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
                     out.push_str(&format!("{part} {off} {key}\n"));
                 }
             }
-            print!("{out}DONE {count}\n");
+            println!("{out}DONE {count}");
         }
         "delete-records" => delete_records_before(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await?,
         "delete" => delete_topic(arg(1)?).await?,
