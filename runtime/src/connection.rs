@@ -660,3 +660,139 @@ where
         metrics.delivered(records, frames);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session over an in-memory pipe: no sockets, no Kafka (it is never reached).
+    use super::*;
+    use crate::{AllowAnonymous, KafkaConfig, KeyField};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    /// A client end, and the gateway's shutdown switch (kept alive by the caller).
+    async fn pipe(limits: Limits) -> (WebSocketStream<tokio::io::DuplexStream>, watch::Sender<bool>) {
+        let (server_io, client_io) = tokio::io::duplex(64 << 10);
+        let metrics = Arc::new(Metrics::default());
+        let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t").expect("kafka");
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            kafka,
+            streams: Streams::new().subscribe("a.B/C", "t", KeyField::none()),
+            auth: Arc::new(AllowAnonymous),
+            dedup: DedupWindow::new(limits.dedup_window, 10),
+            registry: None,
+            limits,
+            metrics,
+            server_id: "test".into(),
+            shutdown,
+        });
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        tokio::spawn(serve(server, shared, None));
+        (WebSocketStream::from_raw_socket(client_io, Role::Client, None).await, shutdown_tx)
+    }
+
+    async fn send(ws: &mut WebSocketStream<tokio::io::DuplexStream>, kind: Kind) {
+        ws.send(Message::Binary(wire::encode(kind))).await.expect("send");
+    }
+
+    async fn recv(ws: &mut WebSocketStream<tokio::io::DuplexStream>) -> Result<Kind, u16> {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Some(k) = wire::Frame::decode(b).expect("frame").kind {
+                        return Ok(k);
+                    }
+                }
+                Some(Ok(Message::Close(c))) => return Err(c.map_or(1005, |c| u16::from(c.code))),
+                Some(Ok(_)) => {}
+                _ => return Err(1006),
+            }
+        }
+    }
+
+    fn hello() -> Kind {
+        Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "t".into() })
+    }
+
+    #[tokio::test]
+    async fn hello_welcome_ping_pong_then_protocol_error() {
+        let (mut ws, _shutdown) = pipe(Limits::default()).await;
+        send(&mut ws, hello()).await;
+        let Ok(Kind::Welcome(w)) = recv(&mut ws).await else { panic!("no welcome") };
+        assert_eq!(w.server_id, "test");
+        assert_eq!(w.limits.map(|l| l.max_subscriptions), Some(64));
+        assert!(w.server_time_ms > 0);
+        send(&mut ws, Kind::Ping(wire::Ping { nonce: 42 })).await;
+        assert_eq!(recv(&mut ws).await, Ok(Kind::Pong(wire::Pong { nonce: 42 })));
+        ws.send(Message::Binary(vec![0xff].into())).await.expect("send");
+        let Ok(Kind::Error(e)) = recv(&mut ws).await else { panic!("no error") };
+        assert_eq!(e.code, wire::Code::InvalidArgument as i32);
+        assert_eq!(recv(&mut ws).await, Err(1002));
+    }
+
+    #[tokio::test]
+    async fn the_gateway_pings_and_closes_silent_clients_with_4009() {
+        let limits = Limits::default()
+            .with_heartbeat_interval(Duration::from_millis(100))
+            .with_idle_timeout(Duration::from_millis(450));
+        let (mut ws, _shutdown) = pipe(limits).await;
+        send(&mut ws, hello()).await;
+        assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
+        let mut pings = Vec::new();
+        let code = loop {
+            match recv(&mut ws).await {
+                Ok(Kind::Ping(p)) => pings.push(p.nonce),
+                Ok(Kind::Error(e)) => assert_eq!(e.code, wire::Code::Unavailable as i32),
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(code, close::IDLE);
+        assert!(pings.len() >= 3, "pings every heartbeat: {pings:?}");
+        assert!(pings.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+
+    #[tokio::test]
+    async fn answering_pings_keeps_a_session_alive() {
+        let limits = Limits::default()
+            .with_heartbeat_interval(Duration::from_millis(50))
+            .with_idle_timeout(Duration::from_millis(200));
+        let (mut ws, _shutdown) = pipe(limits).await;
+        send(&mut ws, hello()).await;
+        assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
+        for _ in 0..12 {
+            // 12 pings = 600 ms, three idle timeouts.
+            let Ok(Kind::Ping(p)) = recv(&mut ws).await else { panic!("expected a ping") };
+            send(&mut ws, Kind::Pong(wire::Pong { nonce: p.nonce })).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_goaway_then_1001_when_nothing_is_in_flight() {
+        let (mut ws, shutdown) = pipe(Limits::default()).await;
+        send(&mut ws, hello()).await;
+        assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
+        shutdown.send(true).expect("shutdown");
+        assert!(matches!(recv(&mut ws).await, Ok(Kind::GoAway(_))));
+        assert_eq!(recv(&mut ws).await, Err(close::GOING_AWAY));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_method_is_refused_without_touching_kafka() {
+        let (mut ws, _shutdown) = pipe(Limits::default()).await;
+        send(&mut ws, hello()).await;
+        assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
+        send(
+            &mut ws,
+            Kind::Subscribe(wire::Subscribe {
+                id: 3,
+                method: "x.Y/Z".into(),
+                request: Bytes::new(),
+                start: None,
+                credit: 0,
+            }),
+        )
+        .await;
+        let Ok(Kind::Error(e)) = recv(&mut ws).await else { panic!("no error") };
+        assert_eq!((e.subscription_id, e.code), (3, wire::Code::NotFound as i32));
+    }
+}

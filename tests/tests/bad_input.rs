@@ -302,3 +302,28 @@ async fn kafka_unreachable_at_start_gives_unavailable_not_a_panic() -> anyhow::R
     let _ = Code::Unavailable;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_close_with_4013() -> anyhow::Result<()> {
+    init_tracing();
+    let (gw, topic) = gateway(Limits::default().with_max_connections(2)).await?;
+    let _a = RawClient::open(gw.addr).await?;
+    let _b = RawClient::open(gw.addr).await?;
+    let mut c = RawClient::connect(gw.addr).await?;
+    assert_eq!(c.until_close().await.0, 4013);
+    let text = gw.metrics_text().await?;
+    assert!(text.contains("kafkasocks_connections_rejected_total 1"), "{text}");
+    drop(_a);
+    // A slot frees up once a connection ends.
+    let mut ok = false;
+    for _ in 0..100 {
+        if RawClient::open(gw.addr).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed slot is usable");
+    delete_topic(&topic).await?;
+    Ok(())
+}
