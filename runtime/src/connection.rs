@@ -668,26 +668,75 @@ mod tests {
     use crate::{AllowAnonymous, KafkaConfig, KeyField};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
-    /// A client end, and the gateway's shutdown switch (kept alive by the caller).
-    async fn pipe(limits: Limits) -> (WebSocketStream<tokio::io::DuplexStream>, watch::Sender<bool>) {
-        let (server_io, client_io) = tokio::io::duplex(64 << 10);
-        let metrics = Arc::new(Metrics::default());
-        let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t").expect("kafka");
-        let (shutdown_tx, shutdown) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            kafka,
-            streams: Streams::new().subscribe("a.B/C", "t", KeyField::none()),
-            auth: Arc::new(AllowAnonymous),
-            dedup: DedupWindow::new(limits.dedup_window, 10),
-            registry: None,
-            limits,
-            metrics,
-            server_id: "test".into(),
-            shutdown,
-        });
-        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-        tokio::spawn(serve(server, shared, None));
-        (WebSocketStream::from_raw_socket(client_io, Role::Client, None).await, shutdown_tx)
+    /// One gateway's shared state (Kafka is configured but never reached) and its
+    /// shutdown switch; `connect` runs a session on an in-memory pipe.
+    struct Harness {
+        shared: Arc<Shared>,
+        shutdown: watch::Sender<bool>,
+    }
+
+    impl Harness {
+        fn new(limits: Limits) -> Harness {
+            let metrics = Arc::new(Metrics::default());
+            let kafka =
+                Kafka::new(KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t").expect("kafka");
+            let (shutdown, shutdown_rx) = watch::channel(false);
+            let shared = Arc::new(Shared {
+                kafka,
+                streams: Streams::new().subscribe("a.B/C", "t", KeyField::none()),
+                auth: Arc::new(AllowAnonymous),
+                dedup: DedupWindow::new(limits.dedup_window, 10),
+                registry: None,
+                limits,
+                metrics,
+                server_id: "test".into(),
+                shutdown: shutdown_rx,
+            });
+            Harness { shared, shutdown }
+        }
+
+        async fn connect(&self) -> (WebSocketStream<tokio::io::DuplexStream>, JoinHandle<()>) {
+            let (server_io, client_io) = tokio::io::duplex(64 << 10);
+            let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+            let task = tokio::spawn(serve(server, self.shared.clone(), None));
+            (WebSocketStream::from_raw_socket(client_io, Role::Client, None).await, task)
+        }
+    }
+
+    async fn pipe(limits: Limits) -> (WebSocketStream<tokio::io::DuplexStream>, Harness) {
+        let h = Harness::new(limits);
+        let (ws, _task) = h.connect().await;
+        (ws, h)
+    }
+
+    /// Random bytes as frames, before and after Hello: every one gets an answer or a
+    /// close, and the session task never panics.
+    #[tokio::test]
+    async fn random_frames_never_panic_the_session() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b61_666b);
+        let gateway = Harness::new(Limits::default());
+        for round in 0..300 {
+            let (mut ws, task) = gateway.connect().await;
+            if round % 2 == 0 {
+                send(&mut ws, hello()).await;
+                assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
+            }
+            for _ in 0..4 {
+                let len = rng.random_range(0..48);
+                let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                // Half the time, a valid frame key so the member's body is what is random.
+                if round % 4 < 2 && !bytes.is_empty() {
+                    bytes[0] = (rng.random_range(1u8..=17) << 3) | 2;
+                }
+                if ws.send(Message::Binary(bytes.into())).await.is_err() {
+                    break;
+                }
+            }
+            drop(ws);
+            let joined = tokio::time::timeout(Duration::from_secs(10), task).await.expect("session ends");
+            assert!(joined.is_ok(), "round {round}: the session task panicked");
+        }
     }
 
     async fn send(ws: &mut WebSocketStream<tokio::io::DuplexStream>, kind: Kind) {
@@ -768,10 +817,10 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_goaway_then_1001_when_nothing_is_in_flight() {
-        let (mut ws, shutdown) = pipe(Limits::default()).await;
+        let (mut ws, gateway) = pipe(Limits::default()).await;
         send(&mut ws, hello()).await;
         assert!(matches!(recv(&mut ws).await, Ok(Kind::Welcome(_))));
-        shutdown.send(true).expect("shutdown");
+        gateway.shutdown.send(true).expect("shutdown");
         assert!(matches!(recv(&mut ws).await, Ok(Kind::GoAway(_))));
         assert_eq!(recv(&mut ws).await, Err(close::GOING_AWAY));
     }

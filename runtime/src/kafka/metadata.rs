@@ -223,6 +223,20 @@ mod tests {
     }
 
     #[test]
+    fn random_responses_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..96);
+            let mut body: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if body.len() >= 4 {
+                body[..4].copy_from_slice(&7i32.to_be_bytes());
+            }
+            let _ = decode_response(&body, 7, "t");
+        }
+    }
+
+    #[test]
     fn truncated_response_is_an_error_not_a_panic() {
         let mut body = vec![0, 0, 0, 7, 0, 0, 0, 0, 0, 2];
         for cut in 0..body.len() {
