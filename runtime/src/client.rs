@@ -204,6 +204,20 @@ pub struct Delivery {
     pub headers: Vec<(String, Bytes)>,
 }
 
+impl From<wire::Record> for Delivery {
+    fn from(r: wire::Record) -> Delivery {
+        Delivery {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key,
+            payload: r.payload,
+            schema_id: r.schema_id,
+            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        }
+    }
+}
+
 /// Where Kafka stored a published record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -816,15 +830,7 @@ impl Driver {
                     }
                     cursor.advance(r.partition, r.offset + 1);
                     shared.delivered.fetch_add(1, Ordering::AcqRel);
-                    let _ = sub.spec.events.send(Event::Record(Delivery {
-                        partition: r.partition,
-                        offset: r.offset,
-                        timestamp_ms: r.timestamp_ms,
-                        key: r.key,
-                        payload: r.payload,
-                        schema_id: r.schema_id,
-                        headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                    }));
+                    let _ = sub.spec.events.send(Event::Record(Delivery::from(r)));
                 }
             }
             Kind::Checkpoint(c) => {

@@ -124,16 +124,7 @@ impl LocalStreams {
                                 let Ok(r) = wire::Record::decode(&rec.encoded[record_body(&rec.encoded)..]) else {
                                     continue;
                                 };
-                                let d = Delivery {
-                                    partition: r.partition,
-                                    offset: r.offset,
-                                    timestamp_ms: r.timestamp_ms,
-                                    key: r.key,
-                                    payload: r.payload,
-                                    schema_id: r.schema_id,
-                                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                                };
-                                return Some((Ok(d), (guard, outbox, items, taken, false)));
+                                return Some((Ok(Delivery::from(r)), (guard, outbox, items, taken, false)));
                             }
                             Item::Frame(b) => {
                                 if let Ok(wire::Frame { kind: Some(Kind::Error(e)) }) = wire::Frame::decode(b) {

@@ -174,6 +174,33 @@ pub fn message(key: &str, body: &str) -> Bytes {
 /// A token check for [`TestGateway::start_with`].
 pub type AuthFn = Box<dyn Fn(&str) -> Result<kafkasocks::Principal, kafkasocks::Status> + Send + Sync>;
 
+/// Takes `n` records from a subscription within `limit`, or says how many came.
+pub async fn collect(
+    sub: &mut kafkasocks::client::Subscription,
+    n: usize,
+    limit: Duration,
+) -> Result<Vec<kafkasocks::client::Delivery>> {
+    let mut got = Vec::with_capacity(n);
+    let deadline = tokio::time::Instant::now() + limit;
+    while got.len() < n {
+        let d = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("only {} of {n} records arrived", got.len()))?
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
+        got.push(d);
+    }
+    Ok(got)
+}
+
+/// The value of an unlabelled metric in Prometheus text, -1 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,

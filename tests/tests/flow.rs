@@ -3,31 +3,10 @@
 
 use std::time::Duration;
 
-use kafkasocks::client::{Client, ClientConfig, Cursor, Delivery, StartAt, Subscription};
+use kafkasocks::client::{Client, ClientConfig, Cursor, StartAt};
 use kafkasocks::wire::{self, frame::Kind};
 use kafkasocks::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
 use kafkasocks_tests::*;
-
-async fn collect(sub: &mut Subscription, n: usize, limit: Duration) -> anyhow::Result<Vec<Delivery>> {
-    let mut got = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + limit;
-    while got.len() < n {
-        let d = tokio::time::timeout_at(deadline, sub.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("only {} of {n} records arrived", got.len()))?
-            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
-        got.push(d);
-    }
-    Ok(got)
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
-}
 
 async fn produce_n(topic: &str, n: usize, size: usize) -> anyhow::Result<Vec<i64>> {
     let p = producer();

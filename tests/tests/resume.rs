@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kafkasocks::Limits;
-use kafkasocks::client::{Client, ClientConfig, Delivery, StartAt, Subscription};
+use kafkasocks::client::{Client, ClientConfig, Delivery, StartAt};
 use kafkasocks_tests::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -41,19 +41,6 @@ where
         every(chunk).await;
     }
     Ok(out)
-}
-
-async fn collect(sub: &mut Subscription, n: usize, limit: Duration) -> anyhow::Result<Vec<Delivery>> {
-    let mut got = Vec::with_capacity(n);
-    let deadline = tokio::time::Instant::now() + limit;
-    while got.len() < n {
-        let d = tokio::time::timeout_at(deadline, sub.next())
-            .await
-            .map_err(|_| anyhow::anyhow!("only {} of {n} records arrived", got.len()))?
-            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
-        got.push(d);
-    }
-    Ok(got)
 }
 
 /// Every produced record exactly once, and per partition in offset order.

@@ -65,13 +65,7 @@ async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them() -> a
 
     // Metrics saw it.
     let text = gw.metrics_text().await?;
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1.0)
-    };
+    let value = |name: &str| metric(&text, name);
     assert_eq!(value("kafkasocks_publishes_total"), 20.0);
     assert!(value("kafkasocks_records_delivered_total") >= 30.0);
     assert_eq!(value("kafkasocks_connections"), 1.0);
