@@ -204,6 +204,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// A gateway running in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub local: kafkasocks::LocalStreams,
     pub metrics: Option<SocketAddr>,
     pub shutdown: ShutdownHandle,
     pub task: JoinHandle<Result<(), kafkasocks::Error>>,
@@ -223,6 +224,7 @@ impl TestGateway {
         let gw = b.bind().await?;
         Ok(TestGateway {
             addr: gw.local_addr(),
+            local: gw.local_streams(),
             metrics: gw.metrics_addr(),
             shutdown: gw.shutdown_handle(),
             task: tokio::spawn(gw.run()),

@@ -132,3 +132,50 @@ async fn earliest_and_timestamp_starts() -> anyhow::Result<()> {
     delete_topic(&topic).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_streams_share_the_gateway_and_its_rules() -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    init_tracing();
+    let topic = unique_topic("local");
+    create_topic(&topic, 2).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let me = kafkasocks::Principal::new("grpc-user");
+    let mut room_a = gw.local.subscribe(me.clone(), SUBSCRIBE, &message("a", ""), StartAt::Earliest)?;
+    // A WebSocket client publishes; the in-process subscriber sees exactly its room.
+    let client = Client::connect(ClientConfig::new(gw.url()));
+    let mut want = Vec::new();
+    for (i, room) in ["a", "b", "a", "b", "a"].iter().enumerate() {
+        let r = client.publish(PUBLISH, message(room, &format!("{i}"))).await?;
+        if *room == "a" {
+            want.push((r.partition, r.offset));
+        }
+    }
+    // An in-process publish, with dedup across retries.
+    let key = Bytes::from_static(b"local-1");
+    let r1 = gw.local.publish(me.clone(), PUBLISH, message("a", "local"), key.clone()).await?;
+    let r2 = gw.local.publish(me.clone(), PUBLISH, message("a", "local"), key).await?;
+    assert!(!r1.duplicate && r2.duplicate && r1.offset == r2.offset);
+    want.push((r1.partition, r1.offset));
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let d = tokio::time::timeout(Duration::from_secs(10), room_a.next()).await?.unwrap()?;
+        assert_eq!(&d.key[..], b"a");
+        got.push((d.partition, d.offset));
+    }
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // Wrong kinds and unknown methods are refused the same way as over WebSockets.
+    assert_eq!(
+        gw.local.subscribe(me.clone(), PUBLISH, &[], StartAt::Latest).err().map(|s| s.code()),
+        Some(kafkasocks::Code::InvalidArgument)
+    );
+    assert_eq!(
+        gw.local.publish(me, "x.Y/Z", Bytes::new(), Bytes::new()).await.err().map(|s| s.code()),
+        Some(kafkasocks::Code::NotFound)
+    );
+    client.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}
