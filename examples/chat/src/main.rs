@@ -83,9 +83,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let kafka = KafkaConfig::from_env();
     ensure_topic(kafka.bootstrap()).await?;
-    let streams = Streams::new()
-        .subscribe("chat.v1.ChatStreams/Messages", TOPIC, KeyField::new(1))
-        .publish("chat.v1.ChatStreams/Post", TOPIC, KeyField::new(1));
+    let streams = Streams::new().subscribe("chat.v1.ChatStreams/Messages", TOPIC, KeyField::new(1)).publish(
+        "chat.v1.ChatStreams/Post",
+        TOPIC,
+        KeyField::new(1),
+    );
     let config = GatewayConfig::new(kafka)
         .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)
         .metrics_listen(addr("CHAT_METRICS_ADDR", "127.0.0.1:9090")?);
