@@ -227,25 +227,23 @@ async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start)
         Start::Timestamp(t) => kafka.offsets_for_time(topic, n, t).await?,
         Start::Cursor(_) => {
             let next = cursor_next.unwrap_or_default();
-            let ranges = hub.ring_ranges();
-            // Offsets the ring or the live position covers are known good; others are
-            // checked against the log.
-            let served = next.iter().zip(&ranges).all(|(&o, &(start, live))| o >= start && o <= live);
-            if !served {
-                let marks = kafka.watermarks(topic, n).await?;
-                for (p, (&o, &(low, high))) in next.iter().zip(&marks).enumerate() {
-                    if o < low {
-                        return Err(Status::data_loss(
-                            Discontinuity::OffsetBelowLogStart,
-                            format!("partition {p}: offset {o} is below the log start {low}"),
-                        ));
-                    }
-                    if o > high {
-                        return Err(Status::data_loss(
-                            Discontinuity::OffsetBeyondEnd,
-                            format!("partition {p}: offset {o} is beyond the log end {high}"),
-                        ));
-                    }
+            // Always against the log as it is now, even when the replay ring still holds
+            // the records: records deleted from Kafka are not served from memory, and
+            // every gateway node gives the same answer.
+            let marks = kafka.fresh_watermarks(topic, n).await?;
+            let live = hub.live_positions();
+            for (p, (&o, &(low, high))) in next.iter().zip(&marks).enumerate() {
+                if o < low {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBelowLogStart,
+                        format!("partition {p}: offset {o} is below the log start {low}"),
+                    ));
+                }
+                if o > high.max(live[p]) {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBeyondEnd,
+                        format!("partition {p}: offset {o} is beyond the log end {high}"),
+                    ));
                 }
             }
             next

@@ -31,21 +31,23 @@ async fn expect_data_loss(sub: &mut Subscription, want: Discontinuity) -> Status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offset_below_the_log_start() -> anyhow::Result<()> {
+async fn offset_below_the_log_start_even_while_the_gateway_still_holds_the_records() -> anyhow::Result<()> {
     init_tracing();
     let topic = unique_topic("lowmark");
     create_topic(&topic, 1).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let client = Client::connect(ClientConfig::new(gw.url()));
+    let mut first = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    let mut cursor = confirmed_cursor(&first).await;
     let p = producer();
     for i in 0..10 {
         produce(&p, &topic, Some(0), b"k", format!("{i}").as_bytes()).await?;
     }
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
-    let client = Client::connect(ClientConfig::new(gw.url()));
-    let first = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
-    let mut cursor = confirmed_cursor(&first).await;
+    // Streamed live: the gateway's replay ring now holds offsets 0..10.
+    assert_eq!(collect(&mut first, 10, Duration::from_secs(10)).await?.len(), 10);
     drop(first);
-    cursor.positions = vec![(0, 2)];
     delete_records_before(&topic, 0, 5).await?;
+    cursor.positions = vec![(0, 2)];
     let mut sub = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Cursor(cursor.clone()));
     expect_data_loss(&mut sub, Discontinuity::OffsetBelowLogStart).await;
     // From the new log start it works.

@@ -278,11 +278,6 @@ impl TopicHub {
         self.lock().iter().map(|f| f.live_next).collect()
     }
 
-    /// The range each partition's ring serves without Kafka: (ring_start, live_next).
-    pub(crate) fn ring_ranges(&self) -> Vec<(i64, i64)> {
-        self.lock().iter().map(|f| (f.ring_start, f.live_next)).collect()
-    }
-
     /// Makes `sub` live on every partition at the live position (start "latest"),
     /// calling `announce` with the positions first, under the lock, so that nothing
     /// can be delivered before it.

@@ -43,7 +43,39 @@ pub(crate) struct Landing {
     pub(crate) timestamp_ms: i64,
 }
 
-type DescribeSlot = Arc<tokio::sync::Mutex<Option<(Instant, Result<TopicInfo, Status>)>>>;
+type Slot<T> = Arc<tokio::sync::Mutex<Option<(Instant, Result<T, Status>)>>>;
+
+/// Fresh answers, shared: a caller gets the result of a lookup that *started after it
+/// asked*, so it never sees stale data, while concurrent callers (a reconnect storm)
+/// share one request instead of sending one each.
+struct Fresh<T> {
+    slots: Mutex<HashMap<String, Slot<T>>>,
+}
+
+impl<T: Clone> Fresh<T> {
+    fn new() -> Fresh<T> {
+        Fresh { slots: Mutex::default() }
+    }
+
+    async fn get<F, Fut>(&self, key: &str, fetch: F) -> Result<T, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let asked = Instant::now();
+        let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some((started, result)) = guard.as_ref() {
+            if *started >= asked {
+                return result.clone();
+            }
+        }
+        let started = Instant::now();
+        let result = fetch().await;
+        *guard = Some((started, result.clone()));
+        result
+    }
+}
 
 pub(crate) struct Kafka {
     config: KafkaConfig,
@@ -53,7 +85,8 @@ pub(crate) struct Kafka {
     producer: FutureProducer,
     admin: Arc<BaseConsumer>,
     hubs: Mutex<HashMap<String, Arc<TopicHub>>>,
-    describe_slots: Mutex<HashMap<String, DescribeSlot>>,
+    descriptions: Fresh<TopicInfo>,
+    marks: Fresh<Vec<(i64, i64)>>,
     pub(crate) catchup_permits: Arc<Semaphore>,
 }
 
@@ -96,7 +129,8 @@ impl Kafka {
             producer,
             admin: Arc::new(admin),
             hubs: Mutex::default(),
-            describe_slots: Mutex::default(),
+            descriptions: Fresh::new(),
+            marks: Fresh::new(),
         }))
     }
 
@@ -144,24 +178,20 @@ impl Kafka {
         Ok(consumer)
     }
 
-    /// Fresh topic metadata. Concurrent callers share one request: a caller uses the
-    /// answer of a request that started after it asked.
+    /// Fresh topic metadata (see [`Fresh`]).
     pub(crate) async fn describe(&self, topic: &str) -> Result<TopicInfo, Status> {
-        let asked = Instant::now();
-        let slot = {
-            let mut slots = self.describe_slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.entry(topic.to_owned()).or_default().clone()
-        };
-        let mut guard = slot.lock().await;
-        if let Some((started, result)) = guard.as_ref() {
-            if *started >= asked {
-                return result.clone();
-            }
+        self.descriptions.get(topic, || self.describe_now(topic)).await
+    }
+
+    /// Fresh (low, high) watermarks of every partition (see [`Fresh`]).
+    pub(crate) async fn fresh_watermarks(&self, topic: &str, partitions: usize) -> Result<Vec<(i64, i64)>, Status> {
+        let marks = self.marks.get(topic, || self.watermarks(topic, partitions)).await?;
+        if marks.len() == partitions {
+            Ok(marks)
+        } else {
+            // A concurrent caller asked about another incarnation of the topic.
+            self.watermarks(topic, partitions).await
         }
-        let started = Instant::now();
-        let result = self.describe_now(topic).await;
-        *guard = Some((started, result.clone()));
-        result
     }
 
     async fn describe_now(&self, topic: &str) -> Result<TopicInfo, Status> {
