@@ -1,0 +1,30 @@
+//! Embeds the TypeScript runtime (`../ts-templates/src/*.ts`) so `kafkasocks-gen ts` can copy
+//! it next to the generated code: writes `$OUT_DIR/ts_runtime.rs`, a slice of
+//! `(file name, include_str!(...))`, sorted by name.
+
+use std::path::Path;
+
+fn main() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ts-templates/src");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".ts") && !n.ends_with(".d.ts"))
+            .collect(),
+        Err(e) => panic!("kafkasocks-build: cannot read the TS runtime at {}: {e}", dir.display()),
+    };
+    names.sort();
+    let mut out = String::from("&[\n");
+    for n in &names {
+        let path = dir.join(n);
+        println!("cargo:rerun-if-changed={}", path.display());
+        out.push_str(&format!("    ({n:?}, include_str!({:?})),\n", path.display().to_string()));
+    }
+    out.push(']');
+    let Some(out_dir) = std::env::var_os("OUT_DIR") else { panic!("OUT_DIR is not set") };
+    if let Err(e) = std::fs::write(Path::new(&out_dir).join("ts_runtime.rs"), out) {
+        panic!("kafkasocks-build: writing ts_runtime.rs: {e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The generated server against the real broker: a hand-written implementation of the
+//! generated hooks trait, the generated `ChatStreamsServer`/`SensorsServer` mounted on a
+//! real `kafkasocks::Gateway`, publishes through the WebSocket client and through
+//! `LocalStreams`, subscriptions through both, and the generated tonic service called in
+//! process. Needs Kafka (`KAFKA_BOOTSTRAP`, default 127.0.0.1:19092) and the Schema Registry
+//! (`SCHEMA_REGISTRY_URL`), as started by `scripts/services up`.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kafkasocks::client::{Client, ClientConfig, StartAt};
+use kafkasocks::{BoxFuture, Code, Gateway, GatewayConfig, KafkaConfig, Principal, RequestContext, Status};
+use kafkasocks_golden_rust::every::v1 as every;
+use prost::Message as _;
+use tonic::codegen::tokio_stream::StreamExt as _;
+
+/// Hooks with a rule of each kind.
+struct ChatRules;
+
+impl every::ChatStreamsHooks for ChatRules {
+    fn authorize_messages(&self, _ctx: &RequestContext, request: &every::RoomFilter) -> Result<(), Status> {
+        if request.room == "forbidden" { Err(Status::permission_denied("room is closed")) } else { Ok(()) }
+    }
+
+    fn filter_messages(
+        &self,
+        _ctx: &RequestContext,
+        _request: &every::RoomFilter,
+    ) -> Option<every::chat_streams_kafkasocks::MessageFilter<every::ChatMessage>> {
+        Some(Arc::new(|m: &every::ChatMessage| !m.text.contains("[hidden]")))
+    }
+
+    fn prepare_post(
+        &self,
+        ctx: &RequestContext,
+        mut request: every::ChatMessage,
+    ) -> BoxFuture<Result<every::ChatMessage, Status>> {
+        let subject = ctx.principal.subject().to_owned();
+        Box::pin(async move {
+            if request.text.is_empty() {
+                return Err(Status::invalid_argument("empty message"));
+            }
+            if request.user.is_empty() {
+                request.user = format!("guest{subject}");
+            }
+            Ok(request)
+        })
+    }
+}
+
+fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081/apis/ccompat/v7".into())
+}
+
+async fn ensure_topic(name: &str) {
+    if kafkasocks_tests::create_topic(name, 2).await.is_err() {
+        // It exists (an earlier run): fine, every test uses fresh keys.
+    }
+}
+
+fn recent() -> StartAt {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    StartAt::Timestamp(now - 5_000)
+}
+
+fn msg(room: &str, text: &str) -> every::ChatMessage {
+    every::ChatMessage { room: room.into(), user: String::new(), text: text.into(), sent_at: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<()> {
+    kafkasocks_tests::init_tracing();
+    for t in ["every.chat", "every.readings", "every.all"] {
+        ensure_topic(t).await;
+    }
+    let streams = every::ChatStreamsServer::new(ChatRules)
+        .streams()
+        .merge(every::SensorsServer::new(every::SensorsDefaultHooks).streams());
+    assert_eq!(streams.len(), 7);
+    let config = GatewayConfig::new(KafkaConfig::new(kafkasocks_tests::bootstrap()))
+        .schema_registry(registry_url())
+        .listen("127.0.0.1:0".parse()?);
+    let gateway = Gateway::builder(config).streams(streams).bind().await?;
+    let local = gateway.local_streams();
+    let url = format!("ws://{}/streams", gateway.local_addr());
+    let shutdown = gateway.shutdown_handle();
+    let task = tokio::spawn(gateway.run());
+
+    // --- WebSocket client: publish (hooks enrich / refuse), subscribe (hooks filter) -------
+    let room = format!("room-{:x}", rand::random::<u64>());
+    let client = Client::connect(ClientConfig::new(url));
+    let mut sub = client.subscribe(
+        "every.v1.ChatStreams/Messages",
+        every::RoomFilter { room: room.clone() }.encode_to_vec(),
+        recent(),
+    );
+    let first = client.publish("every.v1.ChatStreams/Post", msg(&room, "hello").encode_to_vec()).await?;
+    assert_eq!(first.topic, "every.chat");
+    client.publish("every.v1.ChatStreams/Post", msg(&room, "[hidden] not for you").encode_to_vec()).await?;
+    let refused = client.publish("every.v1.ChatStreams/Post", msg(&room, "").encode_to_vec()).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    let other_room = client.publish("every.v1.ChatStreams/Post", msg("elsewhere", "not this room").encode_to_vec());
+    other_room.await?;
+    client.publish("every.v1.ChatStreams/Post", msg(&room, "bye").encode_to_vec()).await?;
+
+    let d = tokio::time::timeout(Duration::from_secs(20), sub.next()).await?.unwrap()?;
+    assert_eq!((d.partition, d.offset), (first.partition, first.offset));
+    assert_eq!(&d.key[..], room.as_bytes(), "the key field is the Kafka key");
+    assert!(d.schema_id > 0, "schema_subject: written in the Confluent framing");
+    let hello = every::ChatMessage::decode(&d.payload[..])?;
+    assert_eq!(hello.text, "hello");
+    assert_eq!(hello.user, "guest", "prepare_post enriched the record");
+    let d = tokio::time::timeout(Duration::from_secs(20), sub.next()).await?.unwrap()?;
+    assert_eq!(every::ChatMessage::decode(&d.payload[..])?.text, "bye", "the filter hook hid one record");
+
+    // --- authorize refuses, through LocalStreams ---------------------------------------------
+    let forbidden = every::RoomFilter { room: "forbidden".into() }.encode_to_vec();
+    let refused = local.subscribe(Principal::anonymous(), "every.v1.ChatStreams/Messages", &forbidden, StartAt::Latest);
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::PermissionDenied));
+
+    // --- integer keys (Sensors), through LocalStreams ----------------------------------------
+    let sensor = rand::random::<i64>() >> 1;
+    let reading = every::Reading { sensor_id: sensor, value: 21.5, device: Some(b"dev-1".to_vec()) };
+    let receipt = local
+        .publish(Principal::anonymous(), "every.v1.Sensors/Record", reading.encode_to_vec().into(), Default::default())
+        .await?;
+    let filter = every::SensorFilter { sensor_id: sensor }.encode_to_vec();
+    let mut readings = local.subscribe(Principal::anonymous(), "every.v1.Sensors/Watch", &filter, recent())?;
+    let d = tokio::time::timeout(Duration::from_secs(20), readings.next()).await?.unwrap()?;
+    assert_eq!((d.partition, d.offset), (receipt.partition, receipt.offset));
+    assert_eq!(d.key, sensor.to_string().as_bytes(), "integer keys are decimal text");
+    assert_eq!(every::Reading::decode(&d.payload[..])?, reading, "unchanged requests are produced as sent");
+
+    // --- the generated tonic service, in process ----------------------------------------------
+    use every::chat_streams_server::ChatStreams as _;
+    let grpc = every::ChatStreamsGrpc::new(local.clone()).with_principal(|md| {
+        let who = md.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous");
+        Ok(Principal::new(who))
+    });
+    let grpc_room = format!("grpc-{:x}", rand::random::<u64>());
+    let mut request = tonic::Request::new(every::RoomFilter { room: grpc_room.clone() });
+    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 5_000;
+    request.metadata_mut().insert("kafkasocks-start", format!("ts:{start_ms}").parse()?);
+    let mut stream = grpc.messages(request).await?.into_inner();
+    let mut post = tonic::Request::new(msg(&grpc_room, "over grpc"));
+    post.metadata_mut().insert("x-user", "-ada".parse()?);
+    post.metadata_mut().insert("kafkasocks-idempotency-key", "post-1".parse()?);
+    let receipt = grpc.post(post).await?.into_inner();
+    assert_eq!(receipt.topic, "every.chat");
+    let mut again = tonic::Request::new(msg(&grpc_room, "over grpc"));
+    again.metadata_mut().insert("x-user", "-ada".parse()?);
+    again.metadata_mut().insert("kafkasocks-idempotency-key", "post-1".parse()?);
+    let duplicate = grpc.post(again).await?.into_inner();
+    assert!(duplicate.duplicate && duplicate.offset == receipt.offset, "same idempotency key: one record");
+    let got = tokio::time::timeout(Duration::from_secs(20), stream.next()).await?.unwrap()?;
+    assert_eq!(got.text, "over grpc");
+    assert_eq!(got.user, "guest-ada", "the gRPC principal reached the hooks");
+    let bad = tonic::Request::new(every::RoomFilter { room: grpc_room });
+    let mut bad = bad;
+    bad.metadata_mut().insert("kafkasocks-start", "yesterday".parse()?);
+    let status = grpc.messages(bad).await.err().unwrap();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let forbidden = grpc.messages(tonic::Request::new(every::RoomFilter { room: "forbidden".into() })).await;
+    assert_eq!(forbidden.err().unwrap().code(), tonic::Code::PermissionDenied);
+
+    client.close();
+    shutdown.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    Ok(())
+}
