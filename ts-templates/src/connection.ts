@@ -134,6 +134,8 @@ export function connect(options: ConnectOptions): Connection {
 
 const MIN_REFRESH_MS = 1000;
 
+const ignoreError = (): void => undefined;
+
 type TimerName = "retry" | "handshake" | "heartbeat" | "refresh" | "goAway";
 
 class ConnectionImpl implements Connection, SubscriptionHost {
@@ -348,14 +350,20 @@ class ConnectionImpl implements Connection, SubscriptionHost {
     ws.onclose = (event) => {
       if (ws === this.#ws) this.#onClose(event.code, event.reason);
     };
-    // onerror carries no detail; onclose follows and decides.
+    // onerror carries no detail; onclose follows and decides. It must still be set: the `ws`
+    // package (Node) throws an 'error' event nobody listens to (refused connection, close()
+    // during the handshake) as an uncaught exception.
+    ws.onerror = ignoreError;
   }
 
   /** Forgets the current socket: every socket-scoped thing (routes, in-flight ids, timers) ends. */
   #detach(notify = true): WebSocketLike | undefined {
     const ws = this.#ws;
     this.#ws = undefined;
-    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = ignoreError; // not null: close() below may still make `ws` emit 'error'
+    }
     this.#welcomed = false;
     this.#clearTimer("handshake");
     this.#clearTimer("heartbeat");

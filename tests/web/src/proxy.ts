@@ -18,6 +18,9 @@ export class TcpProxy {
   refused = 0;
   /** Connections cut by sever()/block(). */
   severed = 0;
+  /** Bytes forwarded gateway → client and client → gateway. */
+  toClient = 0;
+  toServer = 0;
   readonly #pairs = new Set<Pair>();
   #blocked = false;
 
@@ -51,8 +54,8 @@ export class TcpProxy {
     return n;
   }
 
-  stats(): { accepted: number; refused: number; open: number } {
-    return { accepted: this.accepted, refused: this.refused, open: this.open };
+  stats(): { accepted: number; refused: number; open: number; toClient: number; toServer: number } {
+    return { accepted: this.accepted, refused: this.refused, open: this.open, toClient: this.toClient, toServer: this.toServer };
   }
 
   #onConnection(client: net.Socket): void {
@@ -80,6 +83,8 @@ export class TcpProxy {
       s.on("error", end);
       s.on("close", end);
     }
+    client.on("data", (d: Buffer) => (this.toServer += d.length));
+    upstream.on("data", (d: Buffer) => (this.toClient += d.length));
     // Writes before the upstream connects are buffered by the socket.
     client.pipe(upstream);
     upstream.pipe(client);

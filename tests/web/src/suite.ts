@@ -132,6 +132,33 @@ export function assertExactlyOnceInOrder(rows: readonly Row[], expected: readonl
   assert.equal(rows.length, expected.length);
 }
 
+/** What unrecoverableCursor must produce: the cursor as persisted, then DATA_LOSS / OFFSET_BELOW_LOG_START. */
+export function assertUnrecoverable(f: Fixture, r: ScenarioResult<"unrecoverableCursor">): void {
+  const [first] = f.control.batches;
+  assert.ok(first);
+  assert.equal(r.firstCount, first.length);
+  // The cursor the app would persist: next offset per partition = what it received.
+  const ends = new Map<number, number>();
+  for (const p of first) ends.set(p.partition, Math.max(ends.get(p.partition) ?? 0, p.offset + 1));
+  for (const p of r.savedPositions) assert.equal(p.nextOffset, ends.get(p.partition) ?? 0, `cursor position of partition ${p.partition}`);
+  assert.deepEqual(r.savedPositions.map((p) => p.partition), [0, 1, 2], "the cursor lists every partition");
+  const saved = r.savedPositions.find((p) => p.partition === r.deleted.partition);
+  assert.ok(saved && r.deleted.deleteBefore > saved.nextOffset, `records deleted past the cursor (${r.deleted.deleteBefore} > ${saved?.nextOffset})`);
+
+  assert.equal(r.pulled, 0, `no record handed out after the resume (got ${r.pulled}, state ${r.finalState})`);
+  assert.equal(r.unrecoverable.length, 1, "exactly one unrecoverable event");
+  const u = r.unrecoverable[0];
+  assert.deepEqual({ discontinuity: u?.discontinuity, errorCode: u?.errorCode }, { discontinuity: "OFFSET_BELOW_LOG_START", errorCode: "DATA_LOSS" });
+  assert.equal(u?.cursor, r.savedCursor, "the event carries the cursor it could not resume from");
+  assert.equal(r.finalState, "failed");
+  assert.deepEqual(r.states, ["failed"], "never subscribed, never retried");
+  assert.deepEqual({ code: r.error?.code, discontinuity: r.error?.discontinuity }, { code: "DATA_LOSS", discontinuity: "OFFSET_BELOW_LOG_START" });
+  assert.deepEqual(r.errors.map((e) => e.code), ["DATA_LOSS"]);
+  assert.equal(r.iterated.outcome, "rejected", "the async iterator rejects");
+  assert.equal(r.iterated.outcome === "rejected" ? r.iterated.error.code : undefined, "DATA_LOSS");
+  assert.equal(r.connState, "open", "the connection is unaffected");
+}
+
 /** The tests every environment runs. */
 export function sharedTests(runner: Runner): void {
   const name = (s: string) => `${runner.name}: ${s}`;
@@ -157,7 +184,7 @@ export function sharedTests(runner: Runner): void {
     const total = 10_000;
     const severs = 20;
     const r = await runner.run(t, f, "manyRecordsWithDisconnects", { total, severs });
-    t.diagnostic(`produced ${total} in ${r.producedMs} ms; all received in ${r.totalMs} ms; severed at rows ${r.severAtRow.join(",")}`);
+    t.diagnostic(`produced ${total} in ${r.producedMs} ms; all received in ${r.totalMs} ms; timeline ${r.timeline.join(" ")}`);
     const [main, tail] = f.control.batches;
     assert.ok(main && tail && f.control.batches.length === 2, "two batches produced: 10,000 and the 10 tail records");
     assert.equal(main.length, total);
@@ -167,7 +194,7 @@ export function sharedTests(runner: Runner): void {
     assert.equal(new Set(r.rows.map((x) => x[3])).size, total);
     assert.equal(r.severCounts.length, severs, `${severs} severs`);
     assert.ok(r.severCounts.every((n) => n >= 1), `every sever cut an open connection: ${r.severCounts.join(",")}`);
-    assert.ok(r.severAtRow.every((at) => at < total), "every sever happened mid-stream");
+    assert.ok(r.cutAtRow.every((at) => at < total), `every cut landed mid-stream (confirmed at rows ${r.cutAtRow.join(",")})`);
     assert.equal(r.opens, severs + 1, "one open per (re)connect: the first and one after each sever");
     assert.ok(f.proxy.accepted >= severs + 1, `the proxy forwarded ${f.proxy.accepted} connections`);
     assert.deepEqual([r.subState, r.connState], ["subscribed", "open"]);
@@ -175,30 +202,8 @@ export function sharedTests(runner: Runner): void {
 
   test(name("a cursor whose records were deleted: resubscribing fails with unrecoverable OFFSET_BELOW_LOG_START, state failed"), { timeout: 60_000 }, async (t) => {
     const f = await setup(t, 3);
-    const r = await runner.run(t, f, "unrecoverableCursor", undefined);
-    const [first] = f.control.batches;
-    assert.ok(first);
-    assert.equal(r.firstCount, first.length);
-    // The cursor the app would persist: next offset per partition = what it received.
-    const ends = new Map<number, number>();
-    for (const p of first) ends.set(p.partition, Math.max(ends.get(p.partition) ?? 0, p.offset + 1));
-    for (const p of r.savedPositions) assert.equal(p.nextOffset, ends.get(p.partition) ?? 0, `cursor position of partition ${p.partition}`);
-    assert.deepEqual(r.savedPositions.map((p) => p.partition), [0, 1, 2], "the cursor lists every partition");
-    const saved = r.savedPositions.find((p) => p.partition === r.deleted.partition);
-    assert.ok(saved && r.deleted.deleteBefore > saved.nextOffset, `records deleted past the cursor (${r.deleted.deleteBefore} > ${saved?.nextOffset})`);
-
-    assert.equal(r.unrecoverable.length, 1, "exactly one unrecoverable event");
-    const u = r.unrecoverable[0];
-    assert.deepEqual({ discontinuity: u?.discontinuity, errorCode: u?.errorCode }, { discontinuity: "OFFSET_BELOW_LOG_START", errorCode: "DATA_LOSS" });
-    assert.equal(u?.cursor, r.savedCursor, "the event carries the cursor it could not resume from");
-    assert.equal(r.finalState, "failed");
-    assert.deepEqual(r.states, ["failed"], "never subscribed, never retried");
-    assert.deepEqual({ code: r.error?.code, discontinuity: r.error?.discontinuity }, { code: "DATA_LOSS", discontinuity: "OFFSET_BELOW_LOG_START" });
-    assert.deepEqual(r.errors.map((e) => e.code), ["DATA_LOSS"]);
-    assert.equal(r.pulled, 0, "no record handed out after the failed resume");
-    assert.equal(r.iterated.outcome, "rejected", "the async iterator rejects");
-    assert.equal(r.iterated.outcome === "rejected" ? r.iterated.error.code : undefined, "DATA_LOSS");
-    assert.equal(r.connState, "open", "the connection is unaffected");
+    const r = await runner.run(t, f, "unrecoverableCursor", { restartGateway: true });
+    assertUnrecoverable(f, r);
     assert.ok(f.proxy.accepted >= 2, "two visits, two connections");
   });
 

@@ -12,7 +12,7 @@ import { connect, silentLogger, type WebSocketConstructor } from "../../../ts-te
 import { cleanups } from "../src/fixtures.ts";
 import { TcpProxy } from "../src/proxy.ts";
 import { runScenario, waitFor } from "../src/scenarios.ts";
-import { sharedTests, type Runner } from "../src/suite.ts";
+import { assertUnrecoverable, setup, sharedTests, type Runner } from "../src/suite.ts";
 
 const WS = WebSocket as WebSocketConstructor;
 
@@ -22,6 +22,19 @@ const runner: Runner = {
 };
 
 sharedTests(runner);
+
+// The same gateway process that read the records live (and still holds them in its replay
+// ring) must also answer OFFSET_BELOW_LOG_START: records deleted from Kafka are not served
+// from memory, and every node gives the same answer (found by this test, fixed in the gateway).
+test(
+  "node: the same gateway process also reports OFFSET_BELOW_LOG_START for a cursor below the log start",
+  { timeout: 60_000 },
+  async (t) => {
+    const f = await setup(t, 3);
+    const r = await runScenario("unrecoverableCursor", { url: f.url, topic: f.topic, control: f.control, WebSocket: WS }, { restartGateway: false });
+    assertUnrecoverable(f, r);
+  },
+);
 
 test("node: refused connection attempts (gateway unreachable) are retried, not thrown: ws's 'error' event is handled", { timeout: 20_000 }, async (t) => {
   const defer = cleanups(t);
