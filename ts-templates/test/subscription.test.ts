@@ -372,6 +372,22 @@ test("the public cursor covers only what the iterator consumer has pulled", asyn
   assert.deepEqual(sub.cursor, cursorOf({ 0: 9n, 1: 4n }), "the checkpoint applies once the records before it are consumed");
 });
 
+test("inside a record listener the cursor already includes that record (save it there, resume after it)", async () => {
+  const h = setup();
+  const ws = await h.session();
+  const sub = h.conn.subscribe(METHOD, REQ);
+  const seen: [bigint, bigint | undefined][] = [];
+  sub.on("record", (r) => seen.push([r.offset, sub.cursor?.positions.find((p) => p.partition === 0)?.nextOffset]));
+  ws.deliver(subscribed(1, cursorOf({ 0: 0n })));
+  ws.deliver(data(1, record(0, 0n), record(0, 1n)));
+  ws.deliver(data(1, record(0, 5n)));
+  assert.deepEqual(seen, [
+    [0n, 1n],
+    [1n, 2n],
+    [5n, 6n],
+  ]);
+});
+
 test("a server End finishes the stream after the buffered records", async () => {
   const h = setup();
   const ws = await h.session();

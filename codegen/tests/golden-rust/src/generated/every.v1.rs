@@ -1310,6 +1310,7 @@ pub mod chat_streams_kafkasocks {
         }
     }
 }
+#[allow(unused_imports)]
 pub use self::chat_streams_kafkasocks::{
     ChatStreamsHooks, ChatStreamsDefaultHooks, ChatStreamsServer, ChatStreamsGrpc,
 };
@@ -1878,6 +1879,7 @@ pub mod sensors_kafkasocks {
         }
     }
 }
+#[allow(unused_imports)]
 pub use self::sensors_kafkasocks::{
     SensorsHooks, SensorsDefaultHooks, SensorsServer, SensorsGrpc,
 };

@@ -394,13 +394,16 @@ export class SubscriptionImpl<T> implements Subscription<T>, SubscriptionEndpoin
         headers: r.headers,
         schemaId: r.schemaId,
       };
-      if (this.#iterating || this.#events.count("record")) this.#events.emit("record", record);
       if (buffering) {
+        // An iterator takes it later; listeners (if any) only observe it now.
+        if (this.#iterating && this.#events.count("record")) this.#events.emit("record", record);
         this.#queue.push({ record });
         this.#bufferedRecords++;
       } else {
+        // Delivered to listeners: the cursor a listener reads (and saves) includes it.
         raise(this.#delivered, record.partition, record.offset + 1n);
         this.#pendingReturn++;
+        this.#events.emit("record", record);
       }
       if (!this.#live) return; // a listener unsubscribed
     }
