@@ -555,6 +555,8 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
 
             #grpc_items
         }
+        // An application uses some of these, not all: no unused-import warnings for it.
+        #[allow(unused_imports)]
         pub use self::#module::{#hooks, #default_hooks, #server #grpc_export};
     }
 }
