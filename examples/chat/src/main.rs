@@ -1,7 +1,12 @@
 //! A chat over Kafka. Run it with `scripts/demo` (starts Kafka, builds the page, runs
 //! this), then open http://127.0.0.1:8080/ in two browser windows.
 //!
+//! Everything typed comes from `proto/chat/v1/chat.proto`: `build.rs` generates the Rust
+//! side (messages, the `ChatStreamsHooks` trait, the server, the tonic service), and
+//! `kafkasocks-gen ts` generated the page's client in `web/gen/`.
+//!
 //! * `ws://127.0.0.1:8081/streams`: the KafkaSocks gateway (`CHAT_WS_ADDR`)
+//! * `127.0.0.1:8082`: the same streams over gRPC (`CHAT_GRPC_ADDR`)
 //! * `http://127.0.0.1:8080/`: the web page (`CHAT_HTTP_ADDR`)
 //! * `http://127.0.0.1:9090/metrics`: Prometheus metrics (`CHAT_METRICS_ADDR`)
 //!
@@ -17,13 +22,61 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, KeyField, Streams};
+use kafkasocks::{BoxFuture, Gateway, GatewayConfig, KafkaConfig, RequestContext, Status};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 const TOPIC: &str = "chat.messages";
+
+#[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
+mod chat {
+    kafkasocks::include_streams!("chat.v1");
+}
+
+/// The chat's rules, on top of the generated defaults.
+struct ChatRules;
+
+impl chat::ChatStreamsHooks for ChatRules {
+    /// Rooms are short names.
+    fn authorize_messages(&self, _ctx: &RequestContext, request: &chat::RoomFilter) -> Result<(), Status> {
+        valid_room(&request.room)
+    }
+
+    /// Validate and enrich before Kafka sees it: a message needs a room, a user and some
+    /// text (at most 500 characters); the gateway stamps the time if the browser did not.
+    fn prepare_post(
+        &self,
+        _ctx: &RequestContext,
+        mut m: chat::ChatMessage,
+    ) -> BoxFuture<Result<chat::ChatMessage, Status>> {
+        Box::pin(async move {
+            valid_room(&m.room)?;
+            m.user = m.user.trim().to_owned();
+            m.text = m.text.trim().to_owned();
+            if m.user.is_empty() || m.text.is_empty() {
+                return Err(Status::invalid_argument("a message needs a user and some text"));
+            }
+            if m.text.chars().count() > 500 {
+                return Err(Status::invalid_argument("messages are at most 500 characters"));
+            }
+            if m.sent_at_ms == 0 {
+                m.sent_at_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+            }
+            Ok(m)
+        })
+    }
+}
+
+fn valid_room(room: &str) -> Result<(), Status> {
+    if room.is_empty() || room.len() > 40 || !room.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
+        return Err(Status::invalid_argument("rooms are 1-40 letters, digits, '-' or '_'"));
+    }
+    Ok(())
+}
 
 fn addr(var: &str, default: &str) -> anyhow::Result<SocketAddr> {
     std::env::var(var).unwrap_or_else(|_| default.to_owned()).parse().with_context(|| format!("${var}"))
@@ -43,8 +96,7 @@ async fn ensure_topic(bootstrap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_page(addr: SocketAddr, web: PathBuf) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+async fn serve_page(listener: tokio::net::TcpListener, web: PathBuf) -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let web = web.clone();
@@ -83,23 +135,33 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let kafka = KafkaConfig::from_env();
     ensure_topic(kafka.bootstrap()).await?;
-    let streams = Streams::new().subscribe("chat.v1.ChatStreams/Messages", TOPIC, KeyField::new(1)).publish(
-        "chat.v1.ChatStreams/Post",
-        TOPIC,
-        KeyField::new(1),
-    );
+    let streams = chat::ChatStreamsServer::new(ChatRules).streams();
     let config = GatewayConfig::new(kafka)
         .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)
         .metrics_listen(addr("CHAT_METRICS_ADDR", "127.0.0.1:9090")?);
     let gateway = Gateway::builder(config).streams(streams).bind().await?;
-    let http = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080")?;
+    let http_addr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080")?;
+    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+    let http_addr = http.local_addr()?;
     let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
     tokio::spawn(async move {
         if let Err(e) = serve_page(http, web).await {
             tracing::error!(error = %e, "web page server stopped");
         }
     });
-    println!("chat: open http://{http}/  (gateway ws://{}/streams)", gateway.local_addr());
+    // The same streams over gRPC, fed by the gateway's own Kafka readers.
+    let grpc_incoming = tonic::transport::server::TcpIncoming::bind(addr("CHAT_GRPC_ADDR", "127.0.0.1:8082")?)
+        .map_err(|e| anyhow::anyhow!("binding the gRPC port: {e}"))?;
+    let grpc_addr = grpc_incoming.local_addr()?;
+    let grpc = chat::ChatStreamsGrpc::new(gateway.local_streams()).into_service();
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(grpc_incoming).await {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+    // One line with every address (ports may have been 0): scripts and tests read it.
+    let ws = gateway.local_addr();
+    println!("chat: open http://{http_addr}/?ws={ws}  (gateway ws://{ws}/streams, gRPC {grpc_addr})");
     let stop = gateway.shutdown_handle();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

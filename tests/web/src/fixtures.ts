@@ -20,9 +20,23 @@ export const webRoot: string = (() => {
 })();
 
 export const repoRoot = join(webRoot, "..", "..");
+
+/** Debian's Chromium (`apt-get install chromium`); playwright cannot download browsers here. */
+export const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
+/** As root, headless, and quiet on a machine without internet. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
 const binDir = process.env["KAFKASOCKS_FIXTURES_DIR"] ?? join(repoRoot, "target", "debug");
 
-function bin(name: string): string {
+export function bin(name: string): string {
   const path = join(binDir, name);
   if (!existsSync(path)) throw new Error(`${path} is missing: run \`cargo build -p kafkasocks-tests --bins\` first`);
   return path;

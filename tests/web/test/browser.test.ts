@@ -15,21 +15,10 @@ import { join } from "node:path";
 import { test, type TestContext } from "node:test";
 import { build } from "esbuild";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { webRoot } from "../src/fixtures.ts";
+import { CHROMIUM, CHROMIUM_ARGS, webRoot } from "../src/fixtures.ts";
 import { CONTROL_METHODS, type Produced, type Row, type ScenarioName, type ScenarioParams, type ScenarioResult } from "../src/scenarios.ts";
 import { assertExactlyOnceInOrder, setup, sharedTests, type Fixture, type Runner } from "../src/suite.ts";
 
-const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 let bundle: Promise<string> | undefined;
 

@@ -1,0 +1,110 @@
+/**
+ * The README's main job, as a person uses it: the chat example's own gateway binary and
+ * page (examples/chat, typed client generated from proto/chat/v1/chat.proto), two people
+ * in two Chromium contexts, and a visit that comes back after missing messages.
+ *
+ * Needs `cargo build -p kafkasocks-example-chat` (target/debug/chat-gateway) and
+ * `scripts/build-chat-page` (examples/chat/web/dist/app.js); scripts/test does both.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { bin, CHROMIUM, CHROMIUM_ARGS, cleanups, repoRoot } from "../src/fixtures.ts";
+
+/** Starts chat-gateway on free ports; resolves with the page URL it prints. */
+function startChat(): Promise<{ url: string; stop: () => Promise<void> }> {
+  const env = { ...process.env };
+  for (const v of ["CHAT_HTTP_ADDR", "CHAT_WS_ADDR", "CHAT_GRPC_ADDR", "CHAT_METRICS_ADDR"]) env[v] = "127.0.0.1:0";
+  const child = spawn(bin("chat-gateway"), [], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let logs = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (logs = (logs + d).slice(-20_000)));
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null) return;
+    child.kill("SIGINT"); // graceful: GoAway, drain, exit
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`chat-gateway printed no URL within 30 s\n${logs}`)), 30_000);
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      out += d;
+      const m = /chat: open (http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ url: m[1] as string, stop });
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`chat-gateway exited with ${code}\n${logs}`));
+    });
+  });
+}
+
+async function say(page: Page, text: string): Promise<void> {
+  await page.fill("input[name=text]", text);
+  await page.press("input[name=text]", "Enter");
+}
+
+/** How many chat lines in `page` contain `text` (waits for at least `atLeast`). */
+async function lines(page: Page, text: string, atLeast = 1): Promise<number> {
+  if (atLeast > 0) await page.locator("#log .msg", { hasText: text }).nth(atLeast - 1).waitFor({ timeout: 15_000 });
+  return page.locator("#log .msg", { hasText: text }).count();
+}
+
+test("the chat example: two people chat in Chromium; a returning visitor gets what it missed, once", { timeout: 120_000 }, async (t) => {
+  const defer = cleanups(t);
+  const bundle = join(repoRoot, "examples/chat/web/dist/app.js");
+  assert.ok(existsSync(bundle), `${bundle} is missing: run scripts/build-chat-page`);
+  const chat = await startChat();
+  defer(() => chat.stop());
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  defer(() => browser.close());
+  const room = `it-${randomBytes(4).toString("hex")}`;
+  const errors: string[] = [];
+  const open = async (user: string): Promise<Page> => {
+    const page = await (await browser.newContext()).newPage();
+    page.on("pageerror", (e) => errors.push(`${user}: ${e.message}`));
+    await page.goto(chat.url);
+    await page.fill("#user", user);
+    await page.fill("#room", room);
+    await page.click("#join");
+    await page.locator("#state.open").waitFor({ timeout: 15_000 });
+    return page;
+  };
+  const ada = await open("ada");
+  const bob = await open("bob");
+
+  await say(ada, "hello from ada");
+  assert.equal(await lines(bob, "hello from ada"), 1, "bob sees ada's message once");
+  assert.equal(await lines(ada, "hello from ada"), 1, "ada sees her own message once");
+  await ada.locator("#receipt", { hasText: "sent: chat.messages p" }).waitFor({ timeout: 10_000 });
+  await say(bob, "hi ada");
+  assert.equal(await lines(ada, "hi ada"), 1);
+
+  // The generated hooks' validation reaches the page as a clear refusal.
+  await say(ada, "   ");
+  await ada.locator("#log .warn", { hasText: "needs a user and some text" }).waitFor({ timeout: 10_000 });
+
+  // Ada leaves; bob writes while she is away; she comes back to the same page.
+  await ada.goto("about:blank");
+  await say(bob, "while you were away");
+  await bob.locator("#log .msg", { hasText: "while you were away" }).waitFor({ timeout: 10_000 });
+  await ada.goto(chat.url);
+  await ada.locator("#state.open").waitFor({ timeout: 15_000 });
+  assert.equal(await ada.inputValue("#room"), room, "back in the same room");
+  assert.equal(await lines(ada, "while you were away"), 1, "what she missed arrives, once");
+  assert.equal(await lines(ada, "hello from ada", 0), 0, "what she had already seen does not arrive again");
+  assert.equal(await lines(ada, "hi ada", 0), 0);
+  await say(bob, "welcome back");
+  assert.equal(await lines(ada, "welcome back"), 1);
+  await ada.screenshot({ path: join(repoRoot, "target", "chat-example.png") });
+  assert.deepEqual(errors, [], "no page errors");
+});
