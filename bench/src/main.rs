@@ -1,0 +1,128 @@
+//! `kafkasocks-bench`: the benchmark of issue 2 §5. Measures the gateway on loopback
+//! against a bare tokio-tungstenite baseline measured in the same run, and prints one
+//! JSON document on stdout (progress goes to stderr). See bench/README.md.
+//!
+//! ```text
+//! ulimit -n 65536
+//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|all] [--quick]
+//! ```
+
+mod bare;
+mod fanout;
+mod gateway;
+mod kafka;
+mod memory;
+mod net;
+mod procfs;
+mod protocol;
+mod publish;
+mod stats;
+mod storm;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage: kafkasocks-bench [fanout|publish|memory|storm|all] [--quick] [--clients N,N,...]";
+const SCENARIOS: [&str; 4] = ["fanout", "publish", "memory", "storm"];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Child processes of the memory scenario.
+    match args.first().map(String::as_str) {
+        Some("serve-gateway") => {
+            let topic = args.get(1).context("serve-gateway TOPIC MAX_CONNECTIONS")?;
+            let max = args.get(2).map_or(Ok(20_000), |s| s.parse())?;
+            return gateway::serve_child(topic, max).await;
+        }
+        Some("serve-bare") => {
+            let replies = args.get(1).map_or(Ok(3), |s| s.parse())?;
+            return bare::serve_idle_child(replies).await;
+        }
+        _ => {}
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut chosen: Vec<&str> = Vec::new();
+    let mut clients: Option<Vec<usize>> = None;
+    let mut rest = args.iter().filter(|a| *a != "--quick");
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--clients" => {
+                let list = rest.next().context("--clients needs a list such as 1,100")?;
+                clients = Some(list.split(',').map(str::parse).collect::<Result<_, _>>()?);
+            }
+            "all" => chosen.extend(SCENARIOS),
+            s if SCENARIOS.contains(&s) => chosen.push(SCENARIOS[SCENARIOS.iter().position(|x| *x == s).unwrap_or(0)]),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if chosen.is_empty() {
+        chosen.extend(SCENARIOS);
+    }
+    chosen.dedup();
+
+    let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let load = procfs::CpuWindow::start();
+    let mut doc = json!({
+        "benchmark": "kafkasocks-bench",
+        "version": env!("CARGO_PKG_VERSION"),
+        "command": std::iter::once("kafkasocks-bench".to_owned()).chain(args.iter().cloned()).collect::<Vec<_>>(),
+        "quick": quick,
+        "started_unix_s": started,
+        "machine": procfs::machine(),
+        "kafka_bootstrap": kafka::bootstrap(),
+        "note": "clients and servers share this machine's cores; each ratio compares figures measured in this \
+                 same run, under the same conditions. `load.others_cpu_s` is CPU used meanwhile by other \
+                 processes (including this run's child servers and the Kafka broker).",
+    });
+    let mut failed = false;
+    for name in chosen {
+        eprintln!("== {name}{}", if quick { " (quick)" } else { "" });
+        let result = match name {
+            "fanout" => fanout::run(quick, clients.clone()).await,
+            "publish" => publish::run(quick).await,
+            "memory" => memory::run(quick).await,
+            _ => storm::run(quick).await,
+        };
+        doc[name] = match result {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{name} failed: {e:#}");
+                failed = true;
+                json!({ "error": format!("{e:#}") })
+            }
+        };
+    }
+    doc["load"] = load.end();
+    doc["summary"] = summary(&doc);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The ratio of each scenario against its target, in one place.
+fn summary(doc: &Value) -> Value {
+    let f = &doc["fanout"]["target_at_100_clients"];
+    json!({
+        "fanout_ratio_at_100_clients_ring": f["gateway_ring"]["ratio"],
+        "fanout_ratio_at_100_clients_cold": f["gateway_cold"]["ratio"],
+        "fanout_ratio_at_100_clients_cold_backoff_10ms": f["gateway_cold_backoff_10ms"]["ratio"],
+        "fanout_target": ">= 0.5",
+        "publish_p99_ratio": doc["publish"]["ratio_p99"],
+        "publish_target": "<= 1.5",
+        "memory_bytes_per_connection": doc["memory"]["gateway"]["bytes_per_connection"],
+        "memory_bare_bytes_per_connection": doc["memory"]["bare"]["bytes_per_connection"],
+        "memory_target": "<= 16384",
+        "storm_all_resumed_ms": doc["storm"]["gateway"]["all_resumed_ms"],
+        "storm_bare_all_resumed_ms": doc["storm"]["bare"]["all_resumed_ms"],
+        "storm_bare_accept_queue_4096_all_resumed_ms": doc["storm"]["bare_accept_queue_4096"]["all_resumed_ms"],
+    })
+}
