@@ -62,6 +62,10 @@ pub struct Limits {
     pub write_buffer_bytes: usize,
     /// Interval of Checkpoint frames for filtered subscriptions. Default 5 s.
     pub checkpoint_interval: Duration,
+    /// The listener's accept queue. Default 4096: a reconnect storm of thousands of
+    /// clients overflowed the usual 128, costing them 1 s and 3 s SYN retries (measured in
+    /// bench/). The kernel caps it at `net.core.somaxconn`.
+    pub accept_backlog: u32,
 }
 
 impl Default for Limits {
@@ -90,6 +94,7 @@ impl Default for Limits {
             read_buffer_bytes: 8 << 10,
             write_buffer_bytes: 16 << 10,
             checkpoint_interval: Duration::from_secs(5),
+            accept_backlog: 4096,
         }
     }
 }
@@ -148,6 +153,8 @@ setters! {
     with_drain_timeout: drain_timeout: Duration;
     /// Sets [`Limits::checkpoint_interval`].
     with_checkpoint_interval: checkpoint_interval: Duration;
+    /// Sets [`Limits::accept_backlog`].
+    with_accept_backlog: accept_backlog: u32;
 }
 
 /// TLS for `wss://`: a PEM certificate chain and its PEM private key.

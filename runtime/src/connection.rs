@@ -12,7 +12,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -76,7 +76,6 @@ where
         let (sink, mut stream) = ws.split();
         let outbox = Outbox::new(shared.limits.send_queue_bytes, shared.limits.send_queue_frames);
         let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.metrics.clone()).in_current_span());
-        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         let mut session = Session {
             inflight: Arc::new(Semaphore::new(shared.limits.max_inflight_publishes)),
             bucket: TokenBucket::new(shared.limits.max_publishes_per_second),
@@ -86,8 +85,6 @@ where
             remote,
             principal: Principal::anonymous(),
             subs: HashMap::new(),
-            ended_tx,
-            ended_rx,
             last_heard: Instant::now(),
             nonce: 0,
         };
@@ -137,9 +134,9 @@ struct Session {
     session_id: String,
     remote: Option<SocketAddr>,
     principal: Principal,
+    /// Open subscriptions; ones that ended by themselves (an Error frame was sent) are
+    /// swept on the watchdog tick and when their id is reused.
     subs: HashMap<u32, (Arc<SubCore>, JoinHandle<()>)>,
-    ended_tx: mpsc::UnboundedSender<u32>,
-    ended_rx: mpsc::UnboundedReceiver<u32>,
     inflight: Arc<Semaphore>,
     bucket: TokenBucket,
     last_heard: Instant,
@@ -261,17 +258,14 @@ impl Session {
                         }
                     }
                 },
-                Some(id) = self.ended_rx.recv() => {
-                    if self.subs.remove(&id).is_some() {
-                        self.shared.metrics.subscription_closed();
-                    }
-                    Flow::Continue
-                }
                 _ = heartbeat.tick() => {
                     self.nonce += 1;
                     self.send(Kind::Ping(wire::Ping { nonce: self.nonce }))
                 }
-                _ = watchdog.tick() => self.watchdog(&limits, drain_until),
+                _ = watchdog.tick() => {
+                    self.sweep_ended();
+                    self.watchdog(&limits, drain_until)
+                }
                 Ok(()) = shutdown.changed(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + limits.drain_timeout);
                     self.send(Kind::GoAway(wire::GoAway {
@@ -284,6 +278,17 @@ impl Session {
                 return;
             }
         }
+    }
+
+    fn sweep_ended(&mut self) {
+        let metrics = &self.shared.metrics;
+        self.subs.retain(|_, (core, _)| {
+            let keep = !core.is_ended();
+            if !keep {
+                metrics.subscription_closed();
+            }
+            keep
+        });
     }
 
     fn watchdog(&self, limits: &Limits, drain_until: Option<Instant>) -> Flow {
@@ -425,6 +430,8 @@ impl Session {
     }
 
     fn subscribe(&mut self, s: wire::Subscribe) -> Flow {
+        // An id is free again once its subscription ended (End or Error was sent).
+        self.sweep_ended();
         let refuse = |status: Status| (status, s.id);
         let checked = (|| {
             if self.draining() {
@@ -466,7 +473,6 @@ impl Session {
             self.shared.metrics.clone(),
             credit,
             limits.max_credit,
-            self.ended_tx.clone(),
         );
         let span = tracing::debug_span!("subscription", id = s.id, method = %s.method, topic = %topic);
         let task = tokio::spawn(
@@ -661,11 +667,32 @@ where
     }
 }
 
+/// A gateway's shared state for unit tests: Kafka is configured but never reached, the
+/// only stream is `a.B/C` on topic `t`.
+#[cfg(test)]
+pub(crate) fn test_shared(limits: Limits) -> (Arc<Shared>, watch::Sender<bool>) {
+    let metrics = Arc::new(Metrics::default());
+    let kafka = Kafka::new(crate::KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t")
+        .unwrap_or_else(|e| panic!("kafka: {e}"));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        kafka,
+        streams: Streams::new().subscribe("a.B/C", "t", crate::KeyField::none()),
+        auth: Arc::new(crate::AllowAnonymous),
+        dedup: DedupWindow::new(limits.dedup_window, 10),
+        registry: None,
+        limits,
+        metrics,
+        server_id: "test".into(),
+        shutdown: shutdown_rx,
+    });
+    (shared, shutdown)
+}
+
 #[cfg(test)]
 mod tests {
     //! The session over an in-memory pipe: no sockets, no Kafka (it is never reached).
     use super::*;
-    use crate::{AllowAnonymous, KafkaConfig, KeyField};
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// One gateway's shared state (Kafka is configured but never reached) and its
@@ -677,21 +704,7 @@ mod tests {
 
     impl Harness {
         fn new(limits: Limits) -> Harness {
-            let metrics = Arc::new(Metrics::default());
-            let kafka =
-                Kafka::new(KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t").expect("kafka");
-            let (shutdown, shutdown_rx) = watch::channel(false);
-            let shared = Arc::new(Shared {
-                kafka,
-                streams: Streams::new().subscribe("a.B/C", "t", KeyField::none()),
-                auth: Arc::new(AllowAnonymous),
-                dedup: DedupWindow::new(limits.dedup_window, 10),
-                registry: None,
-                limits,
-                metrics,
-                server_id: "test".into(),
-                shutdown: shutdown_rx,
-            });
+            let (shared, shutdown) = test_shared(limits);
             Harness { shared, shutdown }
         }
 

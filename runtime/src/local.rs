@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 use prost::Message as _;
-use tokio::sync::mpsc;
 
 use crate::client::{Delivery, Receipt, StartAt};
 use crate::connection::{Shared, publish};
@@ -76,7 +75,6 @@ impl LocalStreams {
         let plan = hook.plan(&context(principal, method), request)?;
         let limits = &self.shared.limits;
         let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames);
-        let (ended_tx, _ended_rx) = mpsc::unbounded_channel();
         let credit = limits.default_credit;
         let core = SubCore::new(
             1,
@@ -87,7 +85,6 @@ impl LocalStreams {
             self.shared.metrics.clone(),
             credit,
             limits.max_credit,
-            ended_tx,
         );
         let start = match start {
             StartAt::Latest => Start::Latest,

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::kafka::hub::{Offer, Step, TopicHub, to_shared};
 use crate::kafka::{Kafka, TopicInfo};
@@ -36,7 +36,6 @@ pub(crate) struct SubCore {
     state: Mutex<SubState>,
     ended: AtomicBool,
     max_credit: u64,
-    ended_tx: mpsc::UnboundedSender<u32>,
 }
 
 impl SubCore {
@@ -50,7 +49,6 @@ impl SubCore {
         metrics: Arc<Metrics>,
         credit: u32,
         max_credit: u32,
-        ended_tx: mpsc::UnboundedSender<u32>,
     ) -> Arc<SubCore> {
         Arc::new(SubCore {
             id,
@@ -64,7 +62,6 @@ impl SubCore {
             state: Mutex::new(SubState { next: Vec::new(), live: Vec::new(), credit: u64::from(credit) }),
             ended: AtomicBool::new(false),
             max_credit: u64::from(max_credit),
-            ended_tx,
         })
     }
 
@@ -83,12 +80,11 @@ impl SubCore {
         first
     }
 
-    /// Ends the subscription with an error frame, and tells the connection.
+    /// Ends the subscription with an error frame (the connection sweeps ended ones).
     pub(crate) fn fail(&self, status: Status) {
         if self.end() {
             self.metrics.error(status.code());
             let _ = self.outbox.push_frame(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
-            let _ = self.ended_tx.send(self.id);
         }
     }
 
