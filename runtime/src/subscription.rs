@@ -184,14 +184,39 @@ pub(crate) async fn run(kafka: Arc<Kafka>, sub: Arc<SubCore>, topic: String, sta
 
 async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start) -> Result<Arc<TopicHub>, Status> {
     let info = kafka.describe(topic).await?;
-    // A cursor is judged against the topic as it is now, before anything is built for it.
-    let cursor_next = match &start {
-        Start::Cursor(c) => Some(validate_cursor(c, &info)?),
-        _ => None,
+    let n = info.partitions;
+    // Where delivery starts, resolved before anything is built for it. `None`: latest.
+    let want: Option<Vec<i64>> = match start {
+        Start::Latest => None,
+        Start::Earliest => Some(kafka.watermarks(topic, n).await?.into_iter().map(|(low, _)| low).collect()),
+        Start::Timestamp(t) => Some(kafka.offsets_for_time(topic, n, t).await?),
+        Start::Cursor(c) => {
+            let next = validate_cursor(&c, &info)?;
+            // Always against the log as it is now, even when the replay ring still holds
+            // the records: records deleted from Kafka are not served from memory, and
+            // every gateway node gives the same answer.
+            let marks = kafka.fresh_watermarks(topic, n).await?;
+            for (p, (&o, &(low, high))) in next.iter().zip(&marks).enumerate() {
+                if o < low {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBelowLogStart,
+                        format!("partition {p}: offset {o} is below the log start {low}"),
+                    ));
+                }
+                if o > high {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBeyondEnd,
+                        format!("partition {p}: offset {o} is beyond the log end {high}"),
+                    ));
+                }
+            }
+            Some(next)
+        }
     };
-    let hub = kafka.hub(topic, &info).await?;
+    // A subscription that makes the topic's hub positions its shared reader: a burst of
+    // subscribers from old offsets then shares one read of the log.
+    let hub = kafka.hub(topic, &info, want.as_deref()).await?;
     let _ = sub.hub.set(hub.clone());
-    let n = hub.partitions();
     {
         let mut st = sub.lock();
         st.next = vec![0; n];
@@ -214,39 +239,13 @@ async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start)
             credit,
         })));
     };
-    let next = match start {
-        Start::Latest => {
-            hub.join_at_live(sub, subscribed);
-            return Ok(hub);
+    match want {
+        None => hub.join_at_live(sub, subscribed),
+        Some(next) => {
+            sub.lock().next.clone_from(&next);
+            subscribed(&next);
         }
-        Start::Earliest => kafka.watermarks(topic, n).await?.into_iter().map(|(low, _)| low).collect(),
-        Start::Timestamp(t) => kafka.offsets_for_time(topic, n, t).await?,
-        Start::Cursor(_) => {
-            let next = cursor_next.unwrap_or_default();
-            // Always against the log as it is now, even when the replay ring still holds
-            // the records: records deleted from Kafka are not served from memory, and
-            // every gateway node gives the same answer.
-            let marks = kafka.fresh_watermarks(topic, n).await?;
-            let live = hub.live_positions();
-            for (p, (&o, &(low, high))) in next.iter().zip(&marks).enumerate() {
-                if o < low {
-                    return Err(Status::data_loss(
-                        Discontinuity::OffsetBelowLogStart,
-                        format!("partition {p}: offset {o} is below the log start {low}"),
-                    ));
-                }
-                if o > high.max(live[p]) {
-                    return Err(Status::data_loss(
-                        Discontinuity::OffsetBeyondEnd,
-                        format!("partition {p}: offset {o} is beyond the log end {high}"),
-                    ));
-                }
-            }
-            next
-        }
-    };
-    sub.lock().next.clone_from(&next);
-    subscribed(&next);
+    }
     Ok(hub)
 }
 

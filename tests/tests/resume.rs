@@ -169,3 +169,42 @@ async fn a_client_resumes_on_another_gateway_process_without_gap_or_duplicate() 
     delete_topic(&topic).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_earliest_shares_one_reader_and_latest_still_means_latest() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("burst");
+    create_topic(&topic, 1).await?;
+    let old = produce_many(&topic, 5000, |_| async {}).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let client = Client::connect(ClientConfig::new(gw.url()));
+    let mut early: Vec<_> = (0..10).map(|_| client.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest)).collect();
+    while early.iter().any(|s| s.cursor().is_none()) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Joins while the shared reader may still be replaying the old records.
+    let mut latest = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while latest.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let p = producer();
+    let mut new = Vec::new();
+    for i in 0..10 {
+        new.push(produce(&p, &topic, None, b"k", format!("new{i}").as_bytes()).await?);
+    }
+    let mut want: Vec<(i32, i64)> = old.iter().map(|r| (r.1, r.2)).collect();
+    want.extend(new.iter().copied());
+    for sub in &mut early {
+        let got = collect(sub, want.len(), Duration::from_secs(60)).await?;
+        assert_exactly_once(&got, &want);
+    }
+    // "Latest" got only what was produced after it subscribed, not the replayed log.
+    let got = collect(&mut latest, new.len(), Duration::from_secs(20)).await?;
+    assert_eq!(got.iter().map(|d| (d.partition, d.offset)).collect::<Vec<_>>(), new);
+    // One shared read: no subscriber needed a reader of its own.
+    let text = gw.metrics_text().await?;
+    assert_eq!(metric(&text, "kafkasocks_catch_up_reads_total"), 0.0, "{text}");
+    client.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}

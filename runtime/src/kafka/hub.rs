@@ -28,6 +28,9 @@ use crate::{Code, Discontinuity, Status};
 
 pub(crate) struct PartitionFeed {
     pub(crate) live_next: i64,
+    /// The log end when the hub was made: "latest" never starts below it, even while the
+    /// reader is still reading older records for subscribers that asked for them.
+    latest_floor: i64,
     pub(crate) ring_start: i64,
     ring: VecDeque<SharedRecord>,
     ring_bytes: usize,
@@ -81,19 +84,27 @@ impl TopicHub {
         topic: &str,
         info: TopicInfo,
         marks: &[(i64, i64)],
+        start: Option<&[i64]>,
     ) -> Result<Arc<TopicHub>, Status> {
+        let from: Vec<i64> = marks
+            .iter()
+            .enumerate()
+            .map(|(p, &(low, high))| start.and_then(|s| s.get(p)).map_or(high, |&o| o.clamp(low, high)))
+            .collect();
         let feeds = marks
             .iter()
-            .map(|&(_, high)| PartitionFeed {
-                live_next: high,
-                ring_start: high,
+            .zip(&from)
+            .map(|(&(_, high), &first)| PartitionFeed {
+                live_next: first,
+                latest_floor: high,
+                ring_start: first,
                 ring: VecDeque::new(),
                 ring_bytes: 0,
                 by_key: HashMap::new(),
                 all: Vec::new(),
             })
             .collect();
-        let positions: Vec<(i32, i64)> = marks.iter().enumerate().map(|(p, &(_, h))| (p as i32, h)).collect();
+        let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
         let consumer = kafka.reader(topic, &positions, false)?;
         let hub = Arc::new(TopicHub {
             topic: topic.to_owned(),
@@ -283,7 +294,7 @@ impl TopicHub {
     /// can be delivered before it.
     pub(crate) fn join_at_live(&self, sub: &Arc<SubCore>, announce: impl FnOnce(&[i64])) {
         let mut feeds = self.lock();
-        let positions: Vec<i64> = feeds.iter().map(|f| f.live_next).collect();
+        let positions: Vec<i64> = feeds.iter().map(|f| f.live_next.max(f.latest_floor)).collect();
         {
             let mut st = sub.lock();
             st.next.clone_from(&positions);

@@ -272,8 +272,14 @@ impl Kafka {
 
     /// The live hub of `topic`, made if needed. A hub made for another incarnation of the
     /// topic (another id, another partition count) is retired first: its subscribers are
-    /// told why.
-    pub(crate) async fn hub(self: &Arc<Self>, topic: &str, info: &TopicInfo) -> Result<Arc<TopicHub>, Status> {
+    /// told why. A new hub's reader starts at `start` (per partition, within the log), or
+    /// at the log end.
+    pub(crate) async fn hub(
+        self: &Arc<Self>,
+        topic: &str,
+        info: &TopicInfo,
+        start: Option<&[i64]>,
+    ) -> Result<Arc<TopicHub>, Status> {
         let stale = {
             let hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
             match hubs.get(topic) {
@@ -285,7 +291,7 @@ impl Kafka {
             old.retire(TopicHub::discontinuity_to(&old.info, info));
         }
         let marks = self.watermarks(topic, info.partitions).await?;
-        let hub = TopicHub::start(self.clone(), topic, info.clone(), &marks)?;
+        let hub = TopicHub::start(self.clone(), topic, info.clone(), &marks, start)?;
         let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         // Another caller may have made one meanwhile: keep the first.
         match hubs.get(topic) {
