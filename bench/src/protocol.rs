@@ -124,34 +124,21 @@ pub(crate) fn earliest() -> Position {
     Position::Earliest(wire::Empty {})
 }
 
-fn read_varint(buf: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for i in 0..10 {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 /// The records of a Data frame, counted without decoding them: (count, the last
 /// record's bytes).
 pub(crate) fn count_records(frame: &[u8]) -> Result<(u64, &[u8])> {
     let mut buf = frame.get(1..).context("empty frame")?;
-    let len = read_varint(&mut buf).context("truncated Data")? as usize;
+    let len = wire::read_varint(&mut buf).context("truncated Data")? as usize;
     let mut data = buf.get(..len).context("truncated Data")?;
     let (mut count, mut last): (u64, &[u8]) = (0, &[]);
     while !data.is_empty() {
-        let key = read_varint(&mut data).context("truncated field")?;
+        let key = wire::read_varint(&mut data).context("truncated field")?;
         match (key >> 3, key & 7) {
             (_, 0) => {
-                read_varint(&mut data).context("truncated varint")?;
+                wire::read_varint(&mut data).context("truncated varint")?;
             }
             (field, 2) => {
-                let n = read_varint(&mut data).context("truncated length")? as usize;
+                let n = wire::read_varint(&mut data).context("truncated length")? as usize;
                 let value = data.get(..n).context("truncated record")?;
                 data = &data[n..];
                 if field == 2 {

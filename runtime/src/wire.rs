@@ -185,7 +185,10 @@ fn unzigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+/// Reads one protobuf varint from the front of `buf` and advances it; `None` when `buf`
+/// ends first or the varint is longer than 10 bytes. For tools that walk frames without
+/// decoding them (the benchmarks count records this way).
+pub fn read_varint(buf: &mut &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let (&b, rest) = buf.split_first()?;
