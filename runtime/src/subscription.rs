@@ -20,6 +20,8 @@ pub(crate) struct SubState {
     pub(crate) next: Vec<i64>,
     /// Per partition: in the hub's index (the live reader delivers).
     pub(crate) live: Vec<bool>,
+    /// Per partition: on the partition's shared history reader (it delivers).
+    pub(crate) boarded: Vec<bool>,
     pub(crate) credit: u64,
 }
 
@@ -59,7 +61,12 @@ impl SubCore {
             metrics,
             wake: Notify::new(),
             hub: OnceLock::new(),
-            state: Mutex::new(SubState { next: Vec::new(), live: Vec::new(), credit: u64::from(credit) }),
+            state: Mutex::new(SubState {
+                next: Vec::new(),
+                live: Vec::new(),
+                boarded: Vec::new(),
+                credit: u64::from(credit),
+            }),
             ended: AtomicBool::new(false),
             max_credit: u64::from(max_credit),
         })
@@ -221,6 +228,7 @@ async fn open(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, topic: &str, start: Start)
         let mut st = sub.lock();
         st.next = vec![0; n];
         st.live = vec![false; n];
+        st.boarded = vec![false; n];
     }
     let credit = sub.lock().credit as u32;
     let subscribed = |next: &[i64]| {
@@ -262,13 +270,19 @@ async fn drive(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &Arc<TopicHub>) {
             return;
         }
         for p in 0..hub.partitions() {
-            if let Step::ReadKafka(from) = hub.try_join(sub, p) {
-                if let Err(status) = catch_up(kafka, sub, hub, p, from).await {
-                    sub.fail(status);
-                    return;
-                }
-                // Caught up to the ring: the next pass joins.
-                sub.wake.notify_one();
+            match hub.try_join(sub, p) {
+                Step::ReadKafka(from) => match catch_up(kafka, sub, hub, p, from).await {
+                    // Caught up to the ring: the next pass joins.
+                    Ok(CatchUp::Reached) => sub.wake.notify_one(),
+                    // Credit or queue space will wake the driver.
+                    Ok(CatchUp::Blocked) => {}
+                    Err(status) => {
+                        sub.fail(status);
+                        return;
+                    }
+                },
+                Step::StartHistory(id, from) => hub.start_history(kafka, p, id, from),
+                Step::Live | Step::Blocked | Step::Boarded => {}
             }
         }
         tokio::select! {
@@ -294,8 +308,25 @@ fn below_log_start(e: &KafkaError) -> bool {
     matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
 }
 
+/// How long a catch-up reader waits for a blocked client before giving the reader back.
+const BLOCKED_READER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How a catch-up read ended.
+enum CatchUp {
+    /// The cursor is where the ring (or the live reader) can take over.
+    Reached,
+    /// The client has no credit or queue space left: the reader was given back.
+    Blocked,
+}
+
 /// Reads partition `p` from Kafka at `from` until the ring reaches back to the cursor.
-async fn catch_up(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &TopicHub, p: usize, from: i64) -> Result<(), Status> {
+async fn catch_up(
+    kafka: &Arc<Kafka>,
+    sub: &Arc<SubCore>,
+    hub: &TopicHub,
+    p: usize,
+    from: i64,
+) -> Result<CatchUp, Status> {
     let _permit = kafka
         .catchup_permits
         .clone()
@@ -303,17 +334,17 @@ async fn catch_up(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &TopicHub, p: usi
         .await
         .map_err(|_| Status::unavailable("gateway shutting down"))?;
     if sub.is_ended() {
-        return Ok(());
+        return Ok(CatchUp::Reached);
     }
     let consumer = kafka.reader(&hub.topic, &[(p as i32, from)], true)?;
     tracing::debug!(topic = %hub.topic, partition = p, from, "catch-up reader started");
     loop {
         if sub.is_ended() || hub.is_retired() {
-            return Ok(());
+            return Ok(CatchUp::Reached);
         }
         let next = sub.lock().next[p];
         if hub.ring_reaches(p, next) {
-            return Ok(());
+            return Ok(CatchUp::Reached);
         }
         let msg = tokio::select! {
             m = consumer.recv() => m,
@@ -330,7 +361,7 @@ async fn catch_up(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &TopicHub, p: usi
                 // cursor ahead of it skips what we already sent.
                 let next = sub.lock().next[p];
                 if hub.ring_reaches(p, next) || next >= hub.live_positions()[p] {
-                    return Ok(());
+                    return Ok(CatchUp::Reached);
                 }
                 continue;
             }
@@ -347,18 +378,18 @@ async fn catch_up(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &TopicHub, p: usi
             }
         };
         kafka.metrics.catch_up_read();
+        // Out of credit or queue space: a client that is reading gets room soon, so wait a
+        // little; one that is not must not hold the reader (and its permit) for as long as
+        // it takes: give it back, and the driver resumes from the cursor when woken.
+        let deadline = tokio::time::Instant::now() + BLOCKED_READER_GRACE;
         loop {
-            if sub.is_ended() {
-                return Ok(());
-            }
             let waker = sub.wake.notified();
-            {
-                let mut st = sub.lock();
-                if !matches!(sub.offer(&mut st, &rec, p), Offer::Refused) {
-                    break;
-                }
+            if !matches!(sub.offer(&mut sub.lock(), &rec, p), Offer::Refused) {
+                break;
             }
-            waker.await;
+            if sub.is_ended() || tokio::time::timeout_at(deadline, waker).await.is_err() {
+                return Ok(CatchUp::Blocked);
+            }
         }
     }
 }

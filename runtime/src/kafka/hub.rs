@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Headers;
 use tokio::task::AbortHandle;
 
@@ -36,7 +37,24 @@ pub(crate) struct PartitionFeed {
     ring_bytes: usize,
     by_key: HashMap<Bytes, Vec<Arc<SubCore>>>,
     all: Vec<Arc<SubCore>>,
+    /// The partition's shared history reader, while one runs.
+    history: Option<History>,
 }
+
+/// A reader of older records that many subscribers behind the ring share ("board"):
+/// it offers each record to all of them, so a burst of resumes reads the log once.
+struct History {
+    /// Tells this reader from a later one on the same partition.
+    id: u64,
+    /// The next offset it will read: a subscriber can board while its cursor is here or
+    /// ahead (records below a cursor are skipped for it).
+    next: i64,
+    subs: Vec<Arc<SubCore>>,
+    task: Option<AbortHandle>,
+}
+
+/// How long a new history reader waits for others to board before it reads.
+const BOARDING: Duration = Duration::from_millis(50);
 
 /// What a driver should do next for one partition of a subscription.
 pub(crate) enum Step {
@@ -44,8 +62,13 @@ pub(crate) enum Step {
     Live,
     /// Out of credit or queue space: wait for a wake.
     Blocked,
-    /// The ring does not reach back to this offset: read Kafka from it.
+    /// The ring does not reach back to this offset, and the partition's history reader
+    /// has passed it: read Kafka from it with a reader of its own.
     ReadKafka(i64),
+    /// On the partition's history reader: it delivers.
+    Boarded,
+    /// Boarded a history reader that must be started: (its id, the offset).
+    StartHistory(u64, i64),
 }
 
 pub(crate) struct TopicHub {
@@ -55,6 +78,7 @@ pub(crate) struct TopicHub {
     retired: AtomicBool,
     retire_status: Mutex<Option<Status>>,
     reader: Mutex<Option<AbortHandle>>,
+    history_ids: std::sync::atomic::AtomicU64,
     replay_records: usize,
     replay_bytes: usize,
 }
@@ -102,6 +126,7 @@ impl TopicHub {
                 ring_bytes: 0,
                 by_key: HashMap::new(),
                 all: Vec::new(),
+                history: None,
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
@@ -113,6 +138,7 @@ impl TopicHub {
             retired: AtomicBool::new(false),
             retire_status: Mutex::new(None),
             reader: Mutex::new(None),
+            history_ids: std::sync::atomic::AtomicU64::new(1),
             replay_records: kafka.limits.replay_records,
             replay_bytes: kafka.limits.replay_bytes,
         });
@@ -173,6 +199,12 @@ impl TopicHub {
             for (_, mut v) in feed.by_key.drain() {
                 subs.append(&mut v);
             }
+            if let Some(mut h) = feed.history.take() {
+                if let Some(t) = h.task.take() {
+                    t.abort();
+                }
+                subs.append(&mut h.subs);
+            }
         }
         for s in subs {
             s.fail(status.clone());
@@ -220,9 +252,26 @@ impl TopicHub {
         if st.live[p] {
             return Step::Live;
         }
+        if st.boarded[p] {
+            return Step::Boarded;
+        }
         if st.next[p] < feed.live_next {
             if st.next[p] < feed.ring_start {
-                return Step::ReadKafka(st.next[p]);
+                let next = st.next[p];
+                return match &mut feed.history {
+                    Some(h) if h.next <= next => {
+                        h.subs.push(sub.clone());
+                        st.boarded[p] = true;
+                        Step::Boarded
+                    }
+                    Some(_) => Step::ReadKafka(next),
+                    None => {
+                        let id = self.history_ids.fetch_add(1, Ordering::Relaxed);
+                        feed.history = Some(History { id, next, subs: vec![sub.clone()], task: None });
+                        st.boarded[p] = true;
+                        Step::StartHistory(id, next)
+                    }
+                };
             }
             let from = feed.ring.partition_point(|r| r.offset < st.next[p]);
             let mut served = 0u64;
@@ -265,6 +314,9 @@ impl TopicHub {
                     }
                 }
                 None => feed.all.retain(|s| !Arc::ptr_eq(s, sub)),
+            }
+            if let Some(h) = &mut feed.history {
+                h.subs.retain(|s| !Arc::ptr_eq(s, sub));
             }
         }
     }
@@ -320,6 +372,122 @@ impl TopicHub {
             }
         }
         out
+    }
+}
+
+impl TopicHub {
+    /// Starts history reader `id` that `try_join` set up for partition `p` at `from`
+    /// (unless it is already gone: its subscribers all left).
+    pub(crate) fn start_history(self: &Arc<Self>, kafka: &Arc<Kafka>, p: usize, id: u64, from: i64) {
+        let task = tokio::spawn(run_history(self.clone(), kafka.clone(), p, id, from));
+        let mut feeds = self.lock();
+        match feeds.get_mut(p).and_then(|f| f.history.as_mut()) {
+            Some(h) if h.id == id && h.task.is_none() => h.task = Some(task.abort_handle()),
+            _ => task.abort(),
+        }
+    }
+
+    fn history_mut(feeds: &mut [PartitionFeed], p: usize, id: u64) -> Option<&mut PartitionFeed> {
+        feeds.get_mut(p).filter(|f| f.history.as_ref().is_some_and(|h| h.id == id))
+    }
+
+    /// Offers one record read by the history reader of `p` to every boarded subscriber.
+    /// Subscribers leave when they reach the ring (they join live from there) or are
+    /// refused (out of credit or queue space: they resume on their own later). Returns
+    /// false when nobody is left: the reader stops.
+    fn history_deliver(&self, p: usize, id: u64, rec: &SharedRecord) -> bool {
+        let mut feeds = self.lock();
+        let Some(feed) = Self::history_mut(&mut feeds, p, id) else { return false };
+        let ring_start = feed.ring_start;
+        let Some(h) = feed.history.as_mut() else { return false };
+        h.next = rec.offset + 1;
+        h.subs.retain(|s| {
+            if s.is_ended() {
+                return false;
+            }
+            let mut st = s.lock();
+            let stay = match s.offer(&mut st, rec, p) {
+                Offer::Refused => false,
+                Offer::Sent | Offer::Skipped => st.next[p] < ring_start,
+            };
+            if !stay {
+                st.boarded[p] = false;
+                drop(st);
+                s.wake.notify_one();
+            }
+            stay
+        });
+        if h.subs.is_empty() {
+            feed.history = None;
+            return false;
+        }
+        true
+    }
+
+    /// Ends the history reader of `p`: its subscribers fail with `status`, or (without
+    /// one) go back to their drivers.
+    fn end_history(&self, p: usize, id: u64, status: Option<Status>) {
+        let h = Self::history_mut(&mut self.lock(), p, id).and_then(|f| f.history.take());
+        for s in h.map(|h| h.subs).unwrap_or_default() {
+            s.lock().boarded[p] = false;
+            match &status {
+                Some(st) => s.fail(st.clone()),
+                None => s.wake.notify_one(),
+            }
+        }
+    }
+}
+
+async fn run_history(hub: Arc<TopicHub>, kafka: Arc<Kafka>, p: usize, id: u64, from: i64) {
+    tokio::time::sleep(BOARDING).await;
+    let Ok(_permit) = kafka.catchup_permits.clone().acquire_owned().await else {
+        return hub.end_history(p, id, Some(Status::unavailable("gateway shutting down")));
+    };
+    let consumer = match kafka.reader(&hub.topic, &[(p as i32, from)], true) {
+        Ok(c) => c,
+        Err(status) => return hub.end_history(p, id, Some(status)),
+    };
+    tracing::debug!(topic = %hub.topic, partition = p, from, "history reader started");
+    loop {
+        match consumer.recv().await {
+            Ok(m) => {
+                let rec = to_shared(&m);
+                drop(m);
+                kafka.metrics.catch_up_read();
+                if !hub.history_deliver(p, id, &rec) {
+                    return;
+                }
+            }
+            // At the log end everyone left for the ring (their cursors are there); a
+            // subscriber still here matched nothing recent: it goes back to its driver.
+            Err(KafkaError::PartitionEOF(_)) => {
+                let reaches = {
+                    let feeds = hub.lock();
+                    feeds
+                        .get(p)
+                        .is_some_and(|f| f.history.as_ref().is_none_or(|h| h.id != id || h.next >= f.ring_start))
+                };
+                if reaches {
+                    return hub.end_history(p, id, None);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                ) =>
+            {
+                let status = Status::data_loss(
+                    Discontinuity::OffsetBelowLogStart,
+                    format!("partition {p}: the log no longer holds the records being read"),
+                );
+                return hub.end_history(p, id, Some(status));
+            }
+            Err(e) => {
+                kafka.metrics.kafka_error();
+                tracing::warn!(topic = %hub.topic, error = %e, "history reader error");
+            }
+        }
     }
 }
 
