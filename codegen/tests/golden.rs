@@ -106,7 +106,9 @@ fn ts_output_imports_only_the_runtime_and_siblings() {
             let spec = line.split('"').nth(1).unwrap();
             assert!(spec.starts_with("./") || spec.starts_with("../"), "{path}: relative imports only: {line}");
             assert!(
-                spec.ends_with("_kafkasocks.js") || spec.ends_with("kafkasocks-runtime/index.js"),
+                spec.ends_with("_kafkasocks.js")
+                    || spec.ends_with("kafkasocks-runtime/index.js")
+                    || spec.ends_with("kafkasocks-runtime/json.js"),
                 "{path}: {line}"
             );
         }
@@ -118,6 +120,7 @@ fn ts_output_imports_only_the_runtime_and_siblings() {
     assert!(every.contains("/** Like a fire truck. */"), "comments become JSDoc");
     assert!(every.contains("*\\/ to test escaping"), "comment terminators are escaped");
     assert!(out.files.contains_key("kafkasocks-runtime/index.ts"));
+    assert!(out.files.contains_key("kafkasocks-runtime/json.ts"), "the proto3 JSON support is emitted");
     assert!(out.files.contains_key("google/protobuf/timestamp_kafkasocks.ts"));
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs Google's protobuf conformance suite (binary format) against the TypeScript codecs
-# kafkasocks-gen generates.
+# Runs Google's protobuf conformance suite (binary format and proto3 JSON) against the
+# TypeScript codecs kafkasocks-gen generates.
 #
 #   codegen/tests/conformance/run.sh            # from the repository root
 #

@@ -1,8 +1,9 @@
-// A protobuf conformance testee for the TypeScript codecs kafkasocks-gen generates, binary
-// format only. The runner (conformance_test_runner) starts it and talks over stdin/stdout:
-// each request and response is a 4-byte little-endian length and a ConformanceRequest /
-// ConformanceResponse. JSON, JSPB and text format are answered "skipped"; so are the
-// editions test messages (the generator refuses editions files).
+// A protobuf conformance testee for the TypeScript codecs kafkasocks-gen generates: the binary
+// format and the proto3 JSON mapping (toJson / fromJson / parseJson). The runner
+// (conformance_test_runner) starts it and talks over stdin/stdout: each request and response
+// is a 4-byte little-endian length and a ConformanceRequest / ConformanceResponse. JSPB and
+// text format are answered "skipped"; so are the editions test messages (the generator
+// refuses editions files).
 //
 //   node testee.mjs GEN_DIST_DIR     (run.sh compiles the generated code into GEN_DIST_DIR)
 import { readSync, writeSync } from "node:fs";
@@ -14,13 +15,14 @@ const load = (p) => import(pathToFileURL(join(dist, p)).href);
 const conformance = await load("conformance/conformance_kafkasocks.js");
 const proto3 = await load("google/protobuf/test_messages_proto3_kafkasocks.js");
 const proto2 = await load("google/protobuf/test_messages_proto2_kafkasocks.js");
+const json = await load("kafkasocks-runtime/json.js");
 
 const codecs = {
   "protobuf_test_messages.proto3.TestAllTypesProto3": proto3.TestAllTypesProto3,
   "protobuf_test_messages.proto2.TestAllTypesProto2": proto2.TestAllTypesProto2,
   "protobuf_test_messages.proto2.TestAllRequiredTypesProto2": proto2.TestAllRequiredTypesProto2,
 };
-const { ConformanceRequest, ConformanceResponse, FailureSet, WireFormat } = conformance;
+const { ConformanceRequest, ConformanceResponse, FailureSet, TestCategory, WireFormat } = conformance;
 
 function readExactly(n) {
   const buf = Buffer.alloc(n);
@@ -39,16 +41,31 @@ function serve(request) {
   }
   const codec = codecs[request.messageType];
   if (!codec) return { result: { case: "skipped", value: `message type ${request.messageType} not generated` } };
-  if (request.payload?.case !== "protobufPayload") return { result: { case: "skipped", value: "only the binary format" } };
-  if (request.requestedOutputFormat !== WireFormat.PROTOBUF) return { result: { case: "skipped", value: "only binary output" } };
+  const output = request.requestedOutputFormat;
+  if (output !== WireFormat.PROTOBUF && output !== WireFormat.JSON) {
+    return { result: { case: "skipped", value: "only binary and JSON output" } };
+  }
   let message;
   try {
-    message = codec.decode(request.payload.value);
+    switch (request.payload?.case) {
+      case "protobufPayload":
+        message = codec.decode(request.payload.value);
+        break;
+      case "jsonPayload": {
+        const ignoreUnknownFields = request.testCategory === TestCategory.JSON_IGNORE_UNKNOWN_PARSING_TEST;
+        message = json.fromJsonString(codec, request.payload.value, { ignoreUnknownFields });
+        break;
+      }
+      default:
+        return { result: { case: "skipped", value: "only binary and JSON input" } };
+    }
   } catch (e) {
     return { result: { case: "parseError", value: String(e) } };
   }
   try {
-    return { result: { case: "protobufPayload", value: codec.encode(message) } };
+    return output === WireFormat.PROTOBUF
+      ? { result: { case: "protobufPayload", value: codec.encode(message) } }
+      : { result: { case: "jsonPayload", value: json.toJsonString(codec, message) } };
   } catch (e) {
     return { result: { case: "serializeError", value: String(e) } };
   }

@@ -6,16 +6,87 @@
 //    decodes with the generated codec to the expected value and re-encodes to the same bytes;
 // 2. writes DIR/ts-to-rust.jsonl: COUNT random messages per type, built from DIR/schema.json
 //    and encoded by the generated codecs, with their values (checked by the Rust side).
+// 3. every message of 1. and 2. also goes through the proto3 JSON mapping (toJson, text,
+//    fromJson) and must come back as the same value (after moving the well-known-type fields
+//    that have no JSON form, e.g. a Timestamp beyond year 9999, into their JSON range).
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Everything } from "../dist/gen/every/v1/every_kafkasocks.js";
 import { Legacy } from "../dist/gen/every/v1/legacy_kafkasocks.js";
+import { StringValue } from "../dist/gen/google/protobuf/wrappers_kafkasocks.js";
+import { fromJsonString, toJsonString } from "../dist/gen/kafkasocks-runtime/json.js";
 import { canonical, hex, normalized, unhex } from "./canonical.mjs";
 
 const [dir, countArg] = process.argv.slice(2);
 if (!dir) throw new Error("usage: node test/compat.mjs DIR COUNT");
 const count = Number(countArg ?? 1000);
 const codecs = { "every.v1.Everything": Everything, "legacy.v1.Legacy": Legacy };
+
+// --- 3. (used by 1. and 2.) JSON round trips ---------------------------------------------------
+
+const TS_MIN = -62135596800n;
+const TS_SPAN = 253402300799n - TS_MIN + 1n;
+const DURATION_SPAN = 315576000001n;
+const mod = (a, n) => ((a % n) + n) % n;
+
+/** The random value moved into the JSON range of the well-known types (same shape). */
+function forJson(type, v) {
+  if (type === "legacy.v1.Legacy") return v;
+  const e = { ...v };
+  if (e.createdAt) e.createdAt = { ...e.createdAt, seconds: mod(e.createdAt.seconds - TS_MIN, TS_SPAN) + TS_MIN, nanos: Math.abs(e.createdAt.nanos) % 1e9 };
+  if (e.ttl) {
+    const seconds = e.ttl.seconds % DURATION_SPAN;
+    const nanos = Math.abs(e.ttl.nanos) % 1e9;
+    e.ttl = { ...e.ttl, seconds, nanos: nanos !== 0 && (seconds < 0n || (seconds === 0n && e.ttl.nanos < 0)) ? -nanos : nanos };
+  }
+  if (e.attributes) e.attributes = structForJson(e.attributes);
+  if (e.extra && !(e.extra.typeUrl === "" && e.extra.value.length === 0)) {
+    // random type URLs name no type: pack a well-known one (an Any inside the JSON of an Any)
+    e.extra = { typeUrl: "type.googleapis.com/google.protobuf.StringValue", value: StringValue.encode({ value: e.extra.typeUrl }) };
+  }
+  const inner = (i) => (i.parent ? { ...i, parent: forJson(type, i.parent) } : i);
+  if (e.inner) e.inner = inner(e.inner);
+  e.inners = e.inners.map(inner);
+  if (e.payload?.case === "innerChoice") e.payload = { ...e.payload, value: inner(e.payload.value) };
+  return e;
+}
+
+function structForJson(s) {
+  return { ...s, fields: new Map([...s.fields].map(([k, v]) => [k, valueForJson(v)])) };
+}
+
+function valueForJson(v) {
+  switch (v.kind?.case) {
+    case undefined:
+    case "nullValue": // JSON null is NULL_VALUE, whatever number the wire had
+      return { ...v, kind: { case: "nullValue", value: 0 } };
+    case "numberValue":
+      return Number.isFinite(v.kind.value) ? v : { ...v, kind: { case: "numberValue", value: 0 } };
+    case "structValue":
+      return { ...v, kind: { case: "structValue", value: structForJson(v.kind.value) } };
+    case "listValue":
+      return { ...v, kind: { case: "listValue", value: { ...v.kind.value, values: v.kind.value.values.map(valueForJson) } } };
+    default:
+      return v;
+  }
+}
+
+const jsonChecked = {};
+function jsonRoundTrip(type, codec, value, where) {
+  const v = forJson(type, value);
+  const text = toJsonString(codec, v);
+  const back = fromJsonString(codec, text);
+  const got = normalized(canonical(back));
+  const want = normalized(canonical(v));
+  if (got !== want) {
+    let i = 0;
+    while (got[i] === want[i]) i++;
+    const at = (s) => s.slice(Math.max(0, i - 200), i + 100);
+    throw new Error(`${where} (${type}): JSON round trip differs at\n got:  ...${at(got)}\n want: ...${at(want)}\n json: ${text}`);
+  }
+  if (toJsonString(codec, back) !== text) throw new Error(`${where} (${type}): JSON text is not stable\n json: ${text}`);
+  jsonChecked[type] = (jsonChecked[type] ?? 0) + 1;
+}
 
 // --- 1. Rust -> TS --------------------------------------------------------------------------
 const seen = {};
@@ -32,6 +103,7 @@ for (const text of readFileSync(join(dir, "rust-to-ts.jsonl"), "utf8").split("\n
   if (got !== want) throw new Error(`rust-to-ts line ${line} (${type}): value differs\n got:  ${got}\n want: ${want}`);
   const again = hex(codec.encode(decoded));
   if (again !== h) throw new Error(`rust-to-ts line ${line} (${type}): re-encoding differs\n got:  ${again}\n want: ${h}`);
+  jsonRoundTrip(type, codec, decoded, `rust-to-ts line ${line}`);
   seen[type] = (seen[type] ?? 0) + 1;
 }
 console.log(`rust -> ts: ${JSON.stringify(seen)} decoded to equal values and re-encoded to identical bytes`);
@@ -167,9 +239,11 @@ for (const [type, codec] of Object.entries(codecs)) {
     // The value the bytes carry (e.g. -0 in an implicit field is not written, as in prost).
     const decoded = codec.decode(bytes);
     if (hex(codec.encode(decoded)) !== hex(bytes)) throw new Error(`${type}: TS re-encoding is not stable`);
+    jsonRoundTrip(type, codec, decoded, `ts-to-rust message ${i}`);
     out += JSON.stringify({ type, hex: hex(bytes), value: canonical(decoded) }) + "\n";
     written[type] = (written[type] ?? 0) + 1;
   }
 }
 writeFileSync(join(dir, "ts-to-rust.jsonl"), out);
 console.log(`ts -> rust: wrote ${JSON.stringify(written)}`);
+console.log(`json: ${JSON.stringify(jsonChecked)} round-tripped through the proto3 JSON mapping to equal values`);

@@ -1,6 +1,7 @@
 // Compile-time checks of the generated types (tsc --strict): a typed client from a
 // service descriptor, oneofs as discriminated unions, open enums, bigint fields.
-import { connect, createClient, type Receipt, type Subscription } from "../gen/kafkasocks-runtime/index.js";
+import { connect, createClient, type Codec, type Receipt, type Subscription } from "../gen/kafkasocks-runtime/index.js";
+import { jsonSerializer, toJsonString, type JsonCodec, type JsonValue } from "../gen/kafkasocks-runtime/json.js";
 import {
   ChatStreams,
   Color,
@@ -39,4 +40,16 @@ export function payloadText(e: Everything): string {
     default:
       return "";
   }
+}
+
+/** The proto3 JSON mapping: plain JSON values out, typed messages back, a JSON client. */
+export function json(url: string): string {
+  const e = Everything.create();
+  const value: JsonValue = Everything.toJson(e);
+  const back: Everything = Everything.fromJson(value, { ignoreUnknownFields: true });
+  const codec: JsonCodec<Everything> = Everything; // every generated codec has the mapping
+  const binary: Codec<Everything> = codec;
+  const chat: ChatStreamsClient = createClient(ChatStreams, connect({ url }), { serializer: jsonSerializer });
+  void [binary, chat];
+  return toJsonString(Everything, back, 2);
 }

@@ -2,12 +2,14 @@
 // source: kafkasocks/options.proto (proto3, package kafkasocks)
 
 import * as $ks from "../kafkasocks-runtime/index.js";
+import * as $j from "../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -35,8 +37,9 @@ export interface StreamOptions {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `kafkasocks.StreamOptions`. */
+/** Binary codec and proto3 JSON mapping of `kafkasocks.StreamOptions`. */
 export const StreamOptions: $Codec<StreamOptions> = {
+  typeName: "kafkasocks.StreamOptions",
   create(): StreamOptions {
     return { topic: "", key: "", schemaSubject: "" };
   },
@@ -82,6 +85,41 @@ export const StreamOptions: $Codec<StreamOptions> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: StreamOptions): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.topic !== "") o["topic"] = m.topic;
+    if (m.key !== "") o["key"] = m.key;
+    if (m.schemaSubject !== "") o["schemaSubject"] = m.schemaSubject;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): StreamOptions {
+    const m = StreamOptions.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "kafkasocks.StreamOptions"))) {
+        k = key;
+        switch (key) {
+          case "topic":
+            if (v !== null) m.topic = $j.readString(v);
+            break;
+          case "key":
+            if (v !== null) m.key = $j.readString(v);
+            break;
+          case "schemaSubject":
+          case "schema_subject":
+            $j.once(seen, 3, "schema_subject");
+            if (v !== null) m.schemaSubject = $j.readString(v);
+            break;
+          default:
+            $j.unknownField(key, "kafkasocks.StreamOptions", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -102,8 +140,9 @@ export interface Receipt {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `kafkasocks.Receipt`. */
+/** Binary codec and proto3 JSON mapping of `kafkasocks.Receipt`. */
 export const Receipt: $Codec<Receipt> = {
+  typeName: "kafkasocks.Receipt",
   create(): Receipt {
     return { topic: "", partition: 0, offset: 0n, timestampMs: 0n, duplicate: false };
   },
@@ -159,6 +198,49 @@ export const Receipt: $Codec<Receipt> = {
       }
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
+    return m;
+  },
+  toJson(m: Receipt): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.topic !== "") o["topic"] = m.topic;
+    if (m.partition !== 0) o["partition"] = m.partition;
+    if (m.offset !== 0n) o["offset"] = m.offset.toString();
+    if (m.timestampMs !== 0n) o["timestampMs"] = m.timestampMs.toString();
+    if (m.duplicate) o["duplicate"] = m.duplicate;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Receipt {
+    const m = Receipt.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "kafkasocks.Receipt"))) {
+        k = key;
+        switch (key) {
+          case "topic":
+            if (v !== null) m.topic = $j.readString(v);
+            break;
+          case "partition":
+            if (v !== null) m.partition = $j.readInt32(v);
+            break;
+          case "offset":
+            if (v !== null) m.offset = $j.readInt64(v);
+            break;
+          case "timestampMs":
+          case "timestamp_ms":
+            $j.once(seen, 4, "timestamp_ms");
+            if (v !== null) m.timestampMs = $j.readInt64(v);
+            break;
+          case "duplicate":
+            if (v !== null) m.duplicate = $j.readBool(v);
+            break;
+          default:
+            $j.unknownField(key, "kafkasocks.Receipt", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
     return m;
   },
 };

@@ -2,6 +2,7 @@
 // source: every/v1/every.proto (proto3, package every.v1)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 import * as every_v1_legacy from "./legacy_kafkasocks.js";
 import * as google_protobuf_any from "../../google/protobuf/any_kafkasocks.js";
 import * as google_protobuf_duration from "../../google/protobuf/duration_kafkasocks.js";
@@ -12,10 +13,11 @@ import * as google_protobuf_wrappers from "../../google/protobuf/wrappers_kafkas
 import * as kafkasocks_options from "../../kafkasocks/options_kafkasocks.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -81,8 +83,9 @@ export interface Scalars {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Scalars`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Scalars`. */
 export const Scalars: $Codec<Scalars> = {
+  typeName: "every.v1.Scalars",
   create(): Scalars {
     return {
       fDouble: 0,
@@ -223,6 +226,126 @@ export const Scalars: $Codec<Scalars> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Scalars): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.fDouble !== 0) o["fDouble"] = $j.writeDouble(m.fDouble);
+    if (m.fFloat !== 0) o["fFloat"] = $j.writeFloat(m.fFloat);
+    if (m.fInt32 !== 0) o["fInt32"] = m.fInt32;
+    if (m.fInt64 !== 0n) o["fInt64"] = m.fInt64.toString();
+    if (m.fUint32 !== 0) o["fUint32"] = m.fUint32;
+    if (m.fUint64 !== 0n) o["fUint64"] = m.fUint64.toString();
+    if (m.fSint32 !== 0) o["fSint32"] = m.fSint32;
+    if (m.fSint64 !== 0n) o["fSint64"] = m.fSint64.toString();
+    if (m.fFixed32 !== 0) o["fFixed32"] = m.fFixed32;
+    if (m.fFixed64 !== 0n) o["fFixed64"] = m.fFixed64.toString();
+    if (m.fSfixed32 !== 0) o["fSfixed32"] = m.fSfixed32;
+    if (m.fSfixed64 !== 0n) o["fSfixed64"] = m.fSfixed64.toString();
+    if (m.fBool) o["fBool"] = m.fBool;
+    if (m.fString !== "") o["fString"] = m.fString;
+    if (m.fBytes.length !== 0) o["fBytes"] = $j.writeBytes(m.fBytes);
+    if (m.fColor !== 0) o["fColor"] = $j.writeEnum(m.fColor, Color);
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Scalars {
+    const m = Scalars.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Scalars"))) {
+        k = key;
+        switch (key) {
+          case "fDouble":
+          case "f_double":
+            $j.once(seen, 1, "f_double");
+            if (v !== null) m.fDouble = $j.readDouble(v);
+            break;
+          case "fFloat":
+          case "f_float":
+            $j.once(seen, 2, "f_float");
+            if (v !== null) m.fFloat = $j.readFloat(v);
+            break;
+          case "fInt32":
+          case "f_int32":
+            $j.once(seen, 3, "f_int32");
+            if (v !== null) m.fInt32 = $j.readInt32(v);
+            break;
+          case "fInt64":
+          case "f_int64":
+            $j.once(seen, 4, "f_int64");
+            if (v !== null) m.fInt64 = $j.readInt64(v);
+            break;
+          case "fUint32":
+          case "f_uint32":
+            $j.once(seen, 5, "f_uint32");
+            if (v !== null) m.fUint32 = $j.readUint32(v);
+            break;
+          case "fUint64":
+          case "f_uint64":
+            $j.once(seen, 6, "f_uint64");
+            if (v !== null) m.fUint64 = $j.readUint64(v);
+            break;
+          case "fSint32":
+          case "f_sint32":
+            $j.once(seen, 7, "f_sint32");
+            if (v !== null) m.fSint32 = $j.readInt32(v);
+            break;
+          case "fSint64":
+          case "f_sint64":
+            $j.once(seen, 8, "f_sint64");
+            if (v !== null) m.fSint64 = $j.readInt64(v);
+            break;
+          case "fFixed32":
+          case "f_fixed32":
+            $j.once(seen, 9, "f_fixed32");
+            if (v !== null) m.fFixed32 = $j.readUint32(v);
+            break;
+          case "fFixed64":
+          case "f_fixed64":
+            $j.once(seen, 10, "f_fixed64");
+            if (v !== null) m.fFixed64 = $j.readUint64(v);
+            break;
+          case "fSfixed32":
+          case "f_sfixed32":
+            $j.once(seen, 11, "f_sfixed32");
+            if (v !== null) m.fSfixed32 = $j.readInt32(v);
+            break;
+          case "fSfixed64":
+          case "f_sfixed64":
+            $j.once(seen, 12, "f_sfixed64");
+            if (v !== null) m.fSfixed64 = $j.readInt64(v);
+            break;
+          case "fBool":
+          case "f_bool":
+            $j.once(seen, 13, "f_bool");
+            if (v !== null) m.fBool = $j.readBool(v);
+            break;
+          case "fString":
+          case "f_string":
+            $j.once(seen, 14, "f_string");
+            if (v !== null) m.fString = $j.readString(v);
+            break;
+          case "fBytes":
+          case "f_bytes":
+            $j.once(seen, 15, "f_bytes");
+            if (v !== null) m.fBytes = $j.readBytes(v);
+            break;
+          case "fColor":
+          case "f_color":
+            $j.once(seen, 16, "f_color");
+            if (v !== null) {
+              const e = $j.readEnum(v, Color, "every.v1.Color", options);
+              if (e !== undefined) m.fColor = e;
+            }
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Scalars", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -256,8 +379,9 @@ export interface Optionals {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Optionals`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Optionals`. */
 export const Optionals: $Codec<Optionals> = {
+  typeName: "every.v1.Optionals",
   create(): Optionals {
     return {};
   },
@@ -381,6 +505,126 @@ export const Optionals: $Codec<Optionals> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Optionals): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.oDouble !== undefined) o["oDouble"] = $j.writeDouble(m.oDouble);
+    if (m.oFloat !== undefined) o["oFloat"] = $j.writeFloat(m.oFloat);
+    if (m.oInt32 !== undefined) o["oInt32"] = m.oInt32;
+    if (m.oInt64 !== undefined) o["oInt64"] = m.oInt64.toString();
+    if (m.oUint32 !== undefined) o["oUint32"] = m.oUint32;
+    if (m.oUint64 !== undefined) o["oUint64"] = m.oUint64.toString();
+    if (m.oSint32 !== undefined) o["oSint32"] = m.oSint32;
+    if (m.oSint64 !== undefined) o["oSint64"] = m.oSint64.toString();
+    if (m.oFixed32 !== undefined) o["oFixed32"] = m.oFixed32;
+    if (m.oFixed64 !== undefined) o["oFixed64"] = m.oFixed64.toString();
+    if (m.oSfixed32 !== undefined) o["oSfixed32"] = m.oSfixed32;
+    if (m.oSfixed64 !== undefined) o["oSfixed64"] = m.oSfixed64.toString();
+    if (m.oBool !== undefined) o["oBool"] = m.oBool;
+    if (m.oString !== undefined) o["oString"] = m.oString;
+    if (m.oBytes !== undefined) o["oBytes"] = $j.writeBytes(m.oBytes);
+    if (m.oColor !== undefined) o["oColor"] = $j.writeEnum(m.oColor, Color);
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Optionals {
+    const m = Optionals.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Optionals"))) {
+        k = key;
+        switch (key) {
+          case "oDouble":
+          case "o_double":
+            $j.once(seen, 1, "o_double");
+            if (v !== null) m.oDouble = $j.readDouble(v);
+            break;
+          case "oFloat":
+          case "o_float":
+            $j.once(seen, 2, "o_float");
+            if (v !== null) m.oFloat = $j.readFloat(v);
+            break;
+          case "oInt32":
+          case "o_int32":
+            $j.once(seen, 3, "o_int32");
+            if (v !== null) m.oInt32 = $j.readInt32(v);
+            break;
+          case "oInt64":
+          case "o_int64":
+            $j.once(seen, 4, "o_int64");
+            if (v !== null) m.oInt64 = $j.readInt64(v);
+            break;
+          case "oUint32":
+          case "o_uint32":
+            $j.once(seen, 5, "o_uint32");
+            if (v !== null) m.oUint32 = $j.readUint32(v);
+            break;
+          case "oUint64":
+          case "o_uint64":
+            $j.once(seen, 6, "o_uint64");
+            if (v !== null) m.oUint64 = $j.readUint64(v);
+            break;
+          case "oSint32":
+          case "o_sint32":
+            $j.once(seen, 7, "o_sint32");
+            if (v !== null) m.oSint32 = $j.readInt32(v);
+            break;
+          case "oSint64":
+          case "o_sint64":
+            $j.once(seen, 8, "o_sint64");
+            if (v !== null) m.oSint64 = $j.readInt64(v);
+            break;
+          case "oFixed32":
+          case "o_fixed32":
+            $j.once(seen, 9, "o_fixed32");
+            if (v !== null) m.oFixed32 = $j.readUint32(v);
+            break;
+          case "oFixed64":
+          case "o_fixed64":
+            $j.once(seen, 10, "o_fixed64");
+            if (v !== null) m.oFixed64 = $j.readUint64(v);
+            break;
+          case "oSfixed32":
+          case "o_sfixed32":
+            $j.once(seen, 11, "o_sfixed32");
+            if (v !== null) m.oSfixed32 = $j.readInt32(v);
+            break;
+          case "oSfixed64":
+          case "o_sfixed64":
+            $j.once(seen, 12, "o_sfixed64");
+            if (v !== null) m.oSfixed64 = $j.readInt64(v);
+            break;
+          case "oBool":
+          case "o_bool":
+            $j.once(seen, 13, "o_bool");
+            if (v !== null) m.oBool = $j.readBool(v);
+            break;
+          case "oString":
+          case "o_string":
+            $j.once(seen, 14, "o_string");
+            if (v !== null) m.oString = $j.readString(v);
+            break;
+          case "oBytes":
+          case "o_bytes":
+            $j.once(seen, 15, "o_bytes");
+            if (v !== null) m.oBytes = $j.readBytes(v);
+            break;
+          case "oColor":
+          case "o_color":
+            $j.once(seen, 16, "o_color");
+            if (v !== null) {
+              const e = $j.readEnum(v, Color, "every.v1.Color", options);
+              if (e !== undefined) m.oColor = e;
+            }
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Optionals", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.Repeated` */
@@ -415,8 +659,9 @@ export interface Repeated {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Repeated`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Repeated`. */
 export const Repeated: $Codec<Repeated> = {
+  typeName: "every.v1.Repeated",
   create(): Repeated {
     return {
       rDouble: [],
@@ -688,6 +933,146 @@ export const Repeated: $Codec<Repeated> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Repeated): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      if (m.rDouble.length !== 0) o["rDouble"] = m.rDouble.map((v) => $j.writeDouble(v));
+      if (m.rFloat.length !== 0) o["rFloat"] = m.rFloat.map((v) => $j.writeFloat(v));
+      if (m.rInt32.length !== 0) o["rInt32"] = m.rInt32.slice();
+      if (m.rInt64.length !== 0) o["rInt64"] = m.rInt64.map((v) => v.toString());
+      if (m.rUint32.length !== 0) o["rUint32"] = m.rUint32.slice();
+      if (m.rUint64.length !== 0) o["rUint64"] = m.rUint64.map((v) => v.toString());
+      if (m.rSint32.length !== 0) o["rSint32"] = m.rSint32.slice();
+      if (m.rSint64.length !== 0) o["rSint64"] = m.rSint64.map((v) => v.toString());
+      if (m.rFixed32.length !== 0) o["rFixed32"] = m.rFixed32.slice();
+      if (m.rFixed64.length !== 0) o["rFixed64"] = m.rFixed64.map((v) => v.toString());
+      if (m.rSfixed32.length !== 0) o["rSfixed32"] = m.rSfixed32.slice();
+      if (m.rSfixed64.length !== 0) o["rSfixed64"] = m.rSfixed64.map((v) => v.toString());
+      if (m.rBool.length !== 0) o["rBool"] = m.rBool.slice();
+      if (m.rString.length !== 0) o["rString"] = m.rString.slice();
+      if (m.rBytes.length !== 0) o["rBytes"] = m.rBytes.map((v) => $j.writeBytes(v));
+      if (m.rColor.length !== 0) o["rColor"] = m.rColor.map((v) => $j.writeEnum(v, Color));
+      if (m.rUnpackedInt32.length !== 0) o["rUnpackedInt32"] = m.rUnpackedInt32.slice();
+      if (m.rUnpackedSint64.length !== 0) o["rUnpackedSint64"] = m.rUnpackedSint64.map((v) => v.toString());
+      if (m.rMessage.length !== 0) { k = "rMessage"; o["rMessage"] = $j.writeList(m.rMessage, (v) => Scalars.toJson(v)); }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Repeated {
+    const m = Repeated.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Repeated"))) {
+        k = key;
+        switch (key) {
+          case "rDouble":
+          case "r_double":
+            $j.once(seen, 1, "r_double");
+            if (v !== null) m.rDouble = $j.readList(v, (x) => $j.readDouble(x));
+            break;
+          case "rFloat":
+          case "r_float":
+            $j.once(seen, 2, "r_float");
+            if (v !== null) m.rFloat = $j.readList(v, (x) => $j.readFloat(x));
+            break;
+          case "rInt32":
+          case "r_int32":
+            $j.once(seen, 3, "r_int32");
+            if (v !== null) m.rInt32 = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "rInt64":
+          case "r_int64":
+            $j.once(seen, 4, "r_int64");
+            if (v !== null) m.rInt64 = $j.readList(v, (x) => $j.readInt64(x));
+            break;
+          case "rUint32":
+          case "r_uint32":
+            $j.once(seen, 5, "r_uint32");
+            if (v !== null) m.rUint32 = $j.readList(v, (x) => $j.readUint32(x));
+            break;
+          case "rUint64":
+          case "r_uint64":
+            $j.once(seen, 6, "r_uint64");
+            if (v !== null) m.rUint64 = $j.readList(v, (x) => $j.readUint64(x));
+            break;
+          case "rSint32":
+          case "r_sint32":
+            $j.once(seen, 7, "r_sint32");
+            if (v !== null) m.rSint32 = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "rSint64":
+          case "r_sint64":
+            $j.once(seen, 8, "r_sint64");
+            if (v !== null) m.rSint64 = $j.readList(v, (x) => $j.readInt64(x));
+            break;
+          case "rFixed32":
+          case "r_fixed32":
+            $j.once(seen, 9, "r_fixed32");
+            if (v !== null) m.rFixed32 = $j.readList(v, (x) => $j.readUint32(x));
+            break;
+          case "rFixed64":
+          case "r_fixed64":
+            $j.once(seen, 10, "r_fixed64");
+            if (v !== null) m.rFixed64 = $j.readList(v, (x) => $j.readUint64(x));
+            break;
+          case "rSfixed32":
+          case "r_sfixed32":
+            $j.once(seen, 11, "r_sfixed32");
+            if (v !== null) m.rSfixed32 = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "rSfixed64":
+          case "r_sfixed64":
+            $j.once(seen, 12, "r_sfixed64");
+            if (v !== null) m.rSfixed64 = $j.readList(v, (x) => $j.readInt64(x));
+            break;
+          case "rBool":
+          case "r_bool":
+            $j.once(seen, 13, "r_bool");
+            if (v !== null) m.rBool = $j.readList(v, (x) => $j.readBool(x));
+            break;
+          case "rString":
+          case "r_string":
+            $j.once(seen, 14, "r_string");
+            if (v !== null) m.rString = $j.readList(v, (x) => $j.readString(x));
+            break;
+          case "rBytes":
+          case "r_bytes":
+            $j.once(seen, 15, "r_bytes");
+            if (v !== null) m.rBytes = $j.readList(v, (x) => $j.readBytes(x));
+            break;
+          case "rColor":
+          case "r_color":
+            $j.once(seen, 16, "r_color");
+            if (v !== null) m.rColor = $j.readList(v, (x) => $j.readEnum(x, Color, "every.v1.Color", options));
+            break;
+          case "rUnpackedInt32":
+          case "r_unpacked_int32":
+            $j.once(seen, 17, "r_unpacked_int32");
+            if (v !== null) m.rUnpackedInt32 = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "rUnpackedSint64":
+          case "r_unpacked_sint64":
+            $j.once(seen, 18, "r_unpacked_sint64");
+            if (v !== null) m.rUnpackedSint64 = $j.readList(v, (x) => $j.readInt64(x));
+            break;
+          case "rMessage":
+          case "r_message":
+            $j.once(seen, 19, "r_message");
+            if (v !== null) m.rMessage = $j.readList(v, (x) => Scalars.fromJson(x, options));
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Repeated", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.Maps` */
@@ -705,8 +1090,9 @@ export interface Maps {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Maps`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Maps`. */
 export const Maps: $Codec<Maps> = {
+  typeName: "every.v1.Maps",
   create(): Maps {
     return {
       stringInt32: new Map(),
@@ -896,6 +1282,80 @@ export const Maps: $Codec<Maps> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Maps): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      if (m.stringInt32.size !== 0) o["stringInt32"] = $j.writeMap(m.stringInt32, (v) => v);
+      if (m.int64String.size !== 0) o["int64String"] = $j.writeMap(m.int64String, (v) => v);
+      if (m.boolBytes.size !== 0) o["boolBytes"] = $j.writeMap(m.boolBytes, (v) => $j.writeBytes(v));
+      if (m.uint32Message.size !== 0) { k = "uint32Message"; o["uint32Message"] = $j.writeMap(m.uint32Message, (v) => Scalars.toJson(v)); }
+      if (m.sint64Enum.size !== 0) o["sint64Enum"] = $j.writeMap(m.sint64Enum, (v) => $j.writeEnum(v, Color));
+      if (m.fixed32Double.size !== 0) o["fixed32Double"] = $j.writeMap(m.fixed32Double, (v) => $j.writeDouble(v));
+      if (m.sfixed64Float.size !== 0) o["sfixed64Float"] = $j.writeMap(m.sfixed64Float, (v) => $j.writeFloat(v));
+      if (m.int32Uint64.size !== 0) o["int32Uint64"] = $j.writeMap(m.int32Uint64, (v) => v.toString());
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Maps {
+    const m = Maps.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Maps"))) {
+        k = key;
+        switch (key) {
+          case "stringInt32":
+          case "string_int32":
+            $j.once(seen, 1, "string_int32");
+            if (v !== null) m.stringInt32 = $j.readMap(v, (s) => s, (x) => $j.readInt32(x));
+            break;
+          case "int64String":
+          case "int64_string":
+            $j.once(seen, 2, "int64_string");
+            if (v !== null) m.int64String = $j.readMap(v, $j.readInt64, (x) => $j.readString(x));
+            break;
+          case "boolBytes":
+          case "bool_bytes":
+            $j.once(seen, 3, "bool_bytes");
+            if (v !== null) m.boolBytes = $j.readMap(v, $j.readBoolKey, (x) => $j.readBytes(x));
+            break;
+          case "uint32Message":
+          case "uint32_message":
+            $j.once(seen, 4, "uint32_message");
+            if (v !== null) m.uint32Message = $j.readMap(v, $j.readUint32, (x) => Scalars.fromJson(x, options));
+            break;
+          case "sint64Enum":
+          case "sint64_enum":
+            $j.once(seen, 5, "sint64_enum");
+            if (v !== null) m.sint64Enum = $j.readMap(v, $j.readInt64, (x) => $j.readEnum(x, Color, "every.v1.Color", options));
+            break;
+          case "fixed32Double":
+          case "fixed32_double":
+            $j.once(seen, 6, "fixed32_double");
+            if (v !== null) m.fixed32Double = $j.readMap(v, $j.readUint32, (x) => $j.readDouble(x));
+            break;
+          case "sfixed64Float":
+          case "sfixed64_float":
+            $j.once(seen, 7, "sfixed64_float");
+            if (v !== null) m.sfixed64Float = $j.readMap(v, $j.readInt64, (x) => $j.readFloat(x));
+            break;
+          case "int32Uint64":
+          case "int32_uint64":
+            $j.once(seen, 8, "int32_uint64");
+            if (v !== null) m.int32Uint64 = $j.readMap(v, $j.readInt32, (x) => $j.readUint64(x));
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Maps", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -955,8 +1415,9 @@ export interface Everything {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Everything`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Everything`. */
 export const Everything: $Codec<Everything> = {
+  typeName: "every.v1.Everything",
   create(): Everything {
     return { inners: [], afterOneof: 0, class: "", type: 0, default: false, constructor: "" };
   },
@@ -1194,6 +1655,201 @@ export const Everything: $Codec<Everything> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Everything): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      if (m.scalars !== undefined) { k = "scalars"; o["scalars"] = Scalars.toJson(m.scalars); }
+      if (m.optionals !== undefined) { k = "optionals"; o["optionals"] = Optionals.toJson(m.optionals); }
+      if (m.repeated !== undefined) { k = "repeated"; o["repeated"] = Repeated.toJson(m.repeated); }
+      if (m.maps !== undefined) { k = "maps"; o["maps"] = Maps.toJson(m.maps); }
+      if (m.inner !== undefined) { k = "inner"; o["inner"] = Everything_Inner.toJson(m.inner); }
+      if (m.inners.length !== 0) { k = "inners"; o["inners"] = $j.writeList(m.inners, (v) => Everything_Inner.toJson(v)); }
+      const o0 = m.payload;
+      switch (o0?.case) {
+        case "text":
+          o["text"] = o0.value;
+          break;
+        case "blob":
+          o["blob"] = $j.writeBytes(o0.value);
+          break;
+        case "innerChoice":
+          k = "innerChoice";
+          o["innerChoice"] = Everything_Inner.toJson(o0.value);
+          break;
+        case "colorChoice":
+          o["colorChoice"] = $j.writeEnum(o0.value, Color);
+          break;
+        case "bigChoice":
+          o["bigChoice"] = o0.value.toString();
+          break;
+      }
+      if (m.createdAt !== undefined) { k = "createdAt"; o["createdAt"] = google_protobuf_timestamp.Timestamp.toJson(m.createdAt); }
+      if (m.ttl !== undefined) { k = "ttl"; o["ttl"] = google_protobuf_duration.Duration.toJson(m.ttl); }
+      if (m.maybeString !== undefined) { k = "maybeString"; o["maybeString"] = google_protobuf_wrappers.StringValue.toJson(m.maybeString); }
+      if (m.maybeInt64 !== undefined) { k = "maybeInt64"; o["maybeInt64"] = google_protobuf_wrappers.Int64Value.toJson(m.maybeInt64); }
+      if (m.attributes !== undefined) { k = "attributes"; o["attributes"] = google_protobuf_struct.Struct.toJson(m.attributes); }
+      if (m.extra !== undefined) { k = "extra"; o["extra"] = google_protobuf_any.Any.toJson(m.extra); }
+      if (m.nothing !== undefined) { k = "nothing"; o["nothing"] = google_protobuf_empty.Empty.toJson(m.nothing); }
+      if (m.legacy !== undefined) { k = "legacy"; o["legacy"] = every_v1_legacy.Legacy.toJson(m.legacy); }
+      if (m.afterOneof !== 0) o["afterOneof"] = m.afterOneof;
+      if (m.class !== "") o["class"] = m.class;
+      if (m.type !== 0) o["type"] = m.type;
+      if (m.default) o["default"] = m.default;
+      if (m.object !== undefined) { k = "object"; o["object"] = Object$.toJson(m.object); }
+      if (m.map !== undefined) { k = "map"; o["map"] = Map$.toJson(m.map); }
+      if (m.constructor !== "") o["constructor"] = m.constructor;
+      const o1 = m.second;
+      switch (o1?.case) {
+        case "secondDouble":
+          o["secondDouble"] = $j.writeDouble(o1.value);
+          break;
+        case "secondMessage":
+          k = "secondMessage";
+          o["secondMessage"] = Scalars.toJson(o1.value);
+          break;
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Everything {
+    const m = Everything.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Everything"))) {
+        k = key;
+        switch (key) {
+          case "scalars":
+            if (v !== null) m.scalars = Scalars.fromJson(v, options);
+            break;
+          case "optionals":
+            if (v !== null) m.optionals = Optionals.fromJson(v, options);
+            break;
+          case "repeated":
+            if (v !== null) m.repeated = Repeated.fromJson(v, options);
+            break;
+          case "maps":
+            if (v !== null) m.maps = Maps.fromJson(v, options);
+            break;
+          case "inner":
+            if (v !== null) m.inner = Everything_Inner.fromJson(v, options);
+            break;
+          case "inners":
+            if (v !== null) m.inners = $j.readList(v, (x) => Everything_Inner.fromJson(x, options));
+            break;
+          case "text":
+            if (v !== null) {
+              if (m.payload !== undefined) throw $j.duplicate("oneof payload");
+              m.payload = { case: "text", value: $j.readString(v) };
+            }
+            break;
+          case "blob":
+            if (v !== null) {
+              if (m.payload !== undefined) throw $j.duplicate("oneof payload");
+              m.payload = { case: "blob", value: $j.readBytes(v) };
+            }
+            break;
+          case "innerChoice":
+          case "inner_choice":
+            if (v !== null) {
+              if (m.payload !== undefined) throw $j.duplicate("oneof payload");
+              m.payload = { case: "innerChoice", value: Everything_Inner.fromJson(v, options) };
+            }
+            break;
+          case "colorChoice":
+          case "color_choice":
+            if (v !== null) {
+              if (m.payload !== undefined) throw $j.duplicate("oneof payload");
+              const e = $j.readEnum(v, Color, "every.v1.Color", options);
+              if (e !== undefined) m.payload = { case: "colorChoice", value: e };
+            }
+            break;
+          case "bigChoice":
+          case "big_choice":
+            if (v !== null) {
+              if (m.payload !== undefined) throw $j.duplicate("oneof payload");
+              m.payload = { case: "bigChoice", value: $j.readInt64(v) };
+            }
+            break;
+          case "createdAt":
+          case "created_at":
+            $j.once(seen, 12, "created_at");
+            if (v !== null) m.createdAt = google_protobuf_timestamp.Timestamp.fromJson(v, options);
+            break;
+          case "ttl":
+            if (v !== null) m.ttl = google_protobuf_duration.Duration.fromJson(v, options);
+            break;
+          case "maybeString":
+          case "maybe_string":
+            $j.once(seen, 14, "maybe_string");
+            if (v !== null) m.maybeString = google_protobuf_wrappers.StringValue.fromJson(v, options);
+            break;
+          case "maybeInt64":
+          case "maybe_int64":
+            $j.once(seen, 15, "maybe_int64");
+            if (v !== null) m.maybeInt64 = google_protobuf_wrappers.Int64Value.fromJson(v, options);
+            break;
+          case "attributes":
+            if (v !== null) m.attributes = google_protobuf_struct.Struct.fromJson(v, options);
+            break;
+          case "extra":
+            if (v !== null) m.extra = google_protobuf_any.Any.fromJson(v, options);
+            break;
+          case "nothing":
+            if (v !== null) m.nothing = google_protobuf_empty.Empty.fromJson(v, options);
+            break;
+          case "legacy":
+            if (v !== null) m.legacy = every_v1_legacy.Legacy.fromJson(v, options);
+            break;
+          case "afterOneof":
+          case "after_oneof":
+            $j.once(seen, 20, "after_oneof");
+            if (v !== null) m.afterOneof = $j.readInt32(v);
+            break;
+          case "class":
+            if (v !== null) m.class = $j.readString(v);
+            break;
+          case "type":
+            if (v !== null) m.type = $j.readInt32(v);
+            break;
+          case "default":
+            if (v !== null) m.default = $j.readBool(v);
+            break;
+          case "object":
+            if (v !== null) m.object = Object$.fromJson(v, options);
+            break;
+          case "map":
+            if (v !== null) m.map = Map$.fromJson(v, options);
+            break;
+          case "constructor":
+            if (v !== null) m.constructor = $j.readString(v);
+            break;
+          case "secondDouble":
+          case "second_double":
+            if (v !== null) {
+              if (m.second !== undefined) throw $j.duplicate("oneof second");
+              m.second = { case: "secondDouble", value: $j.readDouble(v) };
+            }
+            break;
+          case "secondMessage":
+          case "second_message":
+            if (v !== null) {
+              if (m.second !== undefined) throw $j.duplicate("oneof second");
+              m.second = { case: "secondMessage", value: Scalars.fromJson(v, options) };
+            }
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Everything", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -1210,8 +1866,9 @@ export interface Everything_Inner {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Everything.Inner`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Everything.Inner`. */
 export const Everything_Inner: $Codec<Everything_Inner> = {
+  typeName: "every.v1.Everything.Inner",
   create(): Everything_Inner {
     return { label: "", mood: 0 };
   },
@@ -1259,6 +1916,46 @@ export const Everything_Inner: $Codec<Everything_Inner> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Everything_Inner): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      if (m.label !== "") o["label"] = m.label;
+      if (m.mood !== 0) o["mood"] = $j.writeEnum(m.mood, Everything_Inner_Mood);
+      if (m.parent !== undefined) { k = "parent"; o["parent"] = Everything.toJson(m.parent); }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Everything_Inner {
+    const m = Everything_Inner.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Everything.Inner"))) {
+        k = key;
+        switch (key) {
+          case "label":
+            if (v !== null) m.label = $j.readString(v);
+            break;
+          case "mood":
+            if (v !== null) {
+              const e = $j.readEnum(v, Everything_Inner_Mood, "every.v1.Everything.Inner.Mood", options);
+              if (e !== undefined) m.mood = e;
+            }
+            break;
+          case "parent":
+            if (v !== null) m.parent = Everything.fromJson(v, options);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Everything.Inner", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -1272,8 +1969,9 @@ export interface Object$ {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Object`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Object`. */
 export const Object$: $Codec<Object$> = {
+  typeName: "every.v1.Object",
   create(): Object$ {
     return { in: "" };
   },
@@ -1307,6 +2005,30 @@ export const Object$: $Codec<Object$> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Object$): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.in !== "") o["in"] = m.in;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Object$ {
+    const m = Object$.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Object"))) {
+        k = key;
+        switch (key) {
+          case "in":
+            if (v !== null) m.in = $j.readString(v);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Object", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -1320,8 +2042,9 @@ export interface Map$ {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Map`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Map`. */
 export const Map$: $Codec<Map$> = {
+  typeName: "every.v1.Map",
   create(): Map$ {
     return { entries: new Map() };
   },
@@ -1368,6 +2091,30 @@ export const Map$: $Codec<Map$> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Map$): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.entries.size !== 0) o["entries"] = $j.writeMap(m.entries, (v) => v);
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Map$ {
+    const m = Map$.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Map"))) {
+        k = key;
+        switch (key) {
+          case "entries":
+            if (v !== null) m.entries = $j.readMap(v, (s) => s, (x) => $j.readString(x));
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Map", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -1384,8 +2131,9 @@ export interface ChatMessage {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.ChatMessage`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.ChatMessage`. */
 export const ChatMessage: $Codec<ChatMessage> = {
+  typeName: "every.v1.ChatMessage",
   create(): ChatMessage {
     return { room: "", user: "", text: "" };
   },
@@ -1439,6 +2187,50 @@ export const ChatMessage: $Codec<ChatMessage> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: ChatMessage): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      if (m.room !== "") o["room"] = m.room;
+      if (m.user !== "") o["user"] = m.user;
+      if (m.text !== "") o["text"] = m.text;
+      if (m.sentAt !== undefined) { k = "sentAt"; o["sentAt"] = google_protobuf_timestamp.Timestamp.toJson(m.sentAt); }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): ChatMessage {
+    const m = ChatMessage.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.ChatMessage"))) {
+        k = key;
+        switch (key) {
+          case "room":
+            if (v !== null) m.room = $j.readString(v);
+            break;
+          case "user":
+            if (v !== null) m.user = $j.readString(v);
+            break;
+          case "text":
+            if (v !== null) m.text = $j.readString(v);
+            break;
+          case "sentAt":
+          case "sent_at":
+            $j.once(seen, 4, "sent_at");
+            if (v !== null) m.sentAt = google_protobuf_timestamp.Timestamp.fromJson(v, options);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.ChatMessage", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.RoomFilter` */
@@ -1449,8 +2241,9 @@ export interface RoomFilter {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.RoomFilter`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.RoomFilter`. */
 export const RoomFilter: $Codec<RoomFilter> = {
+  typeName: "every.v1.RoomFilter",
   create(): RoomFilter {
     return { room: "" };
   },
@@ -1484,6 +2277,30 @@ export const RoomFilter: $Codec<RoomFilter> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: RoomFilter): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.room !== "") o["room"] = m.room;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): RoomFilter {
+    const m = RoomFilter.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.RoomFilter"))) {
+        k = key;
+        switch (key) {
+          case "room":
+            if (v !== null) m.room = $j.readString(v);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.RoomFilter", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.Reading` */
@@ -1496,8 +2313,9 @@ export interface Reading {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.Reading`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.Reading`. */
 export const Reading: $Codec<Reading> = {
+  typeName: "every.v1.Reading",
   create(): Reading {
     return { sensorId: 0n, value: 0 };
   },
@@ -1543,6 +2361,41 @@ export const Reading: $Codec<Reading> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Reading): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.sensorId !== 0n) o["sensorId"] = m.sensorId.toString();
+    if (m.value !== 0) o["value"] = $j.writeDouble(m.value);
+    if (m.device !== undefined) o["device"] = $j.writeBytes(m.device);
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Reading {
+    const m = Reading.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.Reading"))) {
+        k = key;
+        switch (key) {
+          case "sensorId":
+          case "sensor_id":
+            $j.once(seen, 1, "sensor_id");
+            if (v !== null) m.sensorId = $j.readInt64(v);
+            break;
+          case "value":
+            if (v !== null) m.value = $j.readDouble(v);
+            break;
+          case "device":
+            if (v !== null) m.device = $j.readBytes(v);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.Reading", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.SensorFilter` */
@@ -1553,8 +2406,9 @@ export interface SensorFilter {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.SensorFilter`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.SensorFilter`. */
 export const SensorFilter: $Codec<SensorFilter> = {
+  typeName: "every.v1.SensorFilter",
   create(): SensorFilter {
     return { sensorId: 0n };
   },
@@ -1588,6 +2442,33 @@ export const SensorFilter: $Codec<SensorFilter> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: SensorFilter): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.sensorId !== 0n) o["sensorId"] = m.sensorId.toString();
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): SensorFilter {
+    const m = SensorFilter.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.SensorFilter"))) {
+        k = key;
+        switch (key) {
+          case "sensorId":
+          case "sensor_id":
+            $j.once(seen, 1, "sensor_id");
+            if (v !== null) m.sensorId = $j.readInt64(v);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.SensorFilter", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `every.v1.DeviceFilter` */
@@ -1597,8 +2478,9 @@ export interface DeviceFilter {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `every.v1.DeviceFilter`. */
+/** Binary codec and proto3 JSON mapping of `every.v1.DeviceFilter`. */
 export const DeviceFilter: $Codec<DeviceFilter> = {
+  typeName: "every.v1.DeviceFilter",
   create(): DeviceFilter {
     return {};
   },
@@ -1630,6 +2512,30 @@ export const DeviceFilter: $Codec<DeviceFilter> = {
       }
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
+    return m;
+  },
+  toJson(m: DeviceFilter): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.device !== undefined) o["device"] = $j.writeBytes(m.device);
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): DeviceFilter {
+    const m = DeviceFilter.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "every.v1.DeviceFilter"))) {
+        k = key;
+        switch (key) {
+          case "device":
+            if (v !== null) m.device = $j.readBytes(v);
+            break;
+          default:
+            $j.unknownField(key, "every.v1.DeviceFilter", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
     return m;
   },
 };

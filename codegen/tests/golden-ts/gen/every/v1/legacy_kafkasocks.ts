@@ -2,12 +2,14 @@
 // source: every/v1/legacy.proto (proto2, package legacy.v1)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -50,8 +52,9 @@ export interface Legacy {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `legacy.v1.Legacy`. */
+/** Binary codec and proto3 JSON mapping of `legacy.v1.Legacy`. */
 export const Legacy: $Codec<Legacy> = {
+  typeName: "legacy.v1.Legacy",
   create(): Legacy {
     return { id: 0, unpacked: [], packed: [], item: [] };
   },
@@ -167,6 +170,82 @@ export const Legacy: $Codec<Legacy> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Legacy): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    let k = "";
+    try {
+      o["id"] = m.id;
+      if (m.name !== undefined) o["name"] = m.name;
+      if (m.count !== undefined) o["count"] = m.count.toString();
+      if (m.level !== undefined) o["level"] = $j.writeEnum(m.level, Level);
+      if (m.ratio !== undefined) o["ratio"] = $j.writeDouble(m.ratio);
+      if (m.magic !== undefined) o["magic"] = $j.writeBytes(m.magic);
+      if (m.flag !== undefined) o["flag"] = m.flag;
+      if (m.unpacked.length !== 0) o["unpacked"] = m.unpacked.slice();
+      if (m.packed.length !== 0) o["packed"] = m.packed.slice();
+      if (m.blob !== undefined) { k = "blob"; o["blob"] = Legacy_Blob.toJson(m.blob); }
+      if (m.item.length !== 0) { k = "item"; o["item"] = $j.writeList(m.item, (v) => Legacy_Item.toJson(v)); }
+      if (m.child !== undefined) { k = "child"; o["child"] = Legacy.toJson(m.child); }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Legacy {
+    const m = Legacy.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "legacy.v1.Legacy"))) {
+        k = key;
+        switch (key) {
+          case "id":
+            if (v !== null) m.id = $j.readInt32(v);
+            break;
+          case "name":
+            if (v !== null) m.name = $j.readString(v);
+            break;
+          case "count":
+            if (v !== null) m.count = $j.readInt64(v);
+            break;
+          case "level":
+            if (v !== null) {
+              const e = $j.readEnum(v, Level, "legacy.v1.Level", options);
+              if (e !== undefined) m.level = e;
+            }
+            break;
+          case "ratio":
+            if (v !== null) m.ratio = $j.readDouble(v);
+            break;
+          case "magic":
+            if (v !== null) m.magic = $j.readBytes(v);
+            break;
+          case "flag":
+            if (v !== null) m.flag = $j.readBool(v);
+            break;
+          case "unpacked":
+            if (v !== null) m.unpacked = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "packed":
+            if (v !== null) m.packed = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          case "blob":
+            if (v !== null) m.blob = Legacy_Blob.fromJson(v, options);
+            break;
+          case "item":
+            if (v !== null) m.item = $j.readList(v, (x) => Legacy_Item.fromJson(x, options));
+            break;
+          case "child":
+            if (v !== null) m.child = Legacy.fromJson(v, options);
+            break;
+          default:
+            $j.unknownField(key, "legacy.v1.Legacy", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `legacy.v1.Legacy.Blob` */
@@ -177,8 +256,9 @@ export interface Legacy_Blob {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `legacy.v1.Legacy.Blob`. */
+/** Binary codec and proto3 JSON mapping of `legacy.v1.Legacy.Blob`. */
 export const Legacy_Blob: $Codec<Legacy_Blob> = {
+  typeName: "legacy.v1.Legacy.Blob",
   create(): Legacy_Blob {
     return { numbers: [] };
   },
@@ -223,6 +303,34 @@ export const Legacy_Blob: $Codec<Legacy_Blob> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Legacy_Blob): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.data !== undefined) o["data"] = m.data;
+    if (m.numbers.length !== 0) o["numbers"] = m.numbers.slice();
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Legacy_Blob {
+    const m = Legacy_Blob.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "legacy.v1.Legacy.Blob"))) {
+        k = key;
+        switch (key) {
+          case "data":
+            if (v !== null) m.data = $j.readString(v);
+            break;
+          case "numbers":
+            if (v !== null) m.numbers = $j.readList(v, (x) => $j.readInt32(x));
+            break;
+          default:
+            $j.unknownField(key, "legacy.v1.Legacy.Blob", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /** `legacy.v1.Legacy.Item` */
@@ -232,8 +340,9 @@ export interface Legacy_Item {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `legacy.v1.Legacy.Item`. */
+/** Binary codec and proto3 JSON mapping of `legacy.v1.Legacy.Item`. */
 export const Legacy_Item: $Codec<Legacy_Item> = {
+  typeName: "legacy.v1.Legacy.Item",
   create(): Legacy_Item {
     return { key: "" };
   },
@@ -263,6 +372,30 @@ export const Legacy_Item: $Codec<Legacy_Item> = {
       }
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
+    return m;
+  },
+  toJson(m: Legacy_Item): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    o["key"] = m.key;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Legacy_Item {
+    const m = Legacy_Item.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "legacy.v1.Legacy.Item"))) {
+        k = key;
+        switch (key) {
+          case "key":
+            if (v !== null) m.key = $j.readString(v);
+            break;
+          default:
+            $j.unknownField(key, "legacy.v1.Legacy.Item", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
     return m;
   },
 };

@@ -2,12 +2,22 @@
 // source: google/protobuf/any.proto (proto3, package google.protobuf)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
+import * as every_v1_every from "../../every/v1/every_kafkasocks.js";
+import * as every_v1_legacy from "../../every/v1/legacy_kafkasocks.js";
+import * as google_protobuf_duration from "./duration_kafkasocks.js";
+import * as google_protobuf_empty from "./empty_kafkasocks.js";
+import * as google_protobuf_struct from "./struct_kafkasocks.js";
+import * as google_protobuf_timestamp from "./timestamp_kafkasocks.js";
+import * as google_protobuf_wrappers from "./wrappers_kafkasocks.js";
+import * as kafkasocks_options from "../../kafkasocks/options_kafkasocks.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -23,8 +33,9 @@ export interface Any {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Any`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Any`. */
 export const Any: $Codec<Any> = {
+  typeName: "google.protobuf.Any",
   create(): Any {
     return { typeUrl: "", value: new Uint8Array(0) };
   },
@@ -64,4 +75,88 @@ export const Any: $Codec<Any> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Any): $j.JsonValue {
+    return $j.anyToJson(m, $lookupType);
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Any {
+    return { ...Any.create(), ...$j.anyFromJson(json, options, $lookupType) };
+  },
 };
+
+/**
+ * Every message type generated together with this file (one `kafkasocks-gen` output), by full
+ * name: how `Any.toJson` / `Any.fromJson` find the codec of a type URL.
+ */
+export function $lookupType(typeName: string): $j.JsonCodec<unknown> | undefined {
+  switch (typeName) {
+    case "every.v1.ChatMessage":
+      return every_v1_every.ChatMessage;
+    case "every.v1.DeviceFilter":
+      return every_v1_every.DeviceFilter;
+    case "every.v1.Everything":
+      return every_v1_every.Everything;
+    case "every.v1.Everything.Inner":
+      return every_v1_every.Everything_Inner;
+    case "every.v1.Map":
+      return every_v1_every.Map$;
+    case "every.v1.Maps":
+      return every_v1_every.Maps;
+    case "every.v1.Object":
+      return every_v1_every.Object$;
+    case "every.v1.Optionals":
+      return every_v1_every.Optionals;
+    case "every.v1.Reading":
+      return every_v1_every.Reading;
+    case "every.v1.Repeated":
+      return every_v1_every.Repeated;
+    case "every.v1.RoomFilter":
+      return every_v1_every.RoomFilter;
+    case "every.v1.Scalars":
+      return every_v1_every.Scalars;
+    case "every.v1.SensorFilter":
+      return every_v1_every.SensorFilter;
+    case "google.protobuf.Any":
+      return Any;
+    case "google.protobuf.BoolValue":
+      return google_protobuf_wrappers.BoolValue;
+    case "google.protobuf.BytesValue":
+      return google_protobuf_wrappers.BytesValue;
+    case "google.protobuf.DoubleValue":
+      return google_protobuf_wrappers.DoubleValue;
+    case "google.protobuf.Duration":
+      return google_protobuf_duration.Duration;
+    case "google.protobuf.Empty":
+      return google_protobuf_empty.Empty;
+    case "google.protobuf.FloatValue":
+      return google_protobuf_wrappers.FloatValue;
+    case "google.protobuf.Int32Value":
+      return google_protobuf_wrappers.Int32Value;
+    case "google.protobuf.Int64Value":
+      return google_protobuf_wrappers.Int64Value;
+    case "google.protobuf.ListValue":
+      return google_protobuf_struct.ListValue;
+    case "google.protobuf.StringValue":
+      return google_protobuf_wrappers.StringValue;
+    case "google.protobuf.Struct":
+      return google_protobuf_struct.Struct;
+    case "google.protobuf.Timestamp":
+      return google_protobuf_timestamp.Timestamp;
+    case "google.protobuf.UInt32Value":
+      return google_protobuf_wrappers.UInt32Value;
+    case "google.protobuf.UInt64Value":
+      return google_protobuf_wrappers.UInt64Value;
+    case "google.protobuf.Value":
+      return google_protobuf_struct.Value;
+    case "kafkasocks.Receipt":
+      return kafkasocks_options.Receipt;
+    case "kafkasocks.StreamOptions":
+      return kafkasocks_options.StreamOptions;
+    case "legacy.v1.Legacy":
+      return every_v1_legacy.Legacy;
+    case "legacy.v1.Legacy.Blob":
+      return every_v1_legacy.Legacy_Blob;
+    case "legacy.v1.Legacy.Item":
+      return every_v1_legacy.Legacy_Item;
+  }
+  return undefined;
+}

@@ -2,12 +2,14 @@
 // source: google/protobuf/empty.proto (proto3, package google.protobuf)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -21,8 +23,9 @@ export interface Empty {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Empty`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Empty`. */
 export const Empty: $Codec<Empty> = {
+  typeName: "google.protobuf.Empty",
   create(): Empty {
     return {};
   },
@@ -49,5 +52,12 @@ export const Empty: $Codec<Empty> = {
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
+  },
+  toJson(_m: Empty): $j.JsonValue {
+    return {};
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Empty {
+    $j.readEmpty(json, "google.protobuf.Empty", options);
+    return Empty.create();
   },
 };

@@ -2,12 +2,14 @@
 // source: google/protobuf/struct.proto (proto3, package google.protobuf)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -29,8 +31,9 @@ export interface Struct {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Struct`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Struct`. */
 export const Struct: $Codec<Struct> = {
+  typeName: "google.protobuf.Struct",
   create(): Struct {
     return { fields: new Map() };
   },
@@ -78,6 +81,12 @@ export const Struct: $Codec<Struct> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Struct): $j.JsonValue {
+    return $j.writeMap(m.fields, (v) => Value.toJson(v));
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Struct {
+    return { ...Struct.create(), fields: $j.readMap(json, (s) => s, (x) => Value.fromJson(x, options), true) };
+  },
 };
 
 /** `google.protobuf.Value` */
@@ -103,8 +112,9 @@ export interface Value {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Value`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Value`. */
 export const Value: $Codec<Value> = {
+  typeName: "google.protobuf.Value",
   create(): Value {
     return {};
   },
@@ -175,6 +185,47 @@ export const Value: $Codec<Value> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Value): $j.JsonValue {
+    const k = m.kind;
+    switch (k?.case) {
+      case "nullValue":
+        return null;
+      case "numberValue":
+        return $j.writeValueNumber(k.value);
+      case "stringValue":
+        return k.value;
+      case "boolValue":
+        return k.value;
+      case "structValue":
+        return Struct.toJson(k.value);
+      case "listValue":
+        return ListValue.toJson(k.value);
+    }
+    throw new $j.JsonError("google.protobuf.Value has no kind set");
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): Value {
+    const m = Value.create();
+    switch (typeof json) {
+      case "object":
+        if (json === null) m.kind = { case: "nullValue", value: 0 };
+        else if ($j.isArray(json)) m.kind = { case: "listValue", value: ListValue.fromJson(json, options) };
+        else m.kind = { case: "structValue", value: Struct.fromJson(json, options) };
+        break;
+      case "number":
+      case "bigint":
+        m.kind = { case: "numberValue", value: $j.readValueNumber(json) };
+        break;
+      case "string":
+        m.kind = { case: "stringValue", value: $j.readString(json) };
+        break;
+      case "boolean":
+        m.kind = { case: "boolValue", value: json };
+        break;
+      default:
+        throw new $j.JsonError(`expected a JSON value, got ${typeof json}`);
+    }
+    return m;
+  },
 };
 
 /** `google.protobuf.ListValue` */
@@ -184,8 +235,9 @@ export interface ListValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.ListValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.ListValue`. */
 export const ListValue: $Codec<ListValue> = {
+  typeName: "google.protobuf.ListValue",
   create(): ListValue {
     return { values: [] };
   },
@@ -220,5 +272,11 @@ export const ListValue: $Codec<ListValue> = {
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
+  },
+  toJson(m: ListValue): $j.JsonValue {
+    return $j.writeList(m.values, (v) => Value.toJson(v));
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): ListValue {
+    return { ...ListValue.create(), values: $j.readList(json, (x) => Value.fromJson(x, options), true) };
   },
 };

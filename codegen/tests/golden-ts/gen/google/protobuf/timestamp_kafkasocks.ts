@@ -2,12 +2,14 @@
 // source: google/protobuf/timestamp.proto (proto3, package google.protobuf)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -24,8 +26,9 @@ export interface Timestamp {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Timestamp`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Timestamp`. */
 export const Timestamp: $Codec<Timestamp> = {
+  typeName: "google.protobuf.Timestamp",
   create(): Timestamp {
     return { seconds: 0n, nanos: 0 };
   },
@@ -64,5 +67,11 @@ export const Timestamp: $Codec<Timestamp> = {
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
+  },
+  toJson(m: Timestamp): $j.JsonValue {
+    return $j.timestampToJson(m);
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): Timestamp {
+    return { ...Timestamp.create(), ...$j.timestampFromJson(json) };
   },
 };

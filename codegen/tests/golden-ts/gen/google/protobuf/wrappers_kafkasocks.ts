@@ -2,12 +2,14 @@
 // source: google/protobuf/wrappers.proto (proto3, package google.protobuf)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -22,8 +24,9 @@ export interface DoubleValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.DoubleValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.DoubleValue`. */
 export const DoubleValue: $Codec<DoubleValue> = {
+  typeName: "google.protobuf.DoubleValue",
   create(): DoubleValue {
     return { value: 0 };
   },
@@ -57,6 +60,12 @@ export const DoubleValue: $Codec<DoubleValue> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: DoubleValue): $j.JsonValue {
+    return $j.writeDouble(m.value);
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): DoubleValue {
+    return { ...DoubleValue.create(), value: $j.readDouble(json) };
+  },
 };
 
 /** `google.protobuf.FloatValue` */
@@ -66,8 +75,9 @@ export interface FloatValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.FloatValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.FloatValue`. */
 export const FloatValue: $Codec<FloatValue> = {
+  typeName: "google.protobuf.FloatValue",
   create(): FloatValue {
     return { value: 0 };
   },
@@ -101,6 +111,12 @@ export const FloatValue: $Codec<FloatValue> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: FloatValue): $j.JsonValue {
+    return $j.writeFloat(m.value);
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): FloatValue {
+    return { ...FloatValue.create(), value: $j.readFloat(json) };
+  },
 };
 
 /** `google.protobuf.Int64Value` */
@@ -111,8 +127,9 @@ export interface Int64Value {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Int64Value`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Int64Value`. */
 export const Int64Value: $Codec<Int64Value> = {
+  typeName: "google.protobuf.Int64Value",
   create(): Int64Value {
     return { value: 0n };
   },
@@ -146,6 +163,12 @@ export const Int64Value: $Codec<Int64Value> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Int64Value): $j.JsonValue {
+    return m.value.toString();
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): Int64Value {
+    return { ...Int64Value.create(), value: $j.readInt64(json) };
+  },
 };
 
 /** `google.protobuf.UInt64Value` */
@@ -156,8 +179,9 @@ export interface UInt64Value {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.UInt64Value`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.UInt64Value`. */
 export const UInt64Value: $Codec<UInt64Value> = {
+  typeName: "google.protobuf.UInt64Value",
   create(): UInt64Value {
     return { value: 0n };
   },
@@ -191,6 +215,12 @@ export const UInt64Value: $Codec<UInt64Value> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: UInt64Value): $j.JsonValue {
+    return m.value.toString();
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): UInt64Value {
+    return { ...UInt64Value.create(), value: $j.readUint64(json) };
+  },
 };
 
 /** `google.protobuf.Int32Value` */
@@ -200,8 +230,9 @@ export interface Int32Value {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.Int32Value`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.Int32Value`. */
 export const Int32Value: $Codec<Int32Value> = {
+  typeName: "google.protobuf.Int32Value",
   create(): Int32Value {
     return { value: 0 };
   },
@@ -235,6 +266,12 @@ export const Int32Value: $Codec<Int32Value> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: Int32Value): $j.JsonValue {
+    return m.value;
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): Int32Value {
+    return { ...Int32Value.create(), value: $j.readInt32(json) };
+  },
 };
 
 /** `google.protobuf.UInt32Value` */
@@ -244,8 +281,9 @@ export interface UInt32Value {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.UInt32Value`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.UInt32Value`. */
 export const UInt32Value: $Codec<UInt32Value> = {
+  typeName: "google.protobuf.UInt32Value",
   create(): UInt32Value {
     return { value: 0 };
   },
@@ -279,6 +317,12 @@ export const UInt32Value: $Codec<UInt32Value> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: UInt32Value): $j.JsonValue {
+    return m.value;
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): UInt32Value {
+    return { ...UInt32Value.create(), value: $j.readUint32(json) };
+  },
 };
 
 /** `google.protobuf.BoolValue` */
@@ -288,8 +332,9 @@ export interface BoolValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.BoolValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.BoolValue`. */
 export const BoolValue: $Codec<BoolValue> = {
+  typeName: "google.protobuf.BoolValue",
   create(): BoolValue {
     return { value: false };
   },
@@ -323,6 +368,12 @@ export const BoolValue: $Codec<BoolValue> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: BoolValue): $j.JsonValue {
+    return m.value;
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): BoolValue {
+    return { ...BoolValue.create(), value: $j.readBool(json) };
+  },
 };
 
 /** `google.protobuf.StringValue` */
@@ -332,8 +383,9 @@ export interface StringValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.StringValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.StringValue`. */
 export const StringValue: $Codec<StringValue> = {
+  typeName: "google.protobuf.StringValue",
   create(): StringValue {
     return { value: "" };
   },
@@ -367,6 +419,12 @@ export const StringValue: $Codec<StringValue> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: StringValue): $j.JsonValue {
+    return m.value;
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): StringValue {
+    return { ...StringValue.create(), value: $j.readString(json) };
+  },
 };
 
 /** `google.protobuf.BytesValue` */
@@ -376,8 +434,9 @@ export interface BytesValue {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `google.protobuf.BytesValue`. */
+/** Binary codec and proto3 JSON mapping of `google.protobuf.BytesValue`. */
 export const BytesValue: $Codec<BytesValue> = {
+  typeName: "google.protobuf.BytesValue",
   create(): BytesValue {
     return { value: new Uint8Array(0) };
   },
@@ -410,5 +469,11 @@ export const BytesValue: $Codec<BytesValue> = {
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
+  },
+  toJson(m: BytesValue): $j.JsonValue {
+    return $j.writeBytes(m.value);
+  },
+  fromJson(json: $j.JsonInput, _options?: $j.JsonReadOptions): BytesValue {
+    return { ...BytesValue.create(), value: $j.readBytes(json) };
   },
 };

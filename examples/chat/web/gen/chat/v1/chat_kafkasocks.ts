@@ -2,13 +2,15 @@
 // source: chat/v1/chat.proto (proto3, package chat.v1)
 
 import * as $ks from "../../kafkasocks-runtime/index.js";
+import * as $j from "../../kafkasocks-runtime/json.js";
 import * as kafkasocks_options from "../../kafkasocks/options_kafkasocks.js";
 
 /**
- * The binary codec of a message type: `encode`/`decode` (what `createClient` uses), `create`
- * for a message with every field at its default, and the streaming halves other codecs call.
+ * The codec of a message type: binary `encode`/`decode` (what `createClient` uses), `create`
+ * for a message with every field at its default, the streaming halves other codecs call, and
+ * the proto3 JSON mapping (`toJson`/`fromJson`, `typeName`; see `kafkasocks-runtime/json.ts`).
  */
-export interface $Codec<T> extends $ks.Codec<T> {
+export interface $Codec<T> extends $j.JsonCodec<T> {
   create(): T;
   encode(value: T): Uint8Array<ArrayBuffer>;
   write(value: T, w: $ks.Writer): void;
@@ -28,8 +30,9 @@ export interface RoomFilter {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `chat.v1.RoomFilter`. */
+/** Binary codec and proto3 JSON mapping of `chat.v1.RoomFilter`. */
 export const RoomFilter: $Codec<RoomFilter> = {
+  typeName: "chat.v1.RoomFilter",
   create(): RoomFilter {
     return { room: "" };
   },
@@ -63,6 +66,30 @@ export const RoomFilter: $Codec<RoomFilter> = {
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
     return m;
   },
+  toJson(m: RoomFilter): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.room !== "") o["room"] = m.room;
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): RoomFilter {
+    const m = RoomFilter.create();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "chat.v1.RoomFilter"))) {
+        k = key;
+        switch (key) {
+          case "room":
+            if (v !== null) m.room = $j.readString(v);
+            break;
+          default:
+            $j.unknownField(key, "chat.v1.RoomFilter", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
+    return m;
+  },
 };
 
 /**
@@ -87,8 +114,9 @@ export interface ChatMessage {
   $unknown?: Uint8Array[] | undefined;
 }
 
-/** Binary codec of `chat.v1.ChatMessage`. */
+/** Binary codec and proto3 JSON mapping of `chat.v1.ChatMessage`. */
 export const ChatMessage: $Codec<ChatMessage> = {
+  typeName: "chat.v1.ChatMessage",
   create(): ChatMessage {
     return { room: "", user: "", text: "", sentAtMs: 0n };
   },
@@ -138,6 +166,45 @@ export const ChatMessage: $Codec<ChatMessage> = {
       }
     }
     if (endGroup !== 0) throw new $ks.WireError("unterminated group", r.pos);
+    return m;
+  },
+  toJson(m: ChatMessage): $j.JsonValue {
+    const o: $j.JsonObject = {};
+    if (m.room !== "") o["room"] = m.room;
+    if (m.user !== "") o["user"] = m.user;
+    if (m.text !== "") o["text"] = m.text;
+    if (m.sentAtMs !== 0n) o["sentAtMs"] = m.sentAtMs.toString();
+    return o;
+  },
+  fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): ChatMessage {
+    const m = ChatMessage.create();
+    const seen = new Set<number>();
+    let k = "";
+    try {
+      for (const [key, v] of Object.entries($j.readObject(json, "chat.v1.ChatMessage"))) {
+        k = key;
+        switch (key) {
+          case "room":
+            if (v !== null) m.room = $j.readString(v);
+            break;
+          case "user":
+            if (v !== null) m.user = $j.readString(v);
+            break;
+          case "text":
+            if (v !== null) m.text = $j.readString(v);
+            break;
+          case "sentAtMs":
+          case "sent_at_ms":
+            $j.once(seen, 4, "sent_at_ms");
+            if (v !== null) m.sentAtMs = $j.readInt64(v);
+            break;
+          default:
+            $j.unknownField(key, "chat.v1.ChatMessage", options);
+        }
+      }
+    } catch (e) {
+      throw $j.at(e, k);
+    }
     return m;
   },
 };
