@@ -56,6 +56,10 @@ struct History {
 /// How long a new history reader waits for others to board before it reads.
 const BOARDING: Duration = Duration::from_millis(50);
 
+/// How long a history reader waits for a boarded subscriber without room (a client that
+/// is reading gets room within milliseconds) before that subscriber leaves.
+const HISTORY_GRACE: Duration = Duration::from_millis(250);
+
 /// What a driver should do next for one partition of a subscription.
 pub(crate) enum Step {
     /// Live: the hub delivers.
@@ -391,23 +395,37 @@ impl TopicHub {
         feeds.get_mut(p).filter(|f| f.history.as_ref().is_some_and(|h| h.id == id))
     }
 
-    /// Offers one record read by the history reader of `p` to every boarded subscriber.
-    /// Subscribers leave when they reach the ring (they join live from there) or are
-    /// refused (out of credit or queue space: they resume on their own later). Returns
-    /// false when nobody is left: the reader stops.
-    fn history_deliver(&self, p: usize, id: u64, rec: &SharedRecord) -> bool {
+    /// Offers one record read by the history reader of `p` to boarded subscribers (all of
+    /// them, or only `only`). Subscribers leave when they reach the ring (they join live
+    /// from there); the ones refused (out of credit or queue space) stay and are returned,
+    /// for the reader to offer again after a short wait. `None`: nobody is left, or this
+    /// reader was replaced; it stops.
+    fn history_offer(
+        &self,
+        p: usize,
+        id: u64,
+        rec: &SharedRecord,
+        only: Option<&[Arc<SubCore>]>,
+    ) -> Option<Vec<Arc<SubCore>>> {
         let mut feeds = self.lock();
-        let Some(feed) = Self::history_mut(&mut feeds, p, id) else { return false };
+        let feed = Self::history_mut(&mut feeds, p, id)?;
         let ring_start = feed.ring_start;
-        let Some(h) = feed.history.as_mut() else { return false };
-        h.next = rec.offset + 1;
+        let h = feed.history.as_mut()?;
+        h.next = h.next.max(rec.offset + 1);
+        let mut refused = Vec::new();
         h.subs.retain(|s| {
             if s.is_ended() {
                 return false;
             }
+            if only.is_some_and(|o| !o.iter().any(|x| Arc::ptr_eq(x, s))) {
+                return true;
+            }
             let mut st = s.lock();
             let stay = match s.offer(&mut st, rec, p) {
-                Offer::Refused => false,
+                Offer::Refused => {
+                    refused.push(s.clone());
+                    true
+                }
                 Offer::Sent | Offer::Skipped => st.next[p] < ring_start,
             };
             if !stay {
@@ -419,7 +437,42 @@ impl TopicHub {
         });
         if h.subs.is_empty() {
             feed.history = None;
+            return None;
+        }
+        Some(refused)
+    }
+
+    /// Takes `subs` off the history reader of `p`: they resume on their own.
+    fn history_drop(&self, p: usize, id: u64, subs: &[Arc<SubCore>]) -> bool {
+        let mut feeds = self.lock();
+        let Some(feed) = Self::history_mut(&mut feeds, p, id) else { return false };
+        let Some(h) = feed.history.as_mut() else { return false };
+        h.subs.retain(|s| !subs.iter().any(|x| Arc::ptr_eq(x, s)));
+        for s in subs {
+            s.lock().boarded[p] = false;
+            s.wake.notify_one();
+        }
+        if h.subs.is_empty() {
+            feed.history = None;
             return false;
+        }
+        true
+    }
+
+    /// Delivers one record of the history reader, waiting up to the grace for boarded
+    /// subscribers that had no room; those still without room leave. False: stop.
+    async fn history_deliver(&self, p: usize, id: u64, rec: &SharedRecord) -> bool {
+        let Some(mut refused) = self.history_offer(p, id, rec, None) else { return false };
+        let deadline = tokio::time::Instant::now() + HISTORY_GRACE;
+        while !refused.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return self.history_drop(p, id, &refused);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            match self.history_offer(p, id, rec, Some(&refused)) {
+                Some(r) => refused = r,
+                None => return false,
+            }
         }
         true
     }
@@ -454,7 +507,7 @@ async fn run_history(hub: Arc<TopicHub>, kafka: Arc<Kafka>, p: usize, id: u64, f
                 let rec = to_shared(&m);
                 drop(m);
                 kafka.metrics.catch_up_read();
-                if !hub.history_deliver(p, id, &rec) {
+                if !hub.history_deliver(p, id, &rec).await {
                     return;
                 }
             }
