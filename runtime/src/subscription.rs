@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use tokio::sync::Notify;
 
 use crate::kafka::hub::{Offer, Step, TopicHub, to_shared};
@@ -304,10 +304,6 @@ async fn drive(kafka: &Arc<Kafka>, sub: &Arc<SubCore>, hub: &Arc<TopicHub>) {
     }
 }
 
-fn below_log_start(e: &KafkaError) -> bool {
-    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
-}
-
 /// How long a catch-up reader waits for a blocked client before giving the reader back.
 const BLOCKED_READER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -365,7 +361,7 @@ async fn catch_up(
                 }
                 continue;
             }
-            Err(e) if below_log_start(&e) => {
+            Err(e) if crate::kafka::below_log_start(&e) => {
                 return Err(Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
                     format!("partition {p}: the log no longer holds offset {}", sub.lock().next[p]),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use tokio::task::AbortHandle;
 
@@ -524,12 +524,7 @@ async fn run_history(hub: Arc<TopicHub>, kafka: Arc<Kafka>, p: usize, id: u64, f
                     return hub.end_history(p, id, None);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.rdkafka_error_code(),
-                    Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
-                ) =>
-            {
+            Err(e) if super::below_log_start(&e) => {
                 let status = Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
                     format!("partition {p}: the log no longer holds the records being read"),

@@ -23,6 +23,12 @@ use crate::{Code, Error, OutgoingRecord, Status};
 
 use hub::TopicHub;
 
+/// Whether a reader's error means the log no longer holds the offset it reads (with
+/// `auto.offset.reset=error`, librdkafka reports that instead of jumping).
+pub(crate) fn below_log_start(e: &KafkaError) -> bool {
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
+}
+
 /// The header that carries a publish's idempotency key.
 pub(crate) const IDEMPOTENCY_HEADER: &str = "kafkasocks-idempotency-key";
 
