@@ -141,7 +141,7 @@ impl Cursor {
         }
     }
 
-    fn to_wire(&self) -> wire::Cursor {
+    pub(crate) fn to_wire(&self) -> wire::Cursor {
         wire::Cursor {
             topic_id: self.topic_id.clone(),
             positions: self

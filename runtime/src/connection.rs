@@ -151,12 +151,11 @@ enum Flow {
 
 impl Session {
     fn send(&self, kind: Kind) -> Flow {
-        if self.outbox.push_frame(wire::encode(kind)).is_err() {
-            self.shared.metrics.slow_consumer();
-            self.outbox.close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
-            return Flow::Stop;
+        if self.outbox.push_frame_or_close(wire::encode(kind), &self.shared.metrics) {
+            Flow::Continue
+        } else {
+            Flow::Stop
         }
-        Flow::Continue
     }
 
     fn send_error(&self, status: &Status, subscription_id: u32, publish_id: u64) -> Flow {
@@ -308,8 +307,7 @@ impl Session {
             );
         }
         if self.outbox.full_since().is_some_and(|t| now.duration_since(t) >= limits.slow_consumer_timeout) {
-            self.shared.metrics.slow_consumer();
-            self.outbox.close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
+            self.outbox.close_slow_consumer(&self.shared.metrics);
             return Flow::Stop;
         }
         if self.principal.expiry().is_some_and(|t| SystemTime::now() >= t) {
@@ -543,10 +541,7 @@ impl Session {
                         Kind::Error(status.to_wire(0, id))
                     }
                 };
-                if outbox.push_frame(wire::encode(kind)).is_err() {
-                    shared.metrics.slow_consumer();
-                    outbox.close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
-                }
+                outbox.push_frame_or_close(wire::encode(kind), &shared.metrics);
             }
             .instrument(span),
         );

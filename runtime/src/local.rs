@@ -90,14 +90,7 @@ impl LocalStreams {
             StartAt::Latest => Start::Latest,
             StartAt::Earliest => Start::Earliest,
             StartAt::Timestamp(t) => Start::Timestamp(t),
-            StartAt::Cursor(c) => Start::Cursor(wire::Cursor {
-                topic_id: c.topic_id,
-                positions: c
-                    .positions
-                    .iter()
-                    .map(|&(partition, next_offset)| wire::PartitionOffset { partition, next_offset })
-                    .collect(),
-            }),
+            StartAt::Cursor(c) => Start::Cursor(c.to_wire()),
         };
         self.shared.metrics.subscription_opened();
         tokio::spawn(subscription::run(self.shared.kafka.clone(), core.clone(), def.topic.clone(), start));

@@ -100,6 +100,22 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Closes the connection as a slow consumer (4008: it resumes from its cursor).
+    pub(crate) fn close_slow_consumer(&self, metrics: &crate::metrics::Metrics) {
+        metrics.slow_consumer();
+        self.close(crate::connection::close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
+    }
+
+    /// Queues a control frame; a peer that lets the control queue fill is closed as a
+    /// slow consumer. False when it was.
+    pub(crate) fn push_frame_or_close(&self, frame: Bytes, metrics: &crate::metrics::Metrics) -> bool {
+        if self.push_frame(frame).is_err() {
+            self.close_slow_consumer(metrics);
+            return false;
+        }
+        true
+    }
+
     /// Waits for items and takes them all; wakes subscriptions that were refused.
     pub(crate) async fn take(&self) -> VecDeque<Item> {
         loop {
