@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ts-templates/src");
+    // Read at run time: a build script binary may be reused by another checkout that
+    // shares the target directory, and must not carry this one's path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
+    let dir = Path::new(&manifest_dir).join("../ts-templates/src");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries

@@ -2,7 +2,10 @@
 //! prost-build: no protoc binary is needed.
 
 fn main() {
-    let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time: a build script binary may be reused by another checkout that
+    // shares the target directory, and must not carry this one's path.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
+    let proto_dir = std::path::Path::new(&manifest_dir).join("../proto");
     let frame = proto_dir.join("kafkasocks/v1/frame.proto");
     let options = proto_dir.join("kafkasocks/options.proto");
     println!("cargo:rerun-if-changed={}", frame.display());
