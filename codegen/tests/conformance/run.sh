@@ -37,7 +37,7 @@ fi
 
 gen=$cache/gen
 rm -rf "$gen" && mkdir -p "$gen"
-cargo run -q -p kafkasocks-build --bin kafkasocks-gen -- ts \
+cargo run -q -p kafkasocks-gen -- ts \
     "$cache/package/include/conformance/conformance.proto" \
     "$cache/package/include/google/protobuf/test_messages_proto3.proto" \
     "$cache/package/include/google/protobuf/test_messages_proto2.proto" \

@@ -1,4 +1,5 @@
-//! `kafkasocks-gen`: the command-line front end of kafkasocks-build.
+//! `kafkasocks-gen`: the command-line front end of kafkasocks-build (its own crate, so that
+//! build scripts using kafkasocks-build do not compile clap).
 //!
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen --check   # CI: fails when stale
