@@ -5,7 +5,8 @@ fn main() {
     // Read at run time: a build script binary may be reused by another checkout that
     // shares the target directory, and must not carry this one's path.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
-    let proto_dir = std::path::Path::new(&manifest_dir).join("../proto");
+    // `proto` links to the repository's proto/ folder; in a packaged crate it is a folder.
+    let proto_dir = std::path::Path::new(&manifest_dir).join("proto");
     let frame = proto_dir.join("kafkasocks/v1/frame.proto");
     let options = proto_dir.join("kafkasocks/options.proto");
     println!("cargo:rerun-if-changed={}", frame.display());

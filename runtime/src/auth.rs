@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::Status;
+use crate::protocol::Status;
 
 /// Who a session acts for.
 #[derive(Clone, PartialEq, Eq)]

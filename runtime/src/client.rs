@@ -34,8 +34,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::wire::{self, frame::Kind};
-use crate::{Code, Error, SUBPROTOCOL, Status};
+use crate::error::Error;
+use crate::protocol::wire::{self, frame::Kind};
+use crate::protocol::{Code, SUBPROTOCOL, Status};
+// The domain types the client API speaks (the same types the gateway uses).
+pub use crate::protocol::{Cursor, Delivery, Receipt, StartAt};
 
 /// How a [`Client`] connects.
 #[derive(Clone)]
@@ -104,133 +107,10 @@ impl ClientConfig {
     pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<ClientConfig, Error> {
         use rustls_pki_types::pem::PemObject;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
-            self.roots.push(cert.map_err(|e| Error::Tls(e.to_string()))?);
+            self.roots.push(cert.map_err(|e| Error::tls("reading PEM root certificates", e))?);
         }
         Ok(self)
     }
-}
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StartAt {
-    /// Records after the subscription starts.
-    Latest,
-    /// From the log start.
-    Earliest,
-    /// From the first record at or after this Unix time (ms).
-    Timestamp(i64),
-    /// Exactly after a saved cursor.
-    Cursor(Cursor),
-}
-
-/// A resume position: the topic id and the next offset per partition.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Cursor {
-    /// The Kafka topic id (empty when the gateway could not learn it).
-    pub topic_id: Bytes,
-    /// (partition, next offset), ordered by partition.
-    pub positions: Vec<(i32, i64)>,
-}
-
-impl Cursor {
-    fn from_wire(c: &wire::Cursor) -> Cursor {
-        Cursor {
-            topic_id: c.topic_id.clone(),
-            positions: c.positions.iter().map(|p| (p.partition, p.next_offset)).collect(),
-        }
-    }
-
-    pub(crate) fn to_wire(&self) -> wire::Cursor {
-        wire::Cursor {
-            topic_id: self.topic_id.clone(),
-            positions: self
-                .positions
-                .iter()
-                .map(|&(partition, next_offset)| wire::PartitionOffset { partition, next_offset })
-                .collect(),
-        }
-    }
-
-    /// The next offset of `partition`.
-    pub fn next_offset(&self, partition: i32) -> Option<i64> {
-        self.positions.iter().find(|p| p.0 == partition).map(|p| p.1)
-    }
-
-    fn advance(&mut self, partition: i32, next: i64) -> bool {
-        match self.positions.iter_mut().find(|p| p.0 == partition) {
-            Some(p) if p.1 <= next => {
-                p.1 = next;
-                true
-            }
-            Some(_) => false,
-            None => {
-                self.positions.push((partition, next));
-                self.positions.sort_unstable();
-                true
-            }
-        }
-    }
-
-    /// The cursor as bytes (a protobuf `Cursor`), to store and restore.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.to_wire().encode_to_vec()
-    }
-
-    /// Reads bytes made by [`Cursor::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Cursor, Error> {
-        wire::Cursor::decode(bytes)
-            .map(|c| Cursor::from_wire(&c))
-            .map_err(|e| Error::Config(format!("not a cursor: {e}")))
-    }
-}
-
-/// A record delivered to a subscription.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The Kafka timestamp, Unix ms.
-    pub timestamp_ms: i64,
-    /// The key.
-    pub key: Bytes,
-    /// The value, Schema Registry framing removed.
-    pub payload: Bytes,
-    /// The schema id of that framing, 0 if none.
-    pub schema_id: u32,
-    /// The headers.
-    pub headers: Vec<(String, Bytes)>,
-}
-
-impl From<wire::Record> for Delivery {
-    fn from(r: wire::Record) -> Delivery {
-        Delivery {
-            partition: r.partition,
-            offset: r.offset,
-            timestamp_ms: r.timestamp_ms,
-            key: r.key,
-            payload: r.payload,
-            schema_id: r.schema_id,
-            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-        }
-    }
-}
-
-/// Where Kafka stored a published record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The record timestamp, Unix ms.
-    pub timestamp_ms: i64,
-    /// True when the gateway answered from its dedup window.
-    pub duplicate: bool,
 }
 
 /// The client's connection state.
@@ -578,7 +458,7 @@ impl Driver {
             .url
             .as_str()
             .into_client_request()
-            .map_err(|e| Error::Config(format!("bad URL {:?}: {e}", self.config.url)))?;
+            .map_err(|e| Error::websocket(format!("bad URL {:?}", self.config.url), e))?;
         req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
         let uri = req.uri().clone();
         let host = uri.host().unwrap_or("localhost").to_owned();
@@ -586,29 +466,37 @@ impl Driver {
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((host.as_str(), port)))
             .await
-            .map_err(|_| Error::WebSocket("connect timed out".into()))??;
+            .map_err(|e| Error::websocket(format!("connecting to {host}:{port}"), e))??;
         tcp.set_nodelay(true)?;
-        let io: Box<dyn Io> = if tls {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in &self.config.roots {
-                roots.add(c.clone()).map_err(|e| Error::Tls(e.to_string()))?;
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Tls(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| Error::Tls(e.to_string()))?;
-            Box::new(tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await?)
-        } else {
-            Box::new(tcp)
-        };
-        let (ws, resp) = tokio_tungstenite::client_async(req, io).await.map_err(|e| Error::WebSocket(e.to_string()))?;
+        let io: Box<dyn Io> = if tls { self.tls(host, tcp).await? } else { Box::new(tcp) };
+        let (ws, resp) =
+            tokio_tungstenite::client_async(req, io).await.map_err(|e| Error::websocket("the handshake failed", e))?;
         if resp.headers().get("Sec-WebSocket-Protocol").and_then(|v| v.to_str().ok()) != Some(SUBPROTOCOL) {
-            return Err(Error::WebSocket("the server did not accept kafkasocks.v1".into()));
+            return Err(Error::websocket("the handshake failed", format!("the server did not accept {SUBPROTOCOL}")));
         }
         Ok(ws)
+    }
+
+    #[cfg(feature = "tls")]
+    async fn tls(&self, host: String, tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &self.config.roots {
+            roots.add(c.clone()).map_err(|e| Error::tls("adding a root certificate", e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::tls("choosing TLS versions", e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| Error::tls(format!("{host:?} as a TLS server name"), e))?;
+        Ok(Box::new(tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await?))
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn tls(&self, _host: String, _tcp: TcpStream) -> Result<Box<dyn Io>, Error> {
+        Err(Error::Config("wss:// needs the `tls` feature of kafkasocks".into()))
     }
 
     fn subscribe_frame(&mut self, key: u64) -> Option<Message> {

@@ -4,12 +4,27 @@
 //! Generated modules import only from here, so the runtime can change inside without
 //! breaking checked-in generated files.
 
-pub use crate::client::{Client, Cursor, Delivery, Receipt, StartAt, Subscription};
-pub use crate::stream::{BoxFuture, OutgoingRecord, RecordFilter, RecordView, RequestContext, SubscriptionPlan};
-pub use crate::{Code, PublishHook, RegistrySchema, Status, Streams, SubscribeHook};
-pub use crate::{LocalStreams, Principal, RecordStream};
+pub use crate::auth::Principal;
+pub use crate::protocol::{Code, Cursor, Delivery, OutgoingRecord, Receipt, RecordView, StartAt, Status};
+pub use crate::registry::RegistrySchema;
+pub use crate::session::local::{LocalStreams, RecordStream};
+pub use crate::stream::{
+    BoxFuture, PublishHook, RecordFilter, RequestContext, Streams, SubscribeHook, SubscriptionPlan,
+};
 pub use bytes::Bytes;
 pub use prost;
+
+/// The version of the interface between generated code and this module. Generated code
+/// asserts at compile time that the runtime supports the interface it was generated for
+/// (`const _: () = assert!(supports_interface(N), "...")`), so a mismatch of
+/// kafkasocks-build and kafkasocks fails the build with a message, not with puzzling type
+/// errors. Raised whenever this module changes incompatibly.
+pub const CODEGEN_INTERFACE: u32 = 1;
+
+/// Whether this runtime can serve code generated for interface `interface`.
+pub const fn supports_interface(interface: u32) -> bool {
+    interface == CODEGEN_INTERFACE
+}
 
 /// The messages of `proto/kafkasocks/options.proto` (`kafkasocks.Receipt`, the stream
 /// options). Generated code maps the `.kafkasocks` package here.
@@ -18,8 +33,8 @@ pub mod options {
     include!(concat!(env!("OUT_DIR"), "/kafkasocks.rs"));
 }
 
-impl From<crate::client::Receipt> for options::Receipt {
-    fn from(r: crate::client::Receipt) -> options::Receipt {
+impl From<Receipt> for options::Receipt {
+    fn from(r: Receipt) -> options::Receipt {
         options::Receipt {
             topic: r.topic,
             partition: r.partition,
@@ -53,7 +68,7 @@ pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, Status> {
 /// The gRPC status code number of `code` (KafkaSocks codes are numbered as gRPC's), for
 /// generated tonic services: `tonic::Code::from_i32(grpc_code(status.code()))`.
 pub fn grpc_code(code: Code) -> i32 {
-    code.to_wire() as i32
+    code.grpc()
 }
 
 /// Parses the `kafkasocks-start` request metadata of generated gRPC services: `latest`
@@ -79,26 +94,12 @@ pub fn start_from_metadata(value: Option<&str>) -> Result<StartAt, Status> {
 
 /// Base64 with either alphabet, padding optional.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let standard = text.replace('-', "+").replace('_', "/");
+    GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT).decode(standard).ok()
 }
 
 /// Includes what `kafkasocks-build` generated for a protobuf package.

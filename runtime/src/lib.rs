@@ -23,48 +23,84 @@
 //! # }
 //! ```
 //!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `server` | yes | the gateway: [`Gateway`], [`Streams`], [`LocalStreams`], Kafka (librdkafka), metrics and health over HTTP |
+//! | `tls` | yes | `wss://` for the gateway and the client (rustls with the ring provider) |
+//! | `registry` | yes | Confluent Schema Registry registration for publish streams with a schema |
+//! | `client` | yes | [`client::Client`], a Rust client with reconnection and resume (no librdkafka) |
+//!
+//! `cargo build -p kafkasocks --no-default-features --features client` builds the client
+//! alone, without librdkafka, hyper or the registry client.
+//!
 //! # Design
 //!
-//! * [`Gateway`] accepts connections; each runs the session state machine of the
-//!   protocol. Frames to a client go through a bounded send queue that the fan-out never
-//!   waits on: a full queue or exhausted credit pauses the subscription, which keeps
-//!   only its cursor and catches up later.
-//! * Per topic one live Kafka reader (assign mode, no consumer group) feeds every
-//!   subscriber, through a key index; each record is encoded once. A replay ring per
-//!   partition serves resumes from memory; older offsets are read by a bounded number of
-//!   catch-up readers, which hand over to the live feed under one lock.
-//! * Publishes use an idempotent producer with `acks=all`, and a dedup window for
-//!   idempotency keys.
-//! * [`client::Client`] is a Rust client with reconnection and resume.
+//! The crate is layered; each layer imports only the ones below it (docs/design.md has the
+//! picture):
+//!
+//! 1. [`protocol`]: the wire frames and the domain types ([`Cursor`], [`StartAt`],
+//!    [`Receipt`], [`Delivery`], [`Status`], [`Code`]), one type per concept;
+//! 2. `kafka`: a leaf over librdkafka (producer, readers, metadata) that knows nothing of
+//!    subscribers;
+//! 3. `fanout`: per topic one live reader feeding every subscriber through a key index,
+//!    each record encoded once; a replay ring and shared history readers for resumes; a
+//!    bounded send queue per connection that the fan-out never waits on;
+//! 4. `session`: the protocol's session state machine, publishes with their dedup window
+//!    and rate limit, and [`LocalStreams`];
+//! 5. `server`: the listener, TLS, the handshake, the admin endpoint, shutdown.
+//!
+//! [`client`] sits beside them on [`protocol`] only.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod auth;
+mod error;
+pub mod protocol;
+
+#[cfg(feature = "client")]
 pub mod client;
+
+#[cfg(feature = "server")]
+mod auth;
+#[cfg(feature = "server")]
 #[doc(hidden)]
 pub mod codegen;
+#[cfg(feature = "server")]
 mod config;
-mod connection;
-mod dedup;
-mod error;
+#[cfg(feature = "server")]
+mod fanout;
+#[cfg(feature = "server")]
 mod kafka;
-mod local;
+#[cfg(feature = "server")]
 mod metrics;
-mod outbox;
+#[cfg(feature = "server")]
 mod registry;
+#[cfg(feature = "server")]
 mod server;
+#[cfg(feature = "server")]
+mod session;
+#[cfg(feature = "server")]
 mod stream;
-mod subscription;
-pub mod wire;
 
+pub use error::{BoxError, Error};
+pub use protocol::{
+    Code, Cursor, CursorError, Delivery, Discontinuity, OutgoingRecord, Receipt, RecordView, SUBPROTOCOL, StartAt,
+    Status, wire,
+};
+
+#[cfg(feature = "server")]
 pub use auth::{AllowAnonymous, Authenticator, Principal};
+#[cfg(feature = "server")]
 pub use config::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
-pub use error::{Code, Discontinuity, Error, Status};
-pub use local::{LocalStreams, RecordStream};
+#[cfg(feature = "server")]
 pub use registry::RegistrySchema;
-pub use server::{Gateway, GatewayBuilder, SUBPROTOCOL, ShutdownHandle};
+#[cfg(feature = "server")]
+pub use server::{Gateway, GatewayBuilder, ShutdownHandle};
+#[cfg(feature = "server")]
+pub use session::local::{LocalStreams, RecordStream};
+#[cfg(feature = "server")]
 pub use stream::{
-    BoxFuture, KeyField, OutgoingRecord, PublishHook, RecordFilter, RecordView, RequestContext, Streams, SubscribeHook,
-    SubscriptionPlan,
+    BoxFuture, KeyField, PublishHook, RecordFilter, RequestContext, Streams, SubscribeHook, SubscriptionPlan,
 };

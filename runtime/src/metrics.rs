@@ -1,264 +1,274 @@
-//! Counters in Prometheus' text format, and the `/metrics` + `/healthz` HTTP endpoint.
+//! The gateway's metrics on `prometheus-client`: counters, gauges, latency histograms and
+//! a build-info metric, with bounded label sets only (a status code, a topic and a
+//! partition; never a session or subscription id). Rendered in the OpenMetrics text
+//! format by the admin endpoint (`/metrics`).
+//!
+//! This module is a leaf: the layers above report into it, and the fan-out registers a
+//! collector for its lag gauges ([`Metrics::register_collector`]).
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
-use crate::Code;
-use crate::kafka::Kafka;
+use crate::protocol::Code;
 
-const CODES: [Code; 16] = [
-    Code::Cancelled,
-    Code::Unknown,
-    Code::InvalidArgument,
-    Code::DeadlineExceeded,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::PermissionDenied,
-    Code::ResourceExhausted,
-    Code::FailedPrecondition,
-    Code::Aborted,
-    Code::OutOfRange,
-    Code::Unimplemented,
-    Code::Internal,
-    Code::Unavailable,
-    Code::DataLoss,
-    Code::Unauthenticated,
-];
-
-/// Most per-subscription lag series in one scrape (the most lagging ones).
-const MAX_LAG_SERIES: usize = 100;
-
-#[derive(Default)]
-pub(crate) struct Metrics {
-    connections_open: AtomicI64,
-    connections_total: AtomicU64,
-    connections_rejected: AtomicU64,
-    subscriptions_open: AtomicI64,
-    subscriptions_total: AtomicU64,
-    records_delivered: AtomicU64,
-    data_frames: AtomicU64,
-    replay_served: AtomicU64,
-    catch_up_reads: AtomicU64,
-    paused: AtomicU64,
-    publishes: AtomicU64,
-    publish_duplicates: AtomicU64,
-    publish_failures: AtomicU64,
-    slow_consumer_disconnects: AtomicU64,
-    kafka_errors: AtomicU64,
-    errors: [AtomicU64; 16],
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
 }
 
-fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// Latency buckets: 0.5 ms doubling up to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Extra text appended to every scrape (the user's own metrics, already encoded).
+pub(crate) type MetricsExtension = Box<dyn Fn(&mut String) -> std::fmt::Result + Send + Sync>;
+
+pub(crate) struct Metrics {
+    registry: Mutex<Registry>,
+    extensions: Mutex<Vec<MetricsExtension>>,
+    connections_open: Gauge,
+    connections: Counter,
+    connections_rejected: Counter,
+    subscriptions_open: Gauge,
+    subscriptions: Counter,
+    records_delivered: Counter,
+    data_frames: Counter,
+    replay_served: Counter,
+    catch_up_reads: Counter,
+    paused: Counter,
+    publishes: Counter,
+    publish_duplicates: Counter,
+    publish_failures: Counter,
+    slow_consumer_disconnects: Counter,
+    kafka_errors: Counter,
+    errors: Family<CodeLabel, Counter>,
+    publish_latency: Histogram,
+    first_record_latency: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    pub(crate) fn connection_opened(&self) {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        inc(&self.connections_total);
-    }
-    pub(crate) fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub(crate) fn connections_open(&self) -> i64 {
-        self.connections_open.load(Ordering::Relaxed)
-    }
-    pub(crate) fn connection_rejected(&self) {
-        inc(&self.connections_rejected);
-    }
-    pub(crate) fn subscription_opened(&self) {
-        self.subscriptions_open.fetch_add(1, Ordering::Relaxed);
-        inc(&self.subscriptions_total);
-    }
-    pub(crate) fn subscription_closed(&self) {
-        self.subscriptions_open.fetch_sub(1, Ordering::Relaxed);
-    }
-    pub(crate) fn delivered(&self, records: u64, frames: u64) {
-        self.records_delivered.fetch_add(records, Ordering::Relaxed);
-        self.data_frames.fetch_add(frames, Ordering::Relaxed);
-    }
-    pub(crate) fn replay_served(&self, records: u64) {
-        self.replay_served.fetch_add(records, Ordering::Relaxed);
-    }
-    pub(crate) fn catch_up_read(&self) {
-        inc(&self.catch_up_reads);
-    }
-    pub(crate) fn paused(&self) {
-        inc(&self.paused);
-    }
-    pub(crate) fn published(&self, duplicate: bool) {
-        inc(&self.publishes);
-        if duplicate {
-            inc(&self.publish_duplicates);
-        }
-    }
-    pub(crate) fn publish_failed(&self) {
-        inc(&self.publish_failures);
-    }
-    pub(crate) fn slow_consumer(&self) {
-        inc(&self.slow_consumer_disconnects);
-    }
-    pub(crate) fn kafka_error(&self) {
-        inc(&self.kafka_errors);
-    }
-    pub(crate) fn error(&self, code: Code) {
-        if let Some(i) = CODES.iter().position(|c| *c == code) {
-            inc(&self.errors[i]);
-        }
-    }
-
-    pub(crate) fn render(&self, kafka: &Kafka) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    pub(crate) fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("kafkasocks")),
+            extensions: Mutex::default(),
+            connections_open: Gauge::default(),
+            connections: Counter::default(),
+            connections_rejected: Counter::default(),
+            subscriptions_open: Gauge::default(),
+            subscriptions: Counter::default(),
+            records_delivered: Counter::default(),
+            data_frames: Counter::default(),
+            replay_served: Counter::default(),
+            catch_up_reads: Counter::default(),
+            paused: Counter::default(),
+            publishes: Counter::default(),
+            publish_duplicates: Counter::default(),
+            publish_failures: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            kafka_errors: Counter::default(),
+            errors: Family::default(),
+            publish_latency: latency_histogram(),
+            first_record_latency: latency_histogram(),
         };
-        let g = |a: &AtomicI64| a.load(Ordering::Relaxed).to_string();
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        metric("kafkasocks_connections", "gauge", "Open WebSocket connections.", g(&self.connections_open));
-        metric(
-            "kafkasocks_connections_total",
-            "counter",
-            "WebSocket connections accepted.",
-            c(&self.connections_total),
-        );
-        metric(
-            "kafkasocks_connections_rejected_total",
-            "counter",
-            "Connections refused at the connection limit.",
-            c(&self.connections_rejected),
-        );
-        metric("kafkasocks_subscriptions", "gauge", "Open subscriptions.", g(&self.subscriptions_open));
-        metric("kafkasocks_subscriptions_total", "counter", "Subscriptions opened.", c(&self.subscriptions_total));
-        metric(
-            "kafkasocks_records_delivered_total",
-            "counter",
-            "Records written to clients.",
-            c(&self.records_delivered),
-        );
-        metric("kafkasocks_data_frames_total", "counter", "Data frames written to clients.", c(&self.data_frames));
-        metric(
-            "kafkasocks_replay_records_total",
-            "counter",
-            "Records served to catching-up subscribers from memory.",
-            c(&self.replay_served),
-        );
-        metric(
-            "kafkasocks_catch_up_reads_total",
-            "counter",
-            "Records read from Kafka by catch-up readers.",
-            c(&self.catch_up_reads),
-        );
-        metric(
-            "kafkasocks_subscription_pauses_total",
-            "counter",
-            "Times a subscription paused (no credit or full send queue).",
-            c(&self.paused),
-        );
-        metric("kafkasocks_publishes_total", "counter", "Publishes acknowledged.", c(&self.publishes));
-        metric(
-            "kafkasocks_publish_duplicates_total",
-            "counter",
-            "Publishes answered from the dedup window.",
-            c(&self.publish_duplicates),
-        );
-        metric(
-            "kafkasocks_publish_failures_total",
-            "counter",
-            "Publishes answered with an error.",
-            c(&self.publish_failures),
-        );
-        metric(
-            "kafkasocks_slow_consumer_disconnects_total",
-            "counter",
-            "Connections closed with 4008.",
-            c(&self.slow_consumer_disconnects),
-        );
-        metric("kafkasocks_kafka_errors_total", "counter", "Errors reported by Kafka readers.", c(&self.kafka_errors));
-        let _ = writeln!(
-            out,
-            "# HELP kafkasocks_errors_total Error frames sent, by code.\n# TYPE kafkasocks_errors_total counter"
-        );
-        for (code, n) in CODES.iter().zip(&self.errors) {
-            let _ = writeln!(out, "kafkasocks_errors_total{{code=\"{code}\"}} {}", n.load(Ordering::Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP kafkasocks_subscription_lag_records Records a live subscription is behind the gateway's reader, per partition (the {MAX_LAG_SERIES} most lagging).\n# TYPE kafkasocks_subscription_lag_records gauge"
-        );
-        let mut lags: Vec<(String, String, u32, i32, i64)> = Vec::new();
-        for hub in kafka.hubs() {
-            for (session, id, p, lag) in hub.lag() {
-                lags.push((hub.topic.clone(), session, id, p, lag));
-            }
-        }
-        lags.sort_by_key(|l| std::cmp::Reverse(l.4));
-        for (topic, session, id, p, lag) in lags.iter().take(MAX_LAG_SERIES) {
-            let _ = writeln!(
-                out,
-                "kafkasocks_subscription_lag_records{{topic=\"{}\",session=\"{session}\",subscription=\"{id}\",partition=\"{p}\"}} {lag}",
-                topic.replace('\\', "\\\\").replace('"', "\\\"")
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register(
+                "build",
+                "The KafkaSocks runtime version.",
+                Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+            );
+            r.register("connections_open", "Open WebSocket connections.", m.connections_open.clone());
+            r.register("connections", "WebSocket connections accepted.", m.connections.clone());
+            r.register(
+                "connections_rejected",
+                "Connections refused at the connection limit.",
+                m.connections_rejected.clone(),
+            );
+            r.register("subscriptions_open", "Open subscriptions.", m.subscriptions_open.clone());
+            r.register("subscriptions", "Subscriptions opened.", m.subscriptions.clone());
+            r.register("records_delivered", "Records written to clients.", m.records_delivered.clone());
+            r.register("data_frames", "Data frames written to clients.", m.data_frames.clone());
+            r.register(
+                "replay_records",
+                "Records served to catching-up subscribers from memory.",
+                m.replay_served.clone(),
+            );
+            r.register("catch_up_reads", "Records read from Kafka by catch-up readers.", m.catch_up_reads.clone());
+            r.register(
+                "subscription_pauses",
+                "Times a subscription paused (no credit or full send queue).",
+                m.paused.clone(),
+            );
+            r.register("publishes", "Publishes acknowledged.", m.publishes.clone());
+            r.register("publish_duplicates", "Publishes answered from the dedup window.", m.publish_duplicates.clone());
+            r.register("publish_failures", "Publishes answered with an error.", m.publish_failures.clone());
+            r.register(
+                "slow_consumer_disconnects",
+                "Connections closed with 4008.",
+                m.slow_consumer_disconnects.clone(),
+            );
+            r.register("kafka_errors", "Errors reported by Kafka readers.", m.kafka_errors.clone());
+            r.register("errors", "Error frames sent, by code.", m.errors.clone());
+            r.register(
+                "publish_latency_seconds",
+                "From a publish's arrival to its receipt (Kafka's acknowledgement or the dedup window).",
+                m.publish_latency.clone(),
+            );
+            r.register(
+                "first_record_latency_seconds",
+                "From a subscribe's arrival to its first record queued for the client.",
+                m.first_record_latency.clone(),
             );
         }
+        // Every code is listed from the first scrape on, at zero.
+        for &code in Code::ALL {
+            let _ = m.errors.get_or_create(&CodeLabel { code: code.as_str() });
+        }
+        m
+    }
+
+    /// Adds a collector (for metrics whose values are read at scrape time).
+    pub(crate) fn register_collector(&self, collector: Box<dyn Collector>) {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).register_collector(collector);
+    }
+
+    /// Adds text to every scrape after ours (a user's own registry, encoded).
+    pub(crate) fn add_extension(&self, extension: MetricsExtension) {
+        self.extensions.lock().unwrap_or_else(|p| p.into_inner()).push(extension);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.inc();
+        self.connections.inc();
+    }
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+    pub(crate) fn connections_open(&self) -> i64 {
+        self.connections_open.get()
+    }
+    pub(crate) fn connection_rejected(&self) {
+        self.connections_rejected.inc();
+    }
+    pub(crate) fn subscription_opened(&self) {
+        self.subscriptions_open.inc();
+        self.subscriptions.inc();
+    }
+    pub(crate) fn subscription_closed(&self) {
+        self.subscriptions_open.dec();
+    }
+    pub(crate) fn delivered(&self, records: u64, frames: u64) {
+        self.records_delivered.inc_by(records);
+        self.data_frames.inc_by(frames);
+    }
+    pub(crate) fn replay_served(&self, records: u64) {
+        self.replay_served.inc_by(records);
+    }
+    pub(crate) fn catch_up_read(&self) {
+        self.catch_up_reads.inc();
+    }
+    pub(crate) fn paused(&self) {
+        self.paused.inc();
+    }
+    pub(crate) fn published(&self, duplicate: bool, took: Duration) {
+        self.publishes.inc();
+        if duplicate {
+            self.publish_duplicates.inc();
+        }
+        self.publish_latency.observe(took.as_secs_f64());
+    }
+    pub(crate) fn publish_failed(&self) {
+        self.publish_failures.inc();
+    }
+    pub(crate) fn first_record(&self, took: Duration) {
+        self.first_record_latency.observe(took.as_secs_f64());
+    }
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumer_disconnects.inc();
+    }
+    pub(crate) fn kafka_error(&self) {
+        self.kafka_errors.inc();
+    }
+    pub(crate) fn error(&self, code: Code) {
+        self.errors.get_or_create(&CodeLabel { code: code.as_str() }).inc();
+    }
+
+    /// The OpenMetrics text of every metric, the extensions' after ours, then `# EOF`.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        {
+            let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            if prometheus_client::encoding::text::encode_registry(&mut out, &registry).is_err() {
+                out.clear();
+            }
+        }
+        for ext in self.extensions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let before = out.len();
+            if ext(&mut out).is_err() {
+                out.truncate(before);
+            }
+            if !out.ends_with('\n') && !out.is_empty() {
+                out.push('\n');
+            }
+        }
+        let _ = writeln!(out, "# EOF");
         out
     }
 }
 
-/// Serves `/metrics` and `/healthz` until `shutdown` turns true.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    kafka: Arc<Kafka>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let metrics = metrics.clone();
-        let kafka = kafka.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                let kafka = kafka.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &kafka).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
-}
+/// The content type of [`Metrics::render`].
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn respond(path: &str, metrics: &Metrics, kafka: &Kafka) -> Response<Full<Bytes>> {
-    let (status, ctype, body) = match path {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", metrics.render(kafka)),
-        "/healthz" => {
-            if kafka.healthy().await {
-                (StatusCode::OK, "text/plain", "ok\n".to_owned())
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "kafka unreachable\n".to_owned())
-            }
-        }
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
-    };
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
-        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, name: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
-    resp
+
+    #[test]
+    fn renders_counters_histograms_build_info_and_extensions() {
+        let m = Metrics::new();
+        m.connection_opened();
+        m.published(false, Duration::from_millis(3));
+        m.published(true, Duration::from_millis(1));
+        m.error(Code::DataLoss);
+        m.add_extension(Box::new(|out| writeln!(out, "# TYPE my_app_things counter\nmy_app_things_total 7")));
+        let text = m.render();
+        assert_eq!(value(&text, "kafkasocks_connections_open"), Some(1.0), "{text}");
+        assert_eq!(value(&text, "kafkasocks_publishes_total"), Some(2.0));
+        assert_eq!(value(&text, "kafkasocks_publish_duplicates_total"), Some(1.0));
+        assert_eq!(value(&text, "kafkasocks_errors_total{code=\"DATA_LOSS\"}"), Some(1.0));
+        assert_eq!(value(&text, "kafkasocks_errors_total{code=\"NOT_FOUND\"}"), Some(0.0));
+        assert_eq!(value(&text, "kafkasocks_publish_latency_seconds_count"), Some(2.0));
+        let build = format!("kafkasocks_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(value(&text, &build), Some(1.0), "{text}");
+        assert_eq!(value(&text, "my_app_things_total"), Some(7.0));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+    }
 }

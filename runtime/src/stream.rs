@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{Principal, Status};
+use crate::auth::Principal;
+use crate::protocol::{OutgoingRecord, RecordView, Status};
+use crate::registry::RegistrySchema;
 
 /// What a hook knows about the caller.
 #[derive(Debug, Clone)]
@@ -33,19 +35,6 @@ pub struct RequestContext {
     pub remote_addr: Option<SocketAddr>,
     /// The fully-qualified method.
     pub method: String,
-}
-
-/// A Kafka record as a filter hook sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The key, empty when the record has none.
-    pub key: &'a [u8],
-    /// The value (Schema Registry framing removed).
-    pub payload: &'a [u8],
 }
 
 /// A per-record predicate applied after the key match.
@@ -82,24 +71,14 @@ impl fmt::Debug for SubscriptionPlan {
     }
 }
 
-/// A record a publish hook wants produced.
-#[derive(Debug, Clone, Default)]
-pub struct OutgoingRecord {
-    /// The Kafka key (none: Kafka's partitioner picks a partition).
-    pub key: Option<Bytes>,
-    /// The value.
-    pub payload: Bytes,
-    /// Extra record headers.
-    pub headers: Vec<(String, Bytes)>,
-}
-
 /// A boxed future, the return type of async hooks.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Decides on subscriptions to a server-streaming method.
 pub trait SubscribeHook: Send + Sync + 'static {
-    /// Authorizes the request (encoded request message) and says which records match.
-    fn plan(&self, ctx: &RequestContext, request: &[u8]) -> Result<SubscriptionPlan, Status>;
+    /// Authorizes the request (the encoded request message) and says which records match.
+    /// An error ends the subscription with it.
+    fn plan(&self, ctx: &RequestContext, request: Bytes) -> BoxFuture<Result<SubscriptionPlan, Status>>;
 }
 
 /// Decides on publishes to a unary method: authorize, validate, enrich.
@@ -133,7 +112,7 @@ impl KeyField {
         if self.field == 0 {
             return Ok(None);
         }
-        match crate::wire::scan_field(message, self.field) {
+        match crate::protocol::wire::scan_field(message, self.field) {
             Ok(v) => Ok(v.filter(|k| !k.is_empty())),
             Err(e) => Err(Status::invalid_argument(format!("request does not decode: {e}"))),
         }
@@ -141,11 +120,12 @@ impl KeyField {
 }
 
 impl SubscribeHook for KeyField {
-    fn plan(&self, _ctx: &RequestContext, request: &[u8]) -> Result<SubscriptionPlan, Status> {
-        Ok(match self.extract(request)? {
+    fn plan(&self, _ctx: &RequestContext, request: Bytes) -> BoxFuture<Result<SubscriptionPlan, Status>> {
+        let plan = self.extract(&request).map(|key| match key {
             Some(k) => SubscriptionPlan::key(k),
             None => SubscriptionPlan::all(),
-        })
+        });
+        Box::pin(std::future::ready(plan))
     }
 }
 
@@ -166,7 +146,7 @@ pub(crate) enum StreamKind {
 pub(crate) struct StreamDef {
     pub(crate) topic: String,
     pub(crate) kind: StreamKind,
-    pub(crate) schema: Option<crate::RegistrySchema>,
+    pub(crate) schema: Option<RegistrySchema>,
 }
 
 /// The methods a gateway serves.
@@ -214,7 +194,7 @@ impl Streams {
         method: impl Into<String>,
         topic: impl Into<String>,
         hook: impl PublishHook,
-        schema: crate::RegistrySchema,
+        schema: RegistrySchema,
     ) -> Self {
         self.methods.insert(
             method.into(),

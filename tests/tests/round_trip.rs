@@ -68,8 +68,8 @@ async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them() -> a
     let value = |name: &str| metric(&text, name);
     assert_eq!(value("kafkasocks_publishes_total"), 20.0);
     assert!(value("kafkasocks_records_delivered_total") >= 30.0);
-    assert_eq!(value("kafkasocks_connections"), 1.0);
-    assert_eq!(value("kafkasocks_subscriptions"), 2.0);
+    assert_eq!(value("kafkasocks_connections_open"), 1.0);
+    assert_eq!(value("kafkasocks_subscriptions_open"), 2.0);
     let (status, body) = http_get(gw.metrics.unwrap(), "/healthz").await?;
     assert_eq!((status, body.trim()), (200, "ok"));
     client.close();

@@ -1,8 +1,9 @@
-//! The bridge to Kafka: metadata, one live reader per topic (see [`hub`]), bounded
-//! catch-up readers, and the idempotent producer.
+//! The Kafka layer, a leaf: the idempotent producer, readers assigned to partitions and
+//! offsets (see [`reader`]), metadata and watermarks. It knows nothing of subscribers or
+//! sessions; rdkafka's types do not leave it.
 
-pub(crate) mod hub;
 pub(crate) mod metadata;
+pub(crate) mod reader;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,19 +16,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Semaphore;
 
-use crate::config::{KafkaConfig, Limits};
-use crate::metrics::Metrics;
-use crate::{Code, Error, OutgoingRecord, Status};
+use crate::config::KafkaConfig;
+use crate::error::Error;
+use crate::protocol::{Code, OutgoingRecord, Receipt, Status};
 
-use hub::TopicHub;
-
-/// Whether a reader's error means the log no longer holds the offset it reads (with
-/// `auto.offset.reset=error`, librdkafka reports that instead of jumping).
-pub(crate) fn below_log_start(e: &KafkaError) -> bool {
-    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
-}
+pub(crate) use reader::{ReadEvent, Reader};
 
 /// The header that carries a publish's idempotency key.
 pub(crate) const IDEMPOTENCY_HEADER: &str = "kafkasocks-idempotency-key";
@@ -39,14 +33,6 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct TopicInfo {
     pub(crate) id: Bytes,
     pub(crate) partitions: usize,
-}
-
-/// Where a produced record landed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Landing {
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) timestamp_ms: i64,
 }
 
 type Slot<T> = Arc<tokio::sync::Mutex<Option<(Instant, Result<T, Status>)>>>;
@@ -83,17 +69,15 @@ impl<T: Clone> Fresh<T> {
     }
 }
 
+/// The gateway's Kafka clients: one producer, one metadata client, and the readers it makes.
 pub(crate) struct Kafka {
     config: KafkaConfig,
     group: String,
-    pub(crate) limits: Limits,
-    pub(crate) metrics: Arc<Metrics>,
+    publish_timeout: Duration,
     producer: FutureProducer,
     admin: Arc<BaseConsumer>,
-    hubs: Mutex<HashMap<String, Arc<TopicHub>>>,
     descriptions: Fresh<TopicInfo>,
     marks: Fresh<Vec<(i64, i64)>>,
-    pub(crate) catchup_permits: Arc<Semaphore>,
 }
 
 fn kafka_status(what: &str, e: &KafkaError) -> Status {
@@ -108,33 +92,27 @@ fn kafka_status(what: &str, e: &KafkaError) -> Status {
 }
 
 impl Kafka {
-    pub(crate) fn new(
-        config: KafkaConfig,
-        limits: Limits,
-        metrics: Arc<Metrics>,
-        server_id: &str,
-    ) -> Result<Arc<Kafka>, Error> {
+    /// Creates the clients (Kafka need not be reachable yet). Publishes time out after
+    /// `publish_timeout`.
+    pub(crate) fn new(config: KafkaConfig, publish_timeout: Duration, server_id: &str) -> Result<Arc<Kafka>, Error> {
         let producer: FutureProducer = Self::client_config(&config)
             .set("client.id", format!("kafkasocks-{server_id}-producer"))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
-            .set("message.timeout.ms", limits.publish_timeout.as_millis().to_string())
+            .set("message.timeout.ms", publish_timeout.as_millis().to_string())
             .create()
-            .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
+            .map_err(|e| Error::kafka("creating the producer", e))?;
         let admin: BaseConsumer = Self::consumer_config(&config, &format!("kafkasocks-{server_id}"))
             .set("client.id", format!("kafkasocks-{server_id}-metadata"))
             .create()
-            .map_err(|e| Error::Kafka(format!("creating the metadata client: {e}")))?;
+            .map_err(|e| Error::kafka("creating the metadata client", e))?;
         Ok(Arc::new(Kafka {
             group: format!("kafkasocks-{server_id}"),
-            catchup_permits: Arc::new(Semaphore::new(limits.max_catchup_readers.max(1))),
             config,
-            limits,
-            metrics,
+            publish_timeout,
             producer,
             admin: Arc::new(admin),
-            hubs: Mutex::default(),
             descriptions: Fresh::new(),
             marks: Fresh::new(),
         }))
@@ -166,12 +144,7 @@ impl Kafka {
 
     /// A consumer assigned to `positions` of `topic`. `catch_up` readers report the end of
     /// a partition and buffer less.
-    pub(crate) fn reader(
-        &self,
-        topic: &str,
-        positions: &[(i32, i64)],
-        catch_up: bool,
-    ) -> Result<StreamConsumer, Status> {
+    pub(crate) fn reader(&self, topic: &str, positions: &[(i32, i64)], catch_up: bool) -> Result<Reader, Status> {
         let consumer: StreamConsumer = Self::consumer_config(&self.config, &self.group)
             .set("client.id", format!("{}-{}", self.group, if catch_up { "catchup" } else { "live" }))
             .set("enable.partition.eof", if catch_up { "true" } else { "false" })
@@ -184,7 +157,7 @@ impl Kafka {
             tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|e| kafka_status("assigning", &e))?;
         }
         consumer.assign(&tpl).map_err(|e| kafka_status("assigning", &e))?;
-        Ok(consumer)
+        Ok(Reader::new(consumer))
     }
 
     /// Fresh topic metadata (see [`Fresh`]).
@@ -276,60 +249,13 @@ impl Kafka {
             .collect())
     }
 
-    /// The live hub of `topic`, made if needed. A hub made for another incarnation of the
-    /// topic (another id, another partition count) is retired first: its subscribers are
-    /// told why. A new hub's reader starts at `start` (per partition, within the log), or
-    /// at the log end.
-    pub(crate) async fn hub(
-        self: &Arc<Self>,
-        topic: &str,
-        info: &TopicInfo,
-        start: Option<&[i64]>,
-    ) -> Result<Arc<TopicHub>, Status> {
-        let stale = {
-            let hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-            match hubs.get(topic) {
-                Some(h) if !h.is_retired() && h.matches(info) => return Ok(h.clone()),
-                other => other.cloned(),
-            }
-        };
-        if let Some(old) = stale.filter(|h| !h.is_retired()) {
-            old.retire(TopicHub::discontinuity_to(&old.info, info));
-        }
-        let marks = self.watermarks(topic, info.partitions).await?;
-        let hub = TopicHub::start(self.clone(), topic, info.clone(), &marks, start)?;
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        // Another caller may have made one meanwhile: keep the first.
-        match hubs.get(topic) {
-            Some(h) if !h.is_retired() && h.matches(info) => {
-                hub.retire(None);
-                Ok(h.clone())
-            }
-            _ => {
-                hubs.insert(topic.to_owned(), hub.clone());
-                Ok(hub)
-            }
-        }
-    }
-
-    pub(crate) fn forget_hub(&self, topic: &str, hub: &Arc<TopicHub>) {
-        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
-        if hubs.get(topic).is_some_and(|h| Arc::ptr_eq(h, hub)) {
-            hubs.remove(topic);
-        }
-    }
-
-    pub(crate) fn hubs(&self) -> Vec<Arc<TopicHub>> {
-        self.hubs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
-    }
-
     /// Produces one record and waits for Kafka's acknowledgement (acks=all).
     pub(crate) async fn produce(
         &self,
         topic: &str,
         record: &OutgoingRecord,
         idempotency_key: &[u8],
-    ) -> Result<Landing, Status> {
+    ) -> Result<Receipt, Status> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
         for (k, v) in &record.headers {
             headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
@@ -342,11 +268,13 @@ impl Kafka {
         if let Some(k) = &record.key {
             fr = fr.key(k.as_ref());
         }
-        match self.producer.send(fr, self.limits.publish_timeout).await {
-            Ok(d) => Ok(Landing {
+        match self.producer.send(fr, self.publish_timeout).await {
+            Ok(d) => Ok(Receipt {
+                topic: topic.to_owned(),
                 partition: d.partition,
                 offset: d.offset,
                 timestamp_ms: d.timestamp.to_millis().unwrap_or(0),
+                duplicate: false,
             }),
             Err((e, _)) => Err(kafka_status(&format!("producing to {topic:?}"), &e)),
         }

@@ -12,54 +12,30 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
+use super::publish::{PublishRequest, publish};
+use super::rate::TokenBucket;
+use super::shared::Shared;
+use crate::auth::Principal;
 use crate::config::Limits;
-use crate::dedup::{Claim, DedupWindow};
-use crate::kafka::{Kafka, Landing};
+use crate::fanout::outbox::{Item, Outbox};
+use crate::fanout::subscriber::SubscriberSpec;
+use crate::fanout::subscription::{Opening, SubscriptionHandle};
 use crate::metrics::Metrics;
-use crate::outbox::{Item, Outbox};
-use crate::stream::{PublishHook, StreamKind, Streams};
-use crate::subscription::{self, Start, SubCore};
-use crate::wire::{self, frame::Kind};
-use crate::{Authenticator, Code, Principal, RequestContext, Status};
-
-/// Close codes (docs/protocol.md §6).
-pub(crate) mod close {
-    pub(crate) const GOING_AWAY: u16 = 1001;
-    pub(crate) const PROTOCOL: u16 = 1002;
-    pub(crate) const UNSUPPORTED: u16 = 1003;
-    pub(crate) const TOO_BIG: u16 = 1009;
-    pub(crate) const BAD_HELLO: u16 = 4000;
-    pub(crate) const UNAUTHENTICATED: u16 = 4001;
-    pub(crate) const TOKEN_EXPIRED: u16 = 4002;
-    pub(crate) const SLOW_CONSUMER: u16 = 4008;
-    pub(crate) const IDLE: u16 = 4009;
-    pub(crate) const OVERLOADED: u16 = 4013;
-}
+use crate::protocol::close;
+use crate::protocol::wire::{self, frame::Kind};
+use crate::protocol::{Code, StartAt, Status};
+use crate::stream::{RequestContext, StreamKind};
 
 /// The largest Data frame the writer builds from several records.
 const DATA_BATCH_BYTES: usize = 256 << 10;
 const MAX_IDEMPOTENCY_KEY: usize = 64;
-
-/// What every connection shares.
-pub(crate) struct Shared {
-    pub(crate) kafka: Arc<Kafka>,
-    pub(crate) streams: Streams,
-    pub(crate) auth: Arc<dyn Authenticator>,
-    pub(crate) limits: Limits,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) server_id: String,
-    pub(crate) dedup: DedupWindow,
-    pub(crate) registry: Option<crate::registry::SchemaRegistry>,
-    pub(crate) shutdown: watch::Receiver<bool>,
-}
 
 fn now_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -103,31 +79,6 @@ where
     .await;
 }
 
-struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(per_second: u32) -> TokenBucket {
-        TokenBucket { tokens: f64::from(per_second), rate: f64::from(per_second), at: Instant::now() }
-    }
-
-    /// Takes a token, or says how long until one is there.
-    fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate.max(1e-9)))
-        }
-    }
-}
-
 struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
@@ -136,7 +87,7 @@ struct Session {
     principal: Principal,
     /// Open subscriptions; ones that ended by themselves (an Error frame was sent) are
     /// swept on the watchdog tick and when their id is reused.
-    subs: HashMap<u32, (Arc<SubCore>, JoinHandle<()>)>,
+    subs: HashMap<u32, SubscriptionHandle>,
     inflight: Arc<Semaphore>,
     bucket: TokenBucket,
     last_heard: Instant,
@@ -147,6 +98,16 @@ struct Session {
 enum Flow {
     Continue,
     Stop,
+}
+
+/// One WebSocket message, read.
+enum Incoming {
+    /// A frame of a type this gateway knows.
+    Frame(Kind),
+    /// A frame of a type it does not know (answered UNIMPLEMENTED; the session goes on).
+    Unknown,
+    /// The session must end (the close, if any, is queued).
+    End,
 }
 
 impl Session {
@@ -190,8 +151,8 @@ impl Session {
             Ok(Some(m)) => m,
         };
         let hello = match self.frame_of(first) {
-            Ok(Some(Kind::Hello(h))) => h,
-            Ok(Some(_) | None) => {
+            Incoming::Frame(Kind::Hello(h)) => h,
+            Incoming::Frame(_) | Incoming::Unknown => {
                 self.fail(
                     Status::new(Code::FailedPrecondition, "the first frame must be Hello"),
                     close::BAD_HELLO,
@@ -199,7 +160,7 @@ impl Session {
                 );
                 return;
             }
-            Err(()) => return,
+            Incoming::End => return,
         };
         if hello.protocol_version != 1 {
             self.fail(
@@ -251,9 +212,9 @@ impl Session {
                     Some(m) => {
                         self.last_heard = Instant::now();
                         match self.frame_of(m) {
-                            Ok(Some(kind)) => self.handle(kind),
-                            Ok(None) => self.send_error(&Status::new(Code::Unimplemented, "unknown frame type"), 0, 0),
-                            Err(()) => Flow::Stop,
+                            Incoming::Frame(kind) => self.handle(kind),
+                            Incoming::Unknown => self.send_error(&Status::new(Code::Unimplemented, "unknown frame type"), 0, 0),
+                            Incoming::End => Flow::Stop,
                         }
                     }
                 },
@@ -280,14 +241,7 @@ impl Session {
     }
 
     fn sweep_ended(&mut self) {
-        let metrics = &self.shared.metrics;
-        self.subs.retain(|_, (core, _)| {
-            let keep = !core.is_ended();
-            if !keep {
-                metrics.subscription_closed();
-            }
-            keep
-        });
+        self.subs.retain(|_, sub| !sub.is_ended());
     }
 
     fn watchdog(&self, limits: &Limits, drain_until: Option<Instant>) -> Flow {
@@ -319,19 +273,19 @@ impl Session {
         Flow::Continue
     }
 
-    /// Decodes one WebSocket message into a frame; `Ok(None)` for an unknown frame type;
-    /// `Err` when the connection must end (the close is queued).
-    fn frame_of(&self, m: Result<Message, tungstenite::Error>) -> Result<Option<Kind>, ()> {
+    /// Reads one WebSocket message.
+    fn frame_of(&self, m: Result<Message, tungstenite::Error>) -> Incoming {
         match m {
             Ok(Message::Binary(b)) => match wire::Frame::decode(b) {
-                Ok(f) => Ok(f.kind),
+                Ok(wire::Frame { kind: Some(kind) }) => Incoming::Frame(kind),
+                Ok(wire::Frame { kind: None }) => Incoming::Unknown,
                 Err(e) => {
                     self.fail(
                         Status::invalid_argument(format!("undecodable frame: {e}")),
                         close::PROTOCOL,
                         "undecodable frame",
                     );
-                    Err(())
+                    Incoming::End
                 }
             },
             Ok(Message::Text(_)) => {
@@ -340,11 +294,11 @@ impl Session {
                     close::UNSUPPORTED,
                     "binary frames only",
                 );
-                Err(())
+                Incoming::End
             }
-            Ok(Message::Close(_)) => Err(()),
+            Ok(Message::Close(_)) => Incoming::End,
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
-                Ok(Some(Kind::Pong(wire::Pong { nonce: 0 })))
+                Incoming::Frame(Kind::Pong(wire::Pong { nonce: 0 }))
             }
             Err(tungstenite::Error::Capacity(e)) => {
                 self.fail(
@@ -355,11 +309,11 @@ impl Session {
                     close::TOO_BIG,
                     "message too big",
                 );
-                Err(())
+                Incoming::End
             }
             Err(e) => {
                 tracing::debug!(error = %e, "read failed");
-                Err(())
+                Incoming::End
             }
         }
     }
@@ -377,20 +331,13 @@ impl Session {
         match kind {
             Kind::Subscribe(s) => self.subscribe(s),
             Kind::Unsubscribe(u) => {
-                if let Some((core, task)) = self.subs.remove(&u.id) {
-                    core.end();
-                    if let Some(hub) = core.hub.get() {
-                        hub.detach(&core);
-                    }
-                    task.abort();
-                    self.shared.metrics.subscription_closed();
-                }
+                drop(self.subs.remove(&u.id));
                 self.send(Kind::End(wire::End { id: u.id }))
             }
             Kind::Publish(p) => self.publish(p),
             Kind::Credit(c) => {
-                if let Some((core, _)) = self.subs.get(&c.subscription_id) {
-                    core.add_credit(c.records);
+                if let Some(sub) = self.subs.get(&c.subscription_id) {
+                    sub.add_credit(c.records);
                 }
                 Flow::Continue
             }
@@ -424,7 +371,7 @@ impl Session {
     }
 
     fn draining(&self) -> bool {
-        *self.shared.shutdown.borrow()
+        self.shared.draining()
     }
 
     fn subscribe(&mut self, s: wire::Subscribe) -> Flow {
@@ -453,7 +400,7 @@ impl Session {
             let StreamKind::Subscribe(hook) = &def.kind else {
                 return Err(refuse(Status::invalid_argument(format!("{:?} is a publish method", s.method))));
             };
-            let plan = hook.plan(&self.context(&s.method), &s.request).map_err(refuse)?;
+            let plan = hook.plan(&self.context(&s.method), s.request.clone());
             Ok((def.topic.clone(), plan))
         })();
         let (topic, plan) = match checked {
@@ -462,23 +409,15 @@ impl Session {
         };
         let limits = &self.shared.limits;
         let credit = if s.credit == 0 { limits.default_credit } else { s.credit.min(limits.max_credit) };
-        let core = SubCore::new(
-            s.id,
-            self.session_id.clone(),
-            plan.key,
-            plan.filter,
-            self.outbox.clone(),
-            self.shared.metrics.clone(),
-            credit,
-            limits.max_credit,
-        );
         let span = tracing::debug_span!("subscription", id = s.id, method = %s.method, topic = %topic);
-        let task = tokio::spawn(
-            subscription::run(self.shared.kafka.clone(), core.clone(), topic, Start::from_wire(s.start))
-                .instrument(span),
-        );
-        self.subs.insert(s.id, (core, task));
-        self.shared.metrics.subscription_opened();
+        let opening = Opening {
+            spec: SubscriberSpec { id: s.id, credit, max_credit: limits.max_credit },
+            topic,
+            start: StartAt::from_wire(s.start),
+            plan,
+        };
+        let handle = SubscriptionHandle::open(&self.shared.hubs, self.outbox.clone(), opening, span);
+        self.subs.insert(s.id, handle);
         Flow::Continue
     }
 
@@ -522,22 +461,18 @@ impl Session {
             async move {
                 let id = p.id;
                 let _permit = permit;
-                let kind = match publish(&shared, ctx, &topic, hook, schema.as_ref(), p).await {
-                    Ok((l, duplicate)) => {
-                        shared.metrics.published(duplicate);
-                        Kind::Receipt(wire::Receipt {
-                            id,
-                            topic,
-                            partition: l.partition,
-                            offset: l.offset,
-                            timestamp_ms: l.timestamp_ms,
-                            duplicate,
-                        })
-                    }
+                let req = PublishRequest { ctx, topic: &topic, hook, schema: schema.as_ref(), publish: p };
+                let kind = match publish(&shared, req).await {
+                    Ok(r) => Kind::Receipt(wire::Receipt {
+                        id,
+                        topic: r.topic,
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp_ms: r.timestamp_ms,
+                        duplicate: r.duplicate,
+                    }),
                     Err(status) => {
                         tracing::debug!(%status, "publish failed");
-                        shared.metrics.publish_failed();
-                        shared.metrics.error(status.code());
                         Kind::Error(status.to_wire(0, id))
                     }
                 };
@@ -549,54 +484,9 @@ impl Session {
     }
 
     fn teardown(&mut self) {
-        for (_, (core, task)) in self.subs.drain() {
-            core.end();
-            if let Some(hub) = core.hub.get() {
-                hub.detach(&core);
-            }
-            task.abort();
-            self.shared.metrics.subscription_closed();
-        }
+        self.subs.clear();
         self.outbox.close(1000, "");
     }
-}
-
-pub(crate) async fn publish(
-    shared: &Shared,
-    ctx: RequestContext,
-    topic: &str,
-    hook: Arc<dyn PublishHook>,
-    schema: Option<&crate::RegistrySchema>,
-    p: wire::Publish,
-) -> Result<(Landing, bool), Status> {
-    let key = (!p.idempotency_key.is_empty())
-        .then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));
-    let owner = match &key {
-        Some(k) => match shared.dedup.claim(k).await? {
-            Claim::Done(l) => return Ok((l, true)),
-            Claim::Owner(tx) => Some(tx),
-        },
-        None => None,
-    };
-    let result = async {
-        let mut record = hook.prepare(&ctx, p.payload).await?;
-        if let Some(schema) = schema {
-            let registry = shared.registry.as_ref().ok_or_else(|| {
-                Status::new(Code::FailedPrecondition, "this stream has a schema but the gateway has no schema registry")
-            })?;
-            let id = registry.id_for(schema).await?;
-            record.payload = wire::add_confluent_framing(id, &schema.message_indexes, &record.payload);
-        }
-        shared.kafka.produce(topic, &record, &p.idempotency_key).await
-    }
-    .await;
-    if let (Some(k), Some(tx)) = (&key, owner) {
-        match &result {
-            Ok(l) => shared.dedup.complete(k, tx, l.clone()),
-            Err(_) => shared.dedup.abandon(k, tx),
-        }
-    }
-    result.map(|l| (l, false))
 }
 
 async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, outbox: Arc<Outbox>, metrics: Arc<Metrics>)
@@ -662,32 +552,12 @@ where
     }
 }
 
-/// A gateway's shared state for unit tests: Kafka is configured but never reached, the
-/// only stream is `a.B/C` on topic `t`.
-#[cfg(test)]
-pub(crate) fn test_shared(limits: Limits) -> (Arc<Shared>, watch::Sender<bool>) {
-    let metrics = Arc::new(Metrics::default());
-    let kafka = Kafka::new(crate::KafkaConfig::new("127.0.0.1:9"), limits.clone(), metrics.clone(), "t")
-        .unwrap_or_else(|e| panic!("kafka: {e}"));
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        kafka,
-        streams: Streams::new().subscribe("a.B/C", "t", crate::KeyField::none()),
-        auth: Arc::new(crate::AllowAnonymous),
-        dedup: DedupWindow::new(limits.dedup_window, 10),
-        registry: None,
-        limits,
-        metrics,
-        server_id: "test".into(),
-        shutdown: shutdown_rx,
-    });
-    (shared, shutdown)
-}
-
 #[cfg(test)]
 mod tests {
     //! The session over an in-memory pipe: no sockets, no Kafka (it is never reached).
     use super::*;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     /// One gateway's shared state (Kafka is configured but never reached) and its
@@ -699,7 +569,7 @@ mod tests {
 
     impl Harness {
         fn new(limits: Limits) -> Harness {
-            let (shared, shutdown) = test_shared(limits);
+            let (shared, shutdown) = crate::session::shared::test_shared(limits);
             Harness { shared, shutdown }
         }
 

@@ -12,8 +12,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::subscription::SubCore;
-use crate::wire::SharedRecord;
+use crate::metrics::Metrics;
+use crate::protocol::close;
+use crate::protocol::wire::SharedRecord;
 
 pub(crate) enum Item {
     Record(u32, SharedRecord),
@@ -27,7 +28,8 @@ struct State {
     record_bytes: usize,
     frames: usize,
     full_since: Option<Instant>,
-    waiting: Vec<Weak<SubCore>>,
+    /// The wakers of subscriptions refused for lack of room.
+    waiting: Vec<Weak<Notify>>,
     closed: bool,
 }
 
@@ -51,10 +53,10 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a record for subscription `sub` unless the byte bound is reached (a lone
-    /// record always fits, however large). On `false` the subscription is woken once the
-    /// queue drains.
-    pub(crate) fn offer_record(&self, sub: &Arc<SubCore>, rec: &SharedRecord) -> bool {
+    /// Queues a record for subscription `id` unless the byte bound is reached (a lone
+    /// record always fits, however large). On `false`, `wake` is notified once the queue
+    /// drains.
+    pub(crate) fn offer_record(&self, id: u32, wake: &Arc<Notify>, rec: &SharedRecord) -> bool {
         let mut s = self.lock();
         if s.closed {
             return false;
@@ -62,11 +64,11 @@ impl Outbox {
         let len = rec.encoded.len();
         if s.record_bytes > 0 && s.record_bytes + len > self.max_record_bytes {
             s.full_since.get_or_insert_with(Instant::now);
-            s.waiting.push(Arc::downgrade(sub));
+            s.waiting.push(Arc::downgrade(wake));
             return false;
         }
         s.record_bytes += len;
-        s.items.push_back(Item::Record(sub.id, rec.clone()));
+        s.items.push_back(Item::Record(id, rec.clone()));
         drop(s);
         self.ready.notify_one();
         true
@@ -101,14 +103,14 @@ impl Outbox {
     }
 
     /// Closes the connection as a slow consumer (4008: it resumes from its cursor).
-    pub(crate) fn close_slow_consumer(&self, metrics: &crate::metrics::Metrics) {
+    pub(crate) fn close_slow_consumer(&self, metrics: &Metrics) {
         metrics.slow_consumer();
-        self.close(crate::connection::close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
+        self.close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
     }
 
     /// Queues a control frame; a peer that lets the control queue fill is closed as a
     /// slow consumer. False when it was.
-    pub(crate) fn push_frame_or_close(&self, frame: Bytes, metrics: &crate::metrics::Metrics) -> bool {
+    pub(crate) fn push_frame_or_close(&self, frame: Bytes, metrics: &Metrics) -> bool {
         if self.push_frame(frame).is_err() {
             self.close_slow_consumer(metrics);
             return false;
@@ -130,8 +132,8 @@ impl Outbox {
                     let items = std::mem::take(&mut s.items);
                     drop(s);
                     for w in waiting {
-                        if let Some(sub) = w.upgrade() {
-                            sub.wake.notify_one();
+                        if let Some(wake) = w.upgrade() {
+                            wake.notify_one();
                         }
                     }
                     return items;

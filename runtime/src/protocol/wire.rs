@@ -22,6 +22,8 @@ include!(concat!(env!("OUT_DIR"), "/kafkasocks.v1.rs"));
 use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
+use super::records::{Delivery, RecordView};
+
 /// Encodes a frame.
 pub(crate) fn encode(kind: frame::Kind) -> Bytes {
     Frame { kind: Some(kind) }.encode_to_vec().into()
@@ -118,8 +120,22 @@ impl SharedRecord {
         SharedRecord { partition, offset, key, payload, encoded }
     }
 
-    pub(crate) fn view(&self) -> crate::RecordView<'_> {
-        crate::RecordView { partition: self.partition, offset: self.offset, key: &self.key, payload: &self.payload }
+    pub(crate) fn view(&self) -> RecordView<'_> {
+        RecordView { partition: self.partition, offset: self.offset, key: &self.key, payload: &self.payload }
+    }
+}
+
+impl From<Record> for Delivery {
+    fn from(r: Record) -> Delivery {
+        Delivery {
+            partition: r.partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key,
+            payload: r.payload,
+            schema_id: r.schema_id,
+            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        }
     }
 }
 

@@ -1,5 +1,9 @@
-//! The gateway: a WebSocket listener (`ws://`, or `wss://` with rustls), the shared
-//! Kafka bridge, optional `/metrics`, and graceful shutdown.
+//! The top layer: the gateway's WebSocket listener (`ws://`, or `wss://` with rustls), the
+//! handshake (subprotocol, connection limit), the admin endpoint ([`admin`]), and
+//! graceful shutdown. It builds the layers below and hands each upgraded socket to a
+//! session.
+
+mod admin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,22 +23,33 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::connection::{self, Shared, close};
-use crate::dedup::DedupWindow;
+use crate::auth::{AllowAnonymous, Authenticator};
+use crate::config::{GatewayConfig, Limits, TlsConfig};
+use crate::error::Error;
+use crate::fanout::context::FanoutContext;
+use crate::fanout::hubs::Hubs;
 use crate::kafka::Kafka;
-use crate::metrics::{self, Metrics};
-use crate::{AllowAnonymous, Authenticator, Error, GatewayConfig, Streams, TlsConfig};
+use crate::metrics::Metrics;
+use crate::protocol::{SUBPROTOCOL, close};
+use crate::session::connection;
+use crate::session::dedup::DedupWindow;
+use crate::session::local::LocalStreams;
+use crate::session::shared::Shared;
+use crate::stream::Streams;
 
-/// The subprotocol of this protocol version.
-pub const SUBPROTOCOL: &str = "kafkasocks.v1";
-
+#[cfg(feature = "tls")]
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum TlsAcceptor {}
 
 /// Builds a [`Gateway`].
 pub struct GatewayBuilder {
     config: GatewayConfig,
     streams: Streams,
     auth: Arc<dyn Authenticator>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -58,63 +74,93 @@ impl GatewayBuilder {
         self
     }
 
+    /// Appends text to every `/metrics` scrape, after the gateway's own metrics: your
+    /// application's metrics on the same endpoint. `encode` writes OpenMetrics text, for
+    /// example with `prometheus_client::encoding::text::encode_registry(out, &registry)`
+    /// for a `prometheus-client` registry of your own (without its `# EOF`, which the
+    /// gateway writes last).
+    pub fn metrics_extension(self, encode: impl Fn(&mut String) -> std::fmt::Result + Send + Sync + 'static) -> Self {
+        self.metrics.add_extension(Box::new(encode));
+        self
+    }
+
     /// Binds the listeners and connects the Kafka clients. Kafka need not be reachable
     /// yet: requests fail with `UNAVAILABLE` until it is.
     pub async fn bind(self) -> Result<Gateway, Error> {
-        let GatewayBuilder { config, streams, auth } = self;
+        let GatewayBuilder { config, streams, auth, metrics } = self;
         if streams.is_empty() {
             return Err(Error::Config("a gateway needs at least one stream".into()));
         }
-        // The registry client (reqwest) uses rustls without a built-in provider: ring is
-        // the one this crate compiles. Another one already installed is fine too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = listen(config.listen, config.limits.accept_backlog)?;
         let metrics_listener = match config.metrics_listen {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
             None => None,
         };
-        let metrics = Arc::new(Metrics::default());
-        let kafka = Kafka::new(config.kafka.clone(), config.limits.clone(), metrics.clone(), &config.server_id)?;
+        let kafka = Kafka::new(config.kafka.clone(), config.limits.publish_timeout, &config.server_id)?;
+        let hubs = Hubs::new(FanoutContext::new(kafka, config.limits.clone(), metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            kafka,
+            hubs,
             streams,
             auth,
             dedup: DedupWindow::new(config.limits.dedup_window, config.limits.dedup_capacity),
-            registry: config.schema_registry.as_deref().map(crate::registry::SchemaRegistry::new),
+            #[cfg(feature = "registry")]
+            registry: registry_client(config.schema_registry.as_deref()),
             limits: config.limits.clone(),
             metrics,
             server_id: config.server_id.clone(),
             shutdown: shutdown_rx,
         });
+        #[cfg(not(feature = "registry"))]
+        if config.schema_registry.is_some() {
+            return Err(Error::Config(
+                "a schema registry is configured but kafkasocks was built without `registry`".into(),
+            ));
+        }
         Ok(Gateway { listener, metrics_listener, tls, shared, shutdown_tx })
     }
 }
 
-fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    Ok(socket.listen(backlog)?)
+#[cfg(feature = "registry")]
+fn registry_client(url: Option<&str>) -> Option<crate::registry::SchemaRegistry> {
+    // The registry client (reqwest) uses rustls without a built-in provider: ring is the
+    // one this crate compiles. Another one already installed is fine too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    url.map(crate::registry::SchemaRegistry::new)
 }
 
+fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
+    let bind = || {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    bind().map_err(|source| Error::Bind { addr, source })
+}
+
+#[cfg(feature = "tls")]
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(&tls.cert_chain)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Error::Tls(format!("{}: {e}", tls.cert_chain.display())))?;
-    let key = PrivateKeyDer::from_pem_file(&tls.private_key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", tls.private_key.display())))?;
+        .map_err(|e| Error::tls_file(&tls.cert_chain, e))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.private_key).map_err(|e| Error::tls_file(&tls.private_key, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(|e| Error::tls("choosing TLS versions", e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::tls("using the certificate and key", e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_acceptor(_tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
+    Err(Error::Config("wss:// needs the `tls` feature of kafkasocks".into()))
 }
 
 /// A running gateway. See the crate docs for an example.
@@ -150,7 +196,12 @@ impl ShutdownHandle {
 impl Gateway {
     /// Starts configuring a gateway.
     pub fn builder(config: GatewayConfig) -> GatewayBuilder {
-        GatewayBuilder { config, streams: Streams::new(), auth: Arc::new(AllowAnonymous) }
+        GatewayBuilder {
+            config,
+            streams: Streams::new(),
+            auth: Arc::new(AllowAnonymous),
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
     /// The WebSocket listener's address (useful with port 0).
@@ -170,8 +221,8 @@ impl Gateway {
 
     /// The gateway's streams in process (for gRPC services and tests), sharing its
     /// Kafka readers.
-    pub fn local_streams(&self) -> crate::LocalStreams {
-        crate::LocalStreams { shared: self.shared.clone() }
+    pub fn local_streams(&self) -> LocalStreams {
+        LocalStreams { shared: self.shared.clone() }
     }
 
     /// A handle that stops [`Gateway::run`].
@@ -185,7 +236,7 @@ impl Gateway {
         tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), server_id = %shared.server_id, "gateway listening");
         let mut shutdown = shutdown_tx.subscribe();
         if let Some(l) = metrics_listener {
-            tokio::spawn(metrics::serve(l, shared.metrics.clone(), shared.kafka.clone(), shutdown_tx.subscribe()));
+            tokio::spawn(admin::serve(l, shared.metrics.clone(), shared.kafka().clone(), shutdown_tx.subscribe()));
         }
         let mut conns = JoinSet::new();
         loop {
@@ -210,9 +261,7 @@ impl Gateway {
         if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
             conns.abort_all();
         }
-        for hub in shared.kafka.hubs() {
-            hub.retire(None);
-        }
+        shared.hubs.retire_all();
         tracing::info!("gateway stopped");
         Ok(())
     }
@@ -224,6 +273,7 @@ impl Gateway {
 /// as it lives (measured with heaptrack in bench/).
 async fn accept(tcp: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     match tls {
+        #[cfg(feature = "tls")]
         Some(acceptor) => {
             Box::pin(async move {
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -234,11 +284,13 @@ async fn accept(tcp: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>, sh
             })
             .await
         }
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match never {},
         None => Box::pin(upgrade(tcp, remote, shared)).await,
     }
 }
 
-pub(crate) fn ws_config(limits: &crate::Limits) -> WebSocketConfig {
+pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(limits.read_buffer_bytes)
         .write_buffer_size(limits.write_buffer_bytes)
@@ -307,7 +359,7 @@ mod tests {
     /// small (the TLS handshake's state once made it about 11 KB, for `ws://` too).
     #[tokio::test]
     async fn the_per_connection_task_stays_small() {
-        let (shared, _shutdown) = crate::connection::test_shared(crate::Limits::default());
+        let (shared, _shutdown) = crate::session::shared::test_shared(Limits::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");

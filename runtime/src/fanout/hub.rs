@@ -16,16 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
 use tokio::task::AbortHandle;
 
-use super::{Kafka, TopicInfo};
-use crate::subscription::{SubCore, SubState};
-use crate::wire::SharedRecord;
-use crate::{Code, Discontinuity, Status};
+use super::context::FanoutContext;
+use super::subscriber::{Offer, SubState, Subscriber};
+use crate::kafka::{ReadEvent, Reader, TopicInfo};
+use crate::protocol::wire::SharedRecord;
+use crate::protocol::{Code, Discontinuity, Status};
 
 pub(crate) struct PartitionFeed {
     pub(crate) live_next: i64,
@@ -35,8 +32,8 @@ pub(crate) struct PartitionFeed {
     pub(crate) ring_start: i64,
     ring: VecDeque<SharedRecord>,
     ring_bytes: usize,
-    by_key: HashMap<Bytes, Vec<Arc<SubCore>>>,
-    all: Vec<Arc<SubCore>>,
+    by_key: HashMap<Bytes, Vec<Arc<Subscriber>>>,
+    all: Vec<Arc<Subscriber>>,
     /// The partition's shared history reader, while one runs.
     history: Option<History>,
 }
@@ -49,7 +46,7 @@ struct History {
     /// The next offset it will read: a subscriber can board while its cursor is here or
     /// ahead (records below a cursor are skipped for it).
     next: i64,
-    subs: Vec<Arc<SubCore>>,
+    subs: Vec<Arc<Subscriber>>,
     task: Option<AbortHandle>,
 }
 
@@ -93,22 +90,9 @@ impl std::fmt::Debug for TopicHub {
     }
 }
 
-pub(crate) fn to_shared(msg: &rdkafka::message::BorrowedMessage<'_>) -> SharedRecord {
-    let headers: Vec<(&str, &[u8])> =
-        msg.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default();
-    SharedRecord::new(
-        msg.partition(),
-        msg.offset(),
-        msg.timestamp().to_millis().unwrap_or(0),
-        msg.key().unwrap_or_default(),
-        &headers,
-        msg.payload().unwrap_or_default(),
-    )
-}
-
 impl TopicHub {
     pub(crate) fn start(
-        kafka: Arc<Kafka>,
+        ctx: Arc<FanoutContext>,
         topic: &str,
         info: TopicInfo,
         marks: &[(i64, i64)],
@@ -134,7 +118,7 @@ impl TopicHub {
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
-        let consumer = kafka.reader(topic, &positions, false)?;
+        let reader = ctx.kafka.reader(topic, &positions, false)?;
         let hub = Arc::new(TopicHub {
             topic: topic.to_owned(),
             info,
@@ -143,10 +127,10 @@ impl TopicHub {
             retire_status: Mutex::new(None),
             reader: Mutex::new(None),
             history_ids: std::sync::atomic::AtomicU64::new(1),
-            replay_records: kafka.limits.replay_records,
-            replay_bytes: kafka.limits.replay_bytes,
+            replay_records: ctx.limits.replay_records,
+            replay_bytes: ctx.limits.replay_bytes,
         });
-        let task = tokio::spawn(run_live(hub.clone(), kafka, consumer));
+        let task = tokio::spawn(run_live(hub.clone(), ctx, reader));
         *hub.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
         tracing::info!(topic, partitions = marks.len(), "live reader started");
         Ok(hub)
@@ -247,37 +231,37 @@ impl TopicHub {
 
     /// Brings partition `p` of `sub` up to date from the ring and makes it live, or says
     /// what stands in the way.
-    pub(crate) fn try_join(&self, sub: &Arc<SubCore>, p: usize) -> Step {
+    pub(crate) fn try_join(&self, sub: &Arc<Subscriber>, p: usize) -> Step {
         let mut feeds = self.lock();
         let Some(feed) = feeds.get_mut(p) else {
             return Step::Live;
         };
         let mut st = sub.lock();
-        if st.live[p] {
+        if st.is_live(p) {
             return Step::Live;
         }
-        if st.boarded[p] {
+        if st.is_boarded(p) {
             return Step::Boarded;
         }
-        if st.next[p] < feed.live_next {
-            if st.next[p] < feed.ring_start {
-                let next = st.next[p];
+        let next = st.next(p);
+        if next < feed.live_next {
+            if next < feed.ring_start {
                 return match &mut feed.history {
                     Some(h) if h.next <= next => {
                         h.subs.push(sub.clone());
-                        st.boarded[p] = true;
+                        st.set_boarded(p, true);
                         Step::Boarded
                     }
                     Some(_) => Step::ReadKafka(next),
                     None => {
                         let id = self.history_ids.fetch_add(1, Ordering::Relaxed);
                         feed.history = Some(History { id, next, subs: vec![sub.clone()], task: None });
-                        st.boarded[p] = true;
+                        st.set_boarded(p, true);
                         Step::StartHistory(id, next)
                     }
                 };
             }
-            let from = feed.ring.partition_point(|r| r.offset < st.next[p]);
+            let from = feed.ring.partition_point(|r| r.offset < next);
             let mut served = 0u64;
             for rec in feed.ring.range(from..) {
                 match sub.offer(&mut st, rec, p) {
@@ -290,9 +274,9 @@ impl TopicHub {
             }
             sub.metrics.replay_served(served);
         }
-        st.live[p] = true;
+        st.set_live(p, true);
         drop(st);
-        match &sub.key {
+        match sub.key() {
             Some(k) => feed.by_key.entry(k.clone()).or_default().push(sub.clone()),
             None => feed.all.push(sub.clone()),
         }
@@ -305,10 +289,10 @@ impl TopicHub {
     }
 
     /// Removes `sub` from every partition's index.
-    pub(crate) fn detach(&self, sub: &Arc<SubCore>) {
+    pub(crate) fn detach(&self, sub: &Arc<Subscriber>) {
         let mut feeds = self.lock();
         for feed in feeds.iter_mut() {
-            match &sub.key {
+            match sub.key() {
                 Some(k) => {
                     if let Some(list) = feed.by_key.get_mut(k) {
                         list.retain(|s| !Arc::ptr_eq(s, sub));
@@ -327,13 +311,12 @@ impl TopicHub {
 
     /// For each partition where `sub` is live, raises its cursor to `live_next` (every
     /// record below was offered to it already) and returns the raised positions.
-    pub(crate) fn checkpoint(&self, sub: &SubCore) -> Vec<(i32, i64)> {
+    pub(crate) fn checkpoint(&self, sub: &Subscriber) -> Vec<(i32, i64)> {
         let feeds = self.lock();
         let mut st = sub.lock();
         let mut out = Vec::new();
         for (p, feed) in feeds.iter().enumerate() {
-            if st.live[p] && feed.live_next > st.next[p] {
-                st.next[p] = feed.live_next;
+            if st.is_live(p) && st.raise(p, feed.live_next) {
                 out.push((p as i32, feed.live_next));
             }
         }
@@ -348,42 +331,42 @@ impl TopicHub {
     /// Makes `sub` live on every partition at the live position (start "latest"),
     /// calling `announce` with the positions first, under the lock, so that nothing
     /// can be delivered before it.
-    pub(crate) fn join_at_live(&self, sub: &Arc<SubCore>, announce: impl FnOnce(&[i64])) {
+    pub(crate) fn join_at_live(&self, sub: &Arc<Subscriber>, announce: impl FnOnce(&[i64])) {
         let mut feeds = self.lock();
         let positions: Vec<i64> = feeds.iter().map(|f| f.live_next.max(f.latest_floor)).collect();
         {
             let mut st = sub.lock();
-            st.next.clone_from(&positions);
-            st.live.iter_mut().for_each(|l| *l = true);
+            st.start_at(&positions);
+            st.set_all_live();
         }
         announce(&positions);
         for feed in feeds.iter_mut() {
-            match &sub.key {
+            match sub.key() {
                 Some(k) => feed.by_key.entry(k.clone()).or_default().push(sub.clone()),
                 None => feed.all.push(sub.clone()),
             }
         }
     }
 
-    /// Each live subscriber's lag behind the live reader: (session, id, partition, records).
-    pub(crate) fn lag(&self) -> Vec<(String, u32, i32, i64)> {
+    /// Per partition, the most records any live subscriber is behind the live reader.
+    pub(crate) fn max_lag(&self) -> Vec<i64> {
         let feeds = self.lock();
-        let mut out = Vec::new();
-        for (p, feed) in feeds.iter().enumerate() {
-            for s in feed.by_key.values().flatten().chain(feed.all.iter()) {
-                let st = s.lock();
-                out.push((s.session.clone(), s.id, p as i32, feed.live_next - st.next[p]));
-            }
-        }
-        out
+        feeds
+            .iter()
+            .enumerate()
+            .map(|(p, feed)| {
+                let lag = |s: &Arc<Subscriber>| feed.live_next - s.lock().next(p);
+                feed.by_key.values().flatten().chain(feed.all.iter()).map(lag).max().unwrap_or(0)
+            })
+            .collect()
     }
 }
 
 impl TopicHub {
     /// Starts history reader `id` that `try_join` set up for partition `p` at `from`
     /// (unless it is already gone: its subscribers all left).
-    pub(crate) fn start_history(self: &Arc<Self>, kafka: &Arc<Kafka>, p: usize, id: u64, from: i64) {
-        let task = tokio::spawn(run_history(self.clone(), kafka.clone(), p, id, from));
+    pub(crate) fn start_history(self: &Arc<Self>, ctx: &Arc<FanoutContext>, p: usize, id: u64, from: i64) {
+        let task = tokio::spawn(run_history(self.clone(), ctx.clone(), p, id, from));
         let mut feeds = self.lock();
         match feeds.get_mut(p).and_then(|f| f.history.as_mut()) {
             Some(h) if h.id == id && h.task.is_none() => h.task = Some(task.abort_handle()),
@@ -405,8 +388,8 @@ impl TopicHub {
         p: usize,
         id: u64,
         rec: &SharedRecord,
-        only: Option<&[Arc<SubCore>]>,
-    ) -> Option<Vec<Arc<SubCore>>> {
+        only: Option<&[Arc<Subscriber>]>,
+    ) -> Option<Vec<Arc<Subscriber>>> {
         let mut feeds = self.lock();
         let feed = Self::history_mut(&mut feeds, p, id)?;
         let ring_start = feed.ring_start;
@@ -426,10 +409,10 @@ impl TopicHub {
                     refused.push(s.clone());
                     true
                 }
-                Offer::Sent | Offer::Skipped => st.next[p] < ring_start,
+                Offer::Sent | Offer::Skipped => st.next(p) < ring_start,
             };
             if !stay {
-                st.boarded[p] = false;
+                st.set_boarded(p, false);
                 drop(st);
                 s.wake.notify_one();
             }
@@ -443,13 +426,13 @@ impl TopicHub {
     }
 
     /// Takes `subs` off the history reader of `p`: they resume on their own.
-    fn history_drop(&self, p: usize, id: u64, subs: &[Arc<SubCore>]) -> bool {
+    fn history_drop(&self, p: usize, id: u64, subs: &[Arc<Subscriber>]) -> bool {
         let mut feeds = self.lock();
         let Some(feed) = Self::history_mut(&mut feeds, p, id) else { return false };
         let Some(h) = feed.history.as_mut() else { return false };
         h.subs.retain(|s| !subs.iter().any(|x| Arc::ptr_eq(x, s)));
         for s in subs {
-            s.lock().boarded[p] = false;
+            s.lock().set_boarded(p, false);
             s.wake.notify_one();
         }
         if h.subs.is_empty() {
@@ -482,7 +465,7 @@ impl TopicHub {
     fn end_history(&self, p: usize, id: u64, status: Option<Status>) {
         let h = Self::history_mut(&mut self.lock(), p, id).and_then(|f| f.history.take());
         for s in h.map(|h| h.subs).unwrap_or_default() {
-            s.lock().boarded[p] = false;
+            s.lock().set_boarded(p, false);
             match &status {
                 Some(st) => s.fail(st.clone()),
                 None => s.wake.notify_one(),
@@ -491,29 +474,27 @@ impl TopicHub {
     }
 }
 
-async fn run_history(hub: Arc<TopicHub>, kafka: Arc<Kafka>, p: usize, id: u64, from: i64) {
+async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: u64, from: i64) {
     tokio::time::sleep(BOARDING).await;
-    let Ok(_permit) = kafka.catchup_permits.clone().acquire_owned().await else {
+    let Ok(_permit) = ctx.catchup_permits.clone().acquire_owned().await else {
         return hub.end_history(p, id, Some(Status::unavailable("gateway shutting down")));
     };
-    let consumer = match kafka.reader(&hub.topic, &[(p as i32, from)], true) {
-        Ok(c) => c,
+    let reader = match ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true) {
+        Ok(r) => r,
         Err(status) => return hub.end_history(p, id, Some(status)),
     };
     tracing::debug!(topic = %hub.topic, partition = p, from, "history reader started");
     loop {
-        match consumer.recv().await {
-            Ok(m) => {
-                let rec = to_shared(&m);
-                drop(m);
-                kafka.metrics.catch_up_read();
+        match reader.next().await {
+            ReadEvent::Record(rec) => {
+                ctx.metrics.catch_up_read();
                 if !hub.history_deliver(p, id, &rec).await {
                     return;
                 }
             }
             // At the log end everyone left for the ring (their cursors are there); a
             // subscriber still here matched nothing recent: it goes back to its driver.
-            Err(KafkaError::PartitionEOF(_)) => {
+            ReadEvent::PartitionEnd => {
                 let reaches = {
                     let feeds = hub.lock();
                     feeds
@@ -524,28 +505,22 @@ async fn run_history(hub: Arc<TopicHub>, kafka: Arc<Kafka>, p: usize, id: u64, f
                     return hub.end_history(p, id, None);
                 }
             }
-            Err(e) if super::below_log_start(&e) => {
+            ReadEvent::BelowLogStart => {
                 let status = Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
                     format!("partition {p}: the log no longer holds the records being read"),
                 );
                 return hub.end_history(p, id, Some(status));
             }
-            Err(e) => {
-                kafka.metrics.kafka_error();
+            ReadEvent::Error(e) => {
+                ctx.metrics.kafka_error();
                 tracing::warn!(topic = %hub.topic, error = %e, "history reader error");
             }
         }
     }
 }
 
-pub(crate) enum Offer {
-    Sent,
-    Skipped,
-    Refused,
-}
-
-fn deliver_live(sub: &Arc<SubCore>, rec: &SharedRecord, p: usize) -> bool {
+fn deliver_live(sub: &Arc<Subscriber>, rec: &SharedRecord, p: usize) -> bool {
     if sub.is_ended() {
         return false;
     }
@@ -553,7 +528,7 @@ fn deliver_live(sub: &Arc<SubCore>, rec: &SharedRecord, p: usize) -> bool {
     match sub.offer(&mut st, rec, p) {
         Offer::Sent | Offer::Skipped => true,
         Offer::Refused => {
-            st.live[p] = false;
+            st.set_live(p, false);
             drop(st);
             sub.metrics.paused();
             sub.wake.notify_one();
@@ -562,32 +537,33 @@ fn deliver_live(sub: &Arc<SubCore>, rec: &SharedRecord, p: usize) -> bool {
     }
 }
 
-async fn run_live(hub: Arc<TopicHub>, kafka: Arc<Kafka>, consumer: StreamConsumer) {
+async fn run_live(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, reader: Reader) {
     let mut check = tokio::time::interval(Duration::from_secs(5));
     check.tick().await;
     loop {
         tokio::select! {
-            msg = consumer.recv() => match msg {
-                Ok(m) => {
-                    let rec = to_shared(&m);
-                    drop(m);
-                    hub.dispatch(rec);
+            event = reader.next() => match event {
+                ReadEvent::Record(rec) => hub.dispatch(rec),
+                ReadEvent::PartitionEnd => {}
+                ReadEvent::BelowLogStart => {
+                    ctx.metrics.kafka_error();
+                    tracing::warn!(topic = %hub.topic, "live reader: the log no longer holds its offset");
+                    check.reset_immediately();
                 }
-                Err(e) => {
-                    kafka.metrics.kafka_error();
+                ReadEvent::Error(e) => {
+                    ctx.metrics.kafka_error();
                     tracing::warn!(topic = %hub.topic, error = %e, "live reader error");
                     check.reset_immediately();
                 }
             },
             _ = check.tick() => {
-                let why = match kafka.describe(&hub.topic).await {
+                let why = match ctx.kafka.describe(&hub.topic).await {
                     Err(s) if s.code() == Code::NotFound => Some(Discontinuity::TopicDeleted),
                     Ok(info) => TopicHub::discontinuity_to(&hub.info, &info),
                     Err(_) => None,
                 };
                 if let Some(d) = why {
                     tracing::warn!(topic = %hub.topic, reason = ?d, "topic changed under the live reader");
-                    kafka.forget_hub(&hub.topic, &hub);
                     hub.retire(Some(d));
                     return;
                 }

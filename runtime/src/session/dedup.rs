@@ -8,23 +8,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::kafka::Landing;
-use crate::{Code, Status};
+use crate::protocol::{Code, Receipt, Status};
 
 /// (principal subject, method, idempotency key).
 pub(crate) type DedupKey = (String, String, Bytes);
 
 enum Slot {
-    Pending(watch::Receiver<Option<Landing>>),
-    Done(Landing),
+    Pending(watch::Receiver<Option<Receipt>>),
+    Done(Receipt),
 }
 
 pub(crate) enum Claim {
     /// Nobody produced this yet: produce, then [`DedupWindow::complete`] or
     /// [`DedupWindow::abandon`].
-    Owner(watch::Sender<Option<Landing>>),
+    Owner(watch::Sender<Option<Receipt>>),
     /// Already produced.
-    Done(Landing),
+    Done(Receipt),
 }
 
 pub(crate) struct DedupWindow {
@@ -69,21 +68,21 @@ impl DedupWindow {
                     }
                 }
             };
-            // The owner either sends the landing or drops the sender (failure): in both
+            // The owner either sends the receipt or drops the sender (failure): in both
             // cases look again.
             let _ = rx.wait_for(Option::is_some).await;
         }
     }
 
-    pub(crate) fn complete(&self, key: &DedupKey, owner: watch::Sender<Option<Landing>>, landing: Landing) {
+    pub(crate) fn complete(&self, key: &DedupKey, owner: watch::Sender<Option<Receipt>>, receipt: Receipt) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = inner.slots.get_mut(key) {
-            slot.0 = Slot::Done(landing.clone());
+            slot.0 = Slot::Done(receipt.clone());
         }
-        let _ = owner.send(Some(landing));
+        let _ = owner.send(Some(receipt));
     }
 
-    pub(crate) fn abandon(&self, key: &DedupKey, owner: watch::Sender<Option<Landing>>) {
+    pub(crate) fn abandon(&self, key: &DedupKey, owner: watch::Sender<Option<Receipt>>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.slots.remove(key);
         drop(owner);
@@ -130,22 +129,22 @@ mod tests {
         (String::new(), "m".into(), Bytes::from_static(k))
     }
 
-    fn landing(offset: i64) -> Landing {
-        Landing { partition: 0, offset, timestamp_ms: 1 }
+    fn receipt(offset: i64) -> Receipt {
+        Receipt { topic: "t".into(), partition: 0, offset, timestamp_ms: 1, duplicate: false }
     }
 
     #[tokio::test]
-    async fn second_claim_gets_first_landing_and_waits_while_in_flight() {
+    async fn second_claim_gets_first_receipt_and_waits_while_in_flight() {
         let w = std::sync::Arc::new(DedupWindow::new(Duration::from_secs(60), 10));
         let Ok(Claim::Owner(tx)) = w.claim(&key(b"a")).await else { panic!("first claim must own") };
         let w2 = w.clone();
         let waiter = tokio::spawn(async move { w2.claim(&key(b"a")).await });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "must wait for the in-flight publish");
-        w.complete(&key(b"a"), tx, landing(5));
+        w.complete(&key(b"a"), tx, receipt(5));
         match waiter.await {
             Ok(Ok(Claim::Done(l))) => assert_eq!(l.offset, 5),
-            _ => panic!("waiter must get the landing"),
+            _ => panic!("waiter must get the receipt"),
         }
     }
 
@@ -161,7 +160,7 @@ mod tests {
     async fn capacity_evicts_finished_and_refuses_when_all_in_flight() {
         let w = DedupWindow::new(Duration::from_secs(60), 2);
         let Ok(Claim::Owner(a)) = w.claim(&key(b"a")).await else { panic!() };
-        w.complete(&key(b"a"), a, landing(1));
+        w.complete(&key(b"a"), a, receipt(1));
         let Ok(Claim::Owner(_b)) = w.claim(&key(b"b")).await else { panic!() };
         // "a" (finished) is evicted to make room for "c".
         let Ok(Claim::Owner(_c)) = w.claim(&key(b"c")).await else { panic!() };
@@ -172,7 +171,7 @@ mod tests {
     async fn entries_expire_after_the_window() {
         let w = DedupWindow::new(Duration::from_millis(0), 10);
         let Ok(Claim::Owner(a)) = w.claim(&key(b"a")).await else { panic!() };
-        w.complete(&key(b"a"), a, landing(1));
+        w.complete(&key(b"a"), a, receipt(1));
         assert!(matches!(w.claim(&key(b"a")).await, Ok(Claim::Owner(_))));
     }
 }

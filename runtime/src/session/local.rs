@@ -10,13 +10,15 @@ use bytes::Bytes;
 use futures_util::Stream;
 use prost::Message as _;
 
-use crate::client::{Delivery, Receipt, StartAt};
-use crate::connection::{Shared, publish};
-use crate::outbox::{Item, Outbox};
-use crate::stream::StreamKind;
-use crate::subscription::{self, Start, SubCore};
-use crate::wire::{self, frame::Kind};
-use crate::{Code, Principal, RequestContext, Status};
+use super::publish::{PublishRequest, publish};
+use super::shared::Shared;
+use crate::auth::Principal;
+use crate::fanout::outbox::{Item, Outbox};
+use crate::fanout::subscriber::SubscriberSpec;
+use crate::fanout::subscription::{Opening, SubscriptionHandle};
+use crate::protocol::wire::{self, frame::Kind};
+use crate::protocol::{Code, Delivery, Receipt, StartAt, Status};
+use crate::stream::{RequestContext, StreamKind};
 
 /// Records of one in-process subscription; dropping it unsubscribes.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>>;
@@ -30,18 +32,6 @@ pub struct LocalStreams {
 impl std::fmt::Debug for LocalStreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalStreams").field("streams", &self.shared.streams).finish()
-    }
-}
-
-struct Guard(Arc<SubCore>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.end();
-        if let Some(hub) = self.0.hub.get() {
-            hub.detach(&self.0);
-        }
-        self.0.metrics.subscription_closed();
     }
 }
 
@@ -72,30 +62,20 @@ impl LocalStreams {
         let StreamKind::Subscribe(hook) = &def.kind else {
             return Err(Status::invalid_argument(format!("{method:?} is a publish method")));
         };
-        let plan = hook.plan(&context(principal, method), request)?;
+        let plan = hook.plan(&context(principal, method), Bytes::copy_from_slice(request));
         let limits = &self.shared.limits;
         let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames);
         let credit = limits.default_credit;
-        let core = SubCore::new(
-            1,
-            "local".into(),
-            plan.key,
-            plan.filter,
-            outbox.clone(),
-            self.shared.metrics.clone(),
-            credit,
-            limits.max_credit,
-        );
-        let start = match start {
-            StartAt::Latest => Start::Latest,
-            StartAt::Earliest => Start::Earliest,
-            StartAt::Timestamp(t) => Start::Timestamp(t),
-            StartAt::Cursor(c) => Start::Cursor(c.to_wire()),
+        let opening = Opening {
+            spec: SubscriberSpec { id: 1, credit, max_credit: limits.max_credit },
+            topic: def.topic.clone(),
+            start,
+            plan,
         };
-        self.shared.metrics.subscription_opened();
-        tokio::spawn(subscription::run(self.shared.kafka.clone(), core.clone(), def.topic.clone(), start));
+        let span = tracing::debug_span!("local subscription", method = %method, topic = %def.topic);
+        let handle = SubscriptionHandle::open(&self.shared.hubs, outbox.clone(), opening, span);
         let refill = (credit / 2).max(1);
-        let state = (Guard(core), outbox, VecDeque::<Item>::new(), 0u32, false);
+        let state = (handle, outbox, VecDeque::<Item>::new(), 0u32, false);
         Ok(Box::pin(futures_util::stream::unfold(
             state,
             move |(guard, outbox, mut items, mut taken, done)| async move {
@@ -108,7 +88,7 @@ impl LocalStreams {
                             Item::Record(_, rec) => {
                                 taken += 1;
                                 if taken >= refill {
-                                    guard.0.add_credit(taken);
+                                    guard.add_credit(taken);
                                     taken = 0;
                                 }
                                 let Ok(r) = wire::Record::decode(&rec.encoded[record_body(&rec.encoded)..]) else {
@@ -146,20 +126,14 @@ impl LocalStreams {
         let StreamKind::Publish(hook) = &def.kind else {
             return Err(Status::invalid_argument(format!("{method:?} is a subscribe method")));
         };
-        let p = wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key };
-        let topic = def.topic.clone();
-        let result =
-            publish(&self.shared, context(principal, method), &topic, hook.clone(), def.schema.as_ref(), p).await;
-        match result {
-            Ok((l, duplicate)) => {
-                self.shared.metrics.published(duplicate);
-                Ok(Receipt { topic, partition: l.partition, offset: l.offset, timestamp_ms: l.timestamp_ms, duplicate })
-            }
-            Err(s) => {
-                self.shared.metrics.publish_failed();
-                Err(s)
-            }
-        }
+        let req = PublishRequest {
+            ctx: context(principal, method),
+            topic: &def.topic,
+            hook: hook.clone(),
+            schema: def.schema.as_ref(),
+            publish: wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key },
+        };
+        publish(&self.shared, req).await
     }
 }
 

@@ -1,0 +1,207 @@
+//! A subscriber as the fan-out sees it: which records it wants, its cursor and credit, and
+//! where its records go (the connection's [`Outbox`]). The hub and the driver change its
+//! state only through the methods here, under its lock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::outbox::Outbox;
+use crate::metrics::Metrics;
+use crate::protocol::Status;
+use crate::protocol::wire::{self, SharedRecord, frame};
+use crate::stream::{RecordFilter, SubscriptionPlan};
+
+/// What a subscriber is made from.
+pub(crate) struct SubscriberSpec {
+    /// The subscription id on its connection.
+    pub(crate) id: u32,
+    /// The credit it starts with, in records.
+    pub(crate) credit: u32,
+    /// The most credit it may hold.
+    pub(crate) max_credit: u32,
+}
+
+/// Per partition state, under the subscriber's lock.
+pub(crate) struct SubState {
+    /// Per partition: the offset of the first record the client has not been sent.
+    next: Vec<i64>,
+    /// Per partition: in the hub's index (the live reader delivers).
+    live: Vec<bool>,
+    /// Per partition: on the partition's shared history reader (it delivers).
+    boarded: Vec<bool>,
+    credit: u64,
+}
+
+impl SubState {
+    /// Starts every partition at `next` (neither live nor boarded).
+    pub(crate) fn start_at(&mut self, next: &[i64]) {
+        self.next = next.to_vec();
+        self.live = vec![false; next.len()];
+        self.boarded = vec![false; next.len()];
+    }
+
+    pub(crate) fn next(&self, p: usize) -> i64 {
+        self.next[p]
+    }
+
+    pub(crate) fn is_live(&self, p: usize) -> bool {
+        self.live[p]
+    }
+
+    pub(crate) fn set_live(&mut self, p: usize, live: bool) {
+        self.live[p] = live;
+    }
+
+    pub(crate) fn set_all_live(&mut self) {
+        self.live.iter_mut().for_each(|l| *l = true);
+    }
+
+    pub(crate) fn is_boarded(&self, p: usize) -> bool {
+        self.boarded[p]
+    }
+
+    pub(crate) fn set_boarded(&mut self, p: usize, boarded: bool) {
+        self.boarded[p] = boarded;
+    }
+
+    /// Raises the cursor of `p` to `to` (every record below it was offered); false when
+    /// it was there already.
+    pub(crate) fn raise(&mut self, p: usize, to: i64) -> bool {
+        if to > self.next[p] {
+            self.next[p] = to;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn credit(&self) -> u64 {
+        self.credit
+    }
+}
+
+/// What became of a record offered to a subscriber.
+pub(crate) enum Offer {
+    /// Queued for the client.
+    Sent,
+    /// Not for this subscriber (below its cursor, or not matching); the cursor moved on.
+    Skipped,
+    /// No credit or no queue space: the cursor stays.
+    Refused,
+}
+
+pub(crate) struct Subscriber {
+    pub(crate) id: u32,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Notified when the subscriber can make progress (credit, queue room, an end).
+    pub(crate) wake: Arc<Notify>,
+    /// Which records it wants: set once, by the subscribe hook, before it joins a hub.
+    plan: OnceLock<SubscriptionPlan>,
+    state: Mutex<SubState>,
+    ended: AtomicBool,
+    max_credit: u64,
+    opened: Instant,
+    got_first: AtomicBool,
+}
+
+impl Subscriber {
+    pub(crate) fn new(spec: SubscriberSpec, outbox: Arc<Outbox>, metrics: Arc<Metrics>) -> Arc<Subscriber> {
+        Arc::new(Subscriber {
+            id: spec.id,
+            outbox,
+            metrics,
+            wake: Arc::new(Notify::new()),
+            plan: OnceLock::new(),
+            state: Mutex::new(SubState {
+                next: Vec::new(),
+                live: Vec::new(),
+                boarded: Vec::new(),
+                credit: u64::from(spec.credit),
+            }),
+            ended: AtomicBool::new(false),
+            max_credit: u64::from(spec.max_credit),
+            opened: Instant::now(),
+            got_first: AtomicBool::new(false),
+        })
+    }
+
+    /// Sets which records it wants (once; later calls are ignored).
+    pub(crate) fn set_plan(&self, plan: SubscriptionPlan) {
+        let _ = self.plan.set(plan);
+    }
+
+    /// The key it selects, if any (the hub indexes by it).
+    pub(crate) fn key(&self) -> Option<&Bytes> {
+        self.plan.get().and_then(|p| p.key.as_ref())
+    }
+
+    fn filter(&self) -> Option<&RecordFilter> {
+        self.plan.get().and_then(|p| p.filter.as_ref())
+    }
+
+    /// Whether some records may not be for it (it then gets checkpoints).
+    pub(crate) fn is_filtered(&self) -> bool {
+        self.key().is_some() || self.filter().is_some()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Marks the subscription over; returns false if it already was.
+    pub(crate) fn end(&self) -> bool {
+        let first = !self.ended.swap(true, Ordering::AcqRel);
+        self.wake.notify_one();
+        first
+    }
+
+    /// Ends the subscription with an error frame (the connection sweeps ended ones).
+    pub(crate) fn fail(&self, status: Status) {
+        if self.end() {
+            self.metrics.error(status.code());
+            let _ = self.outbox.push_frame(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
+        }
+    }
+
+    pub(crate) fn add_credit(&self, records: u32) {
+        let mut st = self.lock();
+        st.credit = (st.credit + u64::from(records)).min(self.max_credit);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn matches(&self, rec: &SharedRecord) -> bool {
+        self.key().is_none_or(|k| *k == rec.key) && self.filter().is_none_or(|f| f(&rec.view()))
+    }
+
+    /// Offers `rec` (partition `p`) to the client: sent, skipped (below the cursor or not
+    /// matching; the cursor moves on) or refused (no credit or no queue space; the cursor
+    /// stays).
+    pub(crate) fn offer(&self, st: &mut SubState, rec: &SharedRecord, p: usize) -> Offer {
+        if rec.offset < st.next[p] {
+            return Offer::Skipped;
+        }
+        if !self.matches(rec) {
+            st.next[p] = rec.offset + 1;
+            return Offer::Skipped;
+        }
+        if st.credit == 0 || !self.outbox.offer_record(self.id, &self.wake, rec) {
+            return Offer::Refused;
+        }
+        st.credit -= 1;
+        st.next[p] = rec.offset + 1;
+        if !self.got_first.load(Ordering::Relaxed) && !self.got_first.swap(true, Ordering::Relaxed) {
+            self.metrics.first_record(self.opened.elapsed());
+        }
+        Offer::Sent
+    }
+}

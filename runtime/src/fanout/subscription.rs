@@ -1,0 +1,318 @@
+//! One subscription's life: resolve the start, announce it with `Subscribed`, then keep it
+//! caught up (ring, shared history reader or a catch-up reader of its own) until it
+//! joins the live feed, and until it ends. [`SubscriptionHandle`] is what a session holds.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use super::context::FanoutContext;
+use super::hub::{Step, TopicHub};
+use super::hubs::Hubs;
+use super::outbox::Outbox;
+use super::subscriber::{Offer, Subscriber, SubscriberSpec};
+use crate::kafka::{ReadEvent, TopicInfo};
+use crate::protocol::wire::{self, frame};
+use crate::protocol::{Cursor, Discontinuity, StartAt, Status};
+use crate::stream::{BoxFuture, SubscriptionPlan};
+
+/// An open subscription. Dropping it ends the subscription, takes it off its hub, stops
+/// its driver and counts it closed, once, whichever way it ended.
+pub(crate) struct SubscriptionHandle {
+    sub: Arc<Subscriber>,
+    hub: Arc<OnceLock<Arc<TopicHub>>>,
+    task: AbortHandle,
+}
+
+/// What a subscription is opened with.
+pub(crate) struct Opening {
+    pub(crate) spec: SubscriberSpec,
+    pub(crate) topic: String,
+    pub(crate) start: StartAt,
+    /// The subscribe hook's answer: which records match (an error ends the subscription).
+    pub(crate) plan: BoxFuture<Result<SubscriptionPlan, Status>>,
+}
+
+impl SubscriptionHandle {
+    /// Opens a subscription whose records go to `outbox`, driven by its own task inside
+    /// `span`.
+    pub(crate) fn open(hubs: &Arc<Hubs>, outbox: Arc<Outbox>, opening: Opening, span: tracing::Span) -> Self {
+        let Opening { spec, topic, start, plan } = opening;
+        let metrics = hubs.ctx.metrics.clone();
+        let sub = Subscriber::new(spec, outbox, metrics.clone());
+        let hub = Arc::new(OnceLock::new());
+        metrics.subscription_opened();
+        let task = tokio::spawn(run(hubs.clone(), sub.clone(), hub.clone(), topic, start, plan).instrument(span));
+        SubscriptionHandle { sub, hub, task: task.abort_handle() }
+    }
+
+    /// The client returned `records` of credit.
+    pub(crate) fn add_credit(&self, records: u32) {
+        self.sub.add_credit(records);
+    }
+
+    /// Whether it ended by itself (an Error frame was queued).
+    pub(crate) fn is_ended(&self) -> bool {
+        self.sub.is_ended()
+    }
+}
+
+impl Drop for SubscriptionHandle {
+    fn drop(&mut self) {
+        self.sub.end();
+        if let Some(hub) = self.hub.get() {
+            hub.detach(&self.sub);
+        }
+        self.task.abort();
+        self.sub.metrics.subscription_closed();
+    }
+}
+
+/// Checks a cursor against the topic as it is now.
+pub(crate) fn validate_cursor(cursor: &Cursor, info: &TopicInfo) -> Result<Vec<i64>, Status> {
+    if !cursor.topic_id.is_empty() && !info.id.is_empty() && cursor.topic_id != info.id {
+        return Err(Status::data_loss(
+            Discontinuity::TopicRecreated,
+            "the topic was deleted and created again since this cursor was made",
+        ));
+    }
+    let mut next = vec![None; info.partitions];
+    for &(partition, next_offset) in &cursor.positions {
+        match usize::try_from(partition).ok().and_then(|i| next.get_mut(i)) {
+            Some(slot @ None) => *slot = Some(next_offset),
+            _ => {
+                return Err(Status::data_loss(
+                    Discontinuity::PartitionsChanged,
+                    format!("the topic has {} partitions; the cursor names partition {partition}", info.partitions),
+                ));
+            }
+        }
+    }
+    next.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
+        Status::data_loss(
+            Discontinuity::PartitionsChanged,
+            format!("the topic has {} partitions; the cursor has {}", info.partitions, cursor.positions.len()),
+        )
+    })
+}
+
+/// Asks the hook, resolves the start, announces the subscription with `Subscribed`, then
+/// keeps it caught up until it ends.
+async fn run(
+    hubs: Arc<Hubs>,
+    sub: Arc<Subscriber>,
+    slot: Arc<OnceLock<Arc<TopicHub>>>,
+    topic: String,
+    start: StartAt,
+    plan: BoxFuture<Result<SubscriptionPlan, Status>>,
+) {
+    let opened = async {
+        sub.set_plan(plan.await?);
+        open(&hubs, &sub, &slot, &topic, start).await
+    };
+    let hub = match opened.await {
+        Ok(hub) => hub,
+        Err(status) => {
+            sub.fail(status);
+            return;
+        }
+    };
+    drive(&hubs.ctx, &sub, &hub).await;
+    hub.detach(&sub);
+}
+
+async fn open(
+    hubs: &Hubs,
+    sub: &Arc<Subscriber>,
+    slot: &OnceLock<Arc<TopicHub>>,
+    topic: &str,
+    start: StartAt,
+) -> Result<Arc<TopicHub>, Status> {
+    let kafka = &hubs.ctx.kafka;
+    let info = kafka.describe(topic).await?;
+    let n = info.partitions;
+    // Where delivery starts, resolved before anything is built for it. `None`: latest.
+    let want: Option<Vec<i64>> = match start {
+        StartAt::Latest => None,
+        StartAt::Earliest => Some(kafka.watermarks(topic, n).await?.into_iter().map(|(low, _)| low).collect()),
+        StartAt::Timestamp(t) => Some(kafka.offsets_for_time(topic, n, t).await?),
+        StartAt::Cursor(c) => {
+            let next = validate_cursor(&c, &info)?;
+            // Always against the log as it is now, even when the replay ring still holds
+            // the records: records deleted from Kafka are not served from memory, and
+            // every gateway node gives the same answer.
+            let marks = kafka.fresh_watermarks(topic, n).await?;
+            for (p, (&o, &(low, high))) in next.iter().zip(&marks).enumerate() {
+                if o < low {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBelowLogStart,
+                        format!("partition {p}: offset {o} is below the log start {low}"),
+                    ));
+                }
+                if o > high {
+                    return Err(Status::data_loss(
+                        Discontinuity::OffsetBeyondEnd,
+                        format!("partition {p}: offset {o} is beyond the log end {high}"),
+                    ));
+                }
+            }
+            Some(next)
+        }
+    };
+    // A subscription that makes the topic's hub positions its shared reader: a burst of
+    // subscribers from old offsets then shares one read of the log.
+    let hub = hubs.hub(topic, &info, want.as_deref()).await?;
+    let _ = slot.set(hub.clone());
+    let credit = {
+        let mut st = sub.lock();
+        st.start_at(&vec![0; n]);
+        u32::try_from(st.credit()).unwrap_or(u32::MAX)
+    };
+    let subscribed = |next: &[i64]| {
+        let cursor = Cursor {
+            topic_id: info.id.clone(),
+            positions: next.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect(),
+        }
+        .to_wire();
+        let _ = sub.outbox.push_frame(wire::encode(frame::Kind::Subscribed(wire::Subscribed {
+            id: sub.id,
+            topic: topic.to_owned(),
+            cursor: Some(cursor),
+            credit,
+        })));
+    };
+    match want {
+        None => hub.join_at_live(sub, subscribed),
+        Some(next) => {
+            sub.lock().start_at(&next);
+            subscribed(&next);
+        }
+    }
+    Ok(hub)
+}
+
+async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicHub>) {
+    let filtered = sub.is_filtered();
+    let mut checkpoint = tokio::time::interval(ctx.limits.checkpoint_interval);
+    checkpoint.tick().await;
+    loop {
+        if sub.is_ended() {
+            return;
+        }
+        if hub.is_retired() {
+            sub.fail(hub.retire_status());
+            return;
+        }
+        for p in 0..hub.partitions() {
+            match hub.try_join(sub, p) {
+                Step::ReadKafka(from) => match catch_up(ctx, sub, hub, p, from).await {
+                    // Caught up to the ring: the next pass joins.
+                    Ok(CatchUp::Reached) => sub.wake.notify_one(),
+                    // Credit or queue space will wake the driver.
+                    Ok(CatchUp::Blocked) => {}
+                    Err(status) => {
+                        sub.fail(status);
+                        return;
+                    }
+                },
+                Step::StartHistory(id, from) => hub.start_history(ctx, p, id, from),
+                Step::Live | Step::Blocked | Step::Boarded => {}
+            }
+        }
+        tokio::select! {
+            () = sub.wake.notified() => {}
+            _ = checkpoint.tick(), if filtered => {
+                let moved = hub.checkpoint(sub);
+                if !moved.is_empty() {
+                    let frame = wire::encode(frame::Kind::Checkpoint(wire::Checkpoint {
+                        subscription_id: sub.id,
+                        positions: moved
+                            .into_iter()
+                            .map(|(partition, next_offset)| wire::PartitionOffset { partition, next_offset })
+                            .collect(),
+                    }));
+                    let _ = sub.outbox.push_frame(frame);
+                }
+            }
+        }
+    }
+}
+
+/// How long a catch-up reader waits for a blocked client before giving the reader back.
+const BLOCKED_READER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How a catch-up read ended.
+enum CatchUp {
+    /// The cursor is where the ring (or the live reader) can take over.
+    Reached,
+    /// The client has no credit or queue space left: the reader was given back.
+    Blocked,
+}
+
+/// Reads partition `p` from Kafka at `from` until the ring reaches back to the cursor.
+async fn catch_up(
+    ctx: &FanoutContext,
+    sub: &Arc<Subscriber>,
+    hub: &TopicHub,
+    p: usize,
+    from: i64,
+) -> Result<CatchUp, Status> {
+    let _permit =
+        ctx.catchup_permits.clone().acquire_owned().await.map_err(|_| Status::unavailable("gateway shutting down"))?;
+    if sub.is_ended() {
+        return Ok(CatchUp::Reached);
+    }
+    let reader = ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true)?;
+    tracing::debug!(topic = %hub.topic, partition = p, from, "catch-up reader started");
+    loop {
+        if sub.is_ended() || hub.is_retired() {
+            return Ok(CatchUp::Reached);
+        }
+        let next = sub.lock().next(p);
+        if hub.ring_reaches(p, next) {
+            return Ok(CatchUp::Reached);
+        }
+        let event = tokio::select! {
+            e = reader.next() => e,
+            () = sub.wake.notified() => continue,
+        };
+        let rec = match event {
+            ReadEvent::Record(r) => r,
+            ReadEvent::PartitionEnd => {
+                // At the log end: the live reader is at or behind us; joining with the
+                // cursor ahead of it skips what we already sent.
+                let next = sub.lock().next(p);
+                if hub.ring_reaches(p, next) || next >= hub.live_positions()[p] {
+                    return Ok(CatchUp::Reached);
+                }
+                continue;
+            }
+            ReadEvent::BelowLogStart => {
+                return Err(Status::data_loss(
+                    Discontinuity::OffsetBelowLogStart,
+                    format!("partition {p}: the log no longer holds offset {}", sub.lock().next(p)),
+                ));
+            }
+            ReadEvent::Error(e) => {
+                ctx.metrics.kafka_error();
+                tracing::warn!(topic = %hub.topic, error = %e, "catch-up reader error");
+                continue;
+            }
+        };
+        ctx.metrics.catch_up_read();
+        // Out of credit or queue space: a client that is reading gets room soon, so wait a
+        // little; one that is not must not hold the reader (and its permit) for as long as
+        // it takes: give it back, and the driver resumes from the cursor when woken.
+        let deadline = tokio::time::Instant::now() + BLOCKED_READER_GRACE;
+        loop {
+            let waker = sub.wake.notified();
+            if !matches!(sub.offer(&mut sub.lock(), &rec, p), Offer::Refused) {
+                break;
+            }
+            if sub.is_ended() || tokio::time::timeout_at(deadline, waker).await.is_err() {
+                return Ok(CatchUp::Blocked);
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! A reader: one librdkafka consumer assigned to partitions at offsets (no consumer group,
+//! no commits), whose records come out encoded once as [`SharedRecord`]s.
+
+use rdkafka::Message;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers};
+
+use crate::protocol::wire::SharedRecord;
+
+/// What a reader saw next.
+pub(crate) enum ReadEvent {
+    /// A record.
+    Record(SharedRecord),
+    /// The end of a partition (only readers made for catching up report it).
+    PartitionEnd,
+    /// The log no longer holds the offset being read (`auto.offset.reset=error` makes
+    /// librdkafka say so instead of jumping).
+    BelowLogStart,
+    /// Any other error; the reader goes on.
+    Error(String),
+}
+
+/// A consumer made by [`Kafka::reader`](super::Kafka::reader).
+pub(crate) struct Reader {
+    consumer: StreamConsumer,
+}
+
+impl Reader {
+    pub(super) fn new(consumer: StreamConsumer) -> Reader {
+        Reader { consumer }
+    }
+
+    /// Waits for the next record or event.
+    pub(crate) async fn next(&self) -> ReadEvent {
+        match self.consumer.recv().await {
+            Ok(m) => ReadEvent::Record(to_shared(&m)),
+            Err(KafkaError::PartitionEOF(_)) => ReadEvent::PartitionEnd,
+            Err(e) if below_log_start(&e) => ReadEvent::BelowLogStart,
+            Err(e) => ReadEvent::Error(e.to_string()),
+        }
+    }
+}
+
+/// Whether a reader's error means the log no longer holds the offset it reads.
+fn below_log_start(e: &KafkaError) -> bool {
+    matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
+}
+
+fn to_shared(msg: &BorrowedMessage<'_>) -> SharedRecord {
+    let headers: Vec<(&str, &[u8])> =
+        msg.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default();
+    SharedRecord::new(
+        msg.partition(),
+        msg.offset(),
+        msg.timestamp().to_millis().unwrap_or(0),
+        msg.key().unwrap_or_default(),
+        &headers,
+        msg.payload().unwrap_or_default(),
+    )
+}

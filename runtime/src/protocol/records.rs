@@ -1,0 +1,62 @@
+//! Records as the API sees them: a [`Delivery`] to a subscriber, the [`Receipt`] of a
+//! publish, a [`RecordView`] for filter hooks and an [`OutgoingRecord`] to produce.
+
+use bytes::Bytes;
+
+/// A record delivered to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The Kafka timestamp, Unix ms.
+    pub timestamp_ms: i64,
+    /// The key.
+    pub key: Bytes,
+    /// The value, Schema Registry framing removed.
+    pub payload: Bytes,
+    /// The schema id of that framing, 0 if none.
+    pub schema_id: u32,
+    /// The headers.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+/// Where Kafka stored a published record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The record timestamp, Unix ms.
+    pub timestamp_ms: i64,
+    /// True when the gateway answered from its dedup window.
+    pub duplicate: bool,
+}
+
+/// A Kafka record as a filter hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The key, empty when the record has none.
+    pub key: &'a [u8],
+    /// The value (Schema Registry framing removed).
+    pub payload: &'a [u8],
+}
+
+/// A record a publish hook wants produced.
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingRecord {
+    /// The Kafka key (none: Kafka's partitioner picks a partition).
+    pub key: Option<Bytes>,
+    /// The value.
+    pub payload: Bytes,
+    /// Extra record headers.
+    pub headers: Vec<(String, Bytes)>,
+}

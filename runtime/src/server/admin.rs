@@ -1,0 +1,66 @@
+//! The admin HTTP endpoint: `/metrics` (OpenMetrics text) and `/healthz` (503 when Kafka
+//! does not answer).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::kafka::Kafka;
+use crate::metrics::{self, Metrics};
+
+/// Serves `/metrics` and `/healthz` until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    kafka: Arc<Kafka>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let metrics = metrics.clone();
+        let kafka = kafka.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                let kafka = kafka.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &kafka).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn respond(path: &str, metrics: &Metrics, kafka: &Kafka) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
+        "/healthz" => {
+            if kafka.healthy().await {
+                (StatusCode::OK, "text/plain", "ok\n".to_owned())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "kafka unreachable\n".to_owned())
+            }
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}

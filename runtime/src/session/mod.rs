@@ -1,0 +1,11 @@
+//! The session layer: the WebSocket session state machine ([`connection`]), publishes
+//! with their dedup window ([`publish`], [`dedup`]) and rate limit ([`rate`]), and the
+//! same streams in process ([`local`]). Sessions open subscriptions on the fan-out layer
+//! below and produce through the Kafka layer.
+
+pub(crate) mod connection;
+pub(crate) mod dedup;
+pub(crate) mod local;
+pub(crate) mod publish;
+pub(crate) mod rate;
+pub(crate) mod shared;

@@ -1,0 +1,76 @@
+//! One publish, from any session or in process: dedup by idempotency key, the publish
+//! hook, Schema Registry framing, the produce, and the receipt.
+
+use std::sync::Arc;
+
+use super::dedup::Claim;
+use super::shared::Shared;
+use crate::protocol::wire;
+use crate::protocol::{Code, Receipt, Status};
+use crate::registry::RegistrySchema;
+use crate::stream::{PublishHook, RequestContext};
+
+/// What one publish asks for.
+pub(crate) struct PublishRequest<'a> {
+    pub(crate) ctx: RequestContext,
+    pub(crate) topic: &'a str,
+    pub(crate) hook: Arc<dyn PublishHook>,
+    pub(crate) schema: Option<&'a RegistrySchema>,
+    pub(crate) publish: wire::Publish,
+}
+
+/// Produces the publish (or answers it from the dedup window) and counts the outcome.
+pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
+    let started = std::time::Instant::now();
+    let result = produce(shared, req).await;
+    match &result {
+        Ok(r) => shared.metrics.published(r.duplicate, started.elapsed()),
+        Err(status) => {
+            shared.metrics.publish_failed();
+            shared.metrics.error(status.code());
+        }
+    }
+    result
+}
+
+async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
+    let PublishRequest { ctx, topic, hook, schema, publish: p } = req;
+    let key = (!p.idempotency_key.is_empty())
+        .then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));
+    let owner = match &key {
+        Some(k) => match shared.dedup.claim(k).await? {
+            Claim::Done(r) => return Ok(Receipt { duplicate: true, ..r }),
+            Claim::Owner(tx) => Some(tx),
+        },
+        None => None,
+    };
+    let result = async {
+        let mut record = hook.prepare(&ctx, p.payload).await?;
+        if let Some(schema) = schema {
+            let id = schema_id(shared, schema).await?;
+            record.payload = wire::add_confluent_framing(id, &schema.message_indexes, &record.payload);
+        }
+        shared.kafka().produce(topic, &record, &p.idempotency_key).await
+    }
+    .await;
+    if let (Some(k), Some(tx)) = (&key, owner) {
+        match &result {
+            Ok(r) => shared.dedup.complete(k, tx, r.clone()),
+            Err(_) => shared.dedup.abandon(k, tx),
+        }
+    }
+    result
+}
+
+#[cfg(feature = "registry")]
+async fn schema_id(shared: &Shared, schema: &RegistrySchema) -> Result<u32, Status> {
+    let registry = shared.registry.as_ref().ok_or_else(|| {
+        Status::new(Code::FailedPrecondition, "this stream has a schema but the gateway has no schema registry")
+    })?;
+    registry.id_for(schema).await
+}
+
+#[cfg(not(feature = "registry"))]
+async fn schema_id(_shared: &Shared, _schema: &RegistrySchema) -> Result<u32, Status> {
+    Err(Status::new(Code::FailedPrecondition, "this stream has a schema but kafkasocks was built without `registry`"))
+}
