@@ -1,6 +1,8 @@
-//! Embeds the TypeScript runtime (`../ts-templates/src/*.ts`) so `kafkasocks-gen ts` can copy
-//! it next to the generated code: writes `$OUT_DIR/ts_runtime.rs`, a slice of
-//! `(file name, include_str!(...))`, sorted by name.
+//! Embeds the TypeScript runtime (`ts-runtime/*.ts`, a symlink to `../ts-templates/src`, the
+//! one copy in the repository; `cargo package` stores the files behind it, so the packaged
+//! crate is self-contained) so that `kafkasocks-gen ts --runtime vendor` can copy it next to
+//! the generated code and the generator knows the runtime's version: writes
+//! `$OUT_DIR/ts_runtime.rs`, a slice of `(file name, include_str!(...))`, sorted by name.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ fn main() {
     // Read at run time: a build script binary may be reused by another checkout that
     // shares the target directory, and must not carry this one's path.
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_owned());
-    let dir = Path::new(&manifest_dir).join("../ts-templates/src");
+    let dir = Path::new(&manifest_dir).join("ts-runtime");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries

@@ -7,8 +7,10 @@
 //!   hooks trait (authorize, filter, validate/enrich, all with defaults) and a server whose
 //!   `streams()` mounts the service on a `kafkasocks::Gateway`, and optionally the tonic
 //!   service for the same RPCs;
-//! * for TypeScript (the `kafkasocks-gen ts` binary): interfaces, binary codecs and service
-//!   descriptors for the KafkaSocks TS runtime.
+//! * for TypeScript (the `kafkasocks-gen ts` binary): interfaces, binary and proto3 JSON
+//!   codecs and service descriptors for the KafkaSocks TS runtime, the npm package
+//!   `@kafkasocks/runtime` (imported by name; or copied next to the generated code, see
+//!   [`Builder::ts_runtime`]).
 //!
 //! No `protoc` is needed: files are parsed with protox.
 //!
@@ -57,7 +59,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Location};
 pub use output::{Drift, Output};
-pub use ts::{RUNTIME_DIR, output_path as ts_output_path};
+pub use ts::{
+    RUNTIME_DIR, RUNTIME_PACKAGE, TsRuntime, codegen_interface as ts_codegen_interface, output_path as ts_output_path,
+    runtime_range as ts_runtime_range, runtime_version as ts_runtime_version,
+};
 
 /// The generator version stamped into generated files.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -92,6 +97,7 @@ pub struct Builder {
     btree_map: Vec<String>,
     bytes: Vec<String>,
     emit_rerun_if_changed: bool,
+    ts_runtime: TsRuntime,
 }
 
 impl Default for Builder {
@@ -106,6 +112,7 @@ impl Default for Builder {
             btree_map: Vec::new(),
             bytes: Vec::new(),
             emit_rerun_if_changed: true,
+            ts_runtime: TsRuntime::Package,
         }
     }
 }
@@ -190,6 +197,19 @@ impl Builder {
         self
     }
 
+    /// Where generated TypeScript gets the KafkaSocks runtime from. Default:
+    /// [`TsRuntime::Package`]: generated files import the npm package `@kafkasocks/runtime`
+    /// (and `@kafkasocks/runtime/json`) by name, so the project depends on
+    /// `@kafkasocks/runtime@`[`ts_runtime_range()`]; one copy of the runtime per bundle, and
+    /// the user's tsconfig and linters see only the generated files. [`TsRuntime::Vendor`]
+    /// copies the runtime's sources (embedded in this crate) into `kafkasocks-runtime/` of the
+    /// output and imports them relatively, for projects without npm dependencies.
+    /// Only [`Builder::generate_typescript`] reads it.
+    pub fn ts_runtime(mut self, runtime: TsRuntime) -> Self {
+        self.ts_runtime = runtime;
+        self
+    }
+
     fn load(&self, protos: &[PathBuf]) -> Result<load::Loaded, Error> {
         match &self.descriptor_set {
             Some(path) => {
@@ -236,11 +256,11 @@ impl Builder {
     }
 
     /// Generates the TypeScript files in memory: one `<name>_kafkasocks.ts` per `.proto`
-    /// (the inputs and the files defining types they use) plus the runtime under
-    /// `kafkasocks-runtime/`.
+    /// (the inputs and the files defining types they use), plus with
+    /// [`TsRuntime::Vendor`] the runtime under `kafkasocks-runtime/`.
     pub fn generate_typescript(&self, protos: &[impl AsRef<Path>]) -> Result<Output, Error> {
         let model = self.model(protos)?;
-        Ok(Output { files: ts::generate(&model) })
+        Ok(Output { files: ts::generate(&model, self.ts_runtime) })
     }
 
     /// Generates the Rust files and writes them to the output directory (each file

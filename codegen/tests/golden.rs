@@ -98,28 +98,56 @@ fn rust_output_is_stamped_and_keeps_lints_inside_modules() {
 fn ts_output_imports_only_the_runtime_and_siblings() {
     let out = ts_output();
     for (path, text) in &out.files {
-        if path.starts_with("kafkasocks-runtime/") {
-            continue;
-        }
+        assert!(!path.starts_with("kafkasocks-runtime/"), "package mode writes no runtime copy: {path}");
         assert!(text.starts_with(STAMP_PREFIX), "{path} is stamped");
+        assert!(text.lines().nth(1) == Some("/* eslint-disable */"), "{path}: lint allowances inside the file");
         for line in text.lines().filter(|l| l.starts_with("import ")) {
             let spec = line.split('"').nth(1).unwrap();
-            assert!(spec.starts_with("./") || spec.starts_with("../"), "{path}: relative imports only: {line}");
-            assert!(
-                spec.ends_with("_kafkasocks.js")
-                    || spec.ends_with("kafkasocks-runtime/index.js")
-                    || spec.ends_with("kafkasocks-runtime/json.js"),
-                "{path}: {line}"
-            );
+            let package = spec == "@kafkasocks/runtime" || spec == "@kafkasocks/runtime/json";
+            let sibling = (spec.starts_with("./") || spec.starts_with("../")) && spec.ends_with("_kafkasocks.js");
+            assert!(package || sibling, "{path}: only the runtime package and siblings: {line}");
         }
         assert!(!text.contains(": any") && !text.contains("<any>") && !text.contains(" as any"), "{path} uses any");
+        assert!(!text.contains("interface $Codec"), "{path}: the codec type comes from the runtime");
+        let check = format!(
+            "$Require<{} extends typeof $ks.CODEGEN_INTERFACE ? true : ",
+            kafkasocks_build::ts_codegen_interface()
+        );
+        assert!(text.contains(&check), "{path} checks the runtime's code generation interface");
     }
     let every = &out.files["every/v1/every_kafkasocks.ts"];
     assert!(every.contains("export interface Object$ {"), "a message named like a global is escaped");
     assert!(every.contains("export interface Map$ {"));
     assert!(every.contains("/** Like a fire truck. */"), "comments become JSDoc");
     assert!(every.contains("*\\/ to test escaping"), "comment terminators are escaped");
-    assert!(out.files.contains_key("kafkasocks-runtime/index.ts"));
-    assert!(out.files.contains_key("kafkasocks-runtime/json.ts"), "the proto3 JSON support is emitted");
+    assert!(every.contains("export const ChatMessage: $ks.MessageCodec<ChatMessage> = {"));
+    assert!(every.contains("export const ChatMessageJson: $j.JsonCodec<ChatMessage> = {"), "JSON codecs stand apart");
+    assert!(every.contains("export const ChatStreamsJson: $j.ServiceJson = {"));
+    assert!(every.contains("export const ChatStreams = /* @__PURE__ */ $ks.defineService({"));
+    assert!(
+        every.contains(&format!("@kafkasocks/runtime {}", kafkasocks_build::ts_runtime_range())),
+        "states the range"
+    );
     assert!(out.files.contains_key("google/protobuf/timestamp_kafkasocks.ts"));
+}
+
+/// Vendor mode: the runtime's sources (one copy in the repository, ts-templates/src, embedded
+/// through codegen/ts-runtime) next to the generated files, imported relatively.
+#[test]
+fn ts_vendor_mode_copies_the_runtime() {
+    let out = builder().ts_runtime(kafkasocks_build::TsRuntime::Vendor).generate_typescript(&[every_proto()]).unwrap();
+    let runtime_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ts-templates/src");
+    for name in ["index.ts", "json.ts", "wire.ts", "version.ts"] {
+        let copy = &out.files[&format!("kafkasocks-runtime/{name}")];
+        assert!(copy.starts_with(STAMP_PREFIX), "{name} is stamped");
+        let source = std::fs::read_to_string(runtime_dir.join(name)).unwrap();
+        assert!(copy.ends_with(&source), "kafkasocks-runtime/{name} is ts-templates/src/{name}");
+    }
+    let every = &out.files["every/v1/every_kafkasocks.ts"];
+    assert!(every.contains("import * as $ks from \"../../kafkasocks-runtime/index.js\";"));
+    assert!(every.contains("import * as $j from \"../../kafkasocks-runtime/json.js\";"));
+    // Apart from the runtime copy, the files are those of package mode but for the imports.
+    let package = ts_output();
+    let generated: Vec<&String> = out.files.keys().filter(|p| !p.starts_with("kafkasocks-runtime/")).collect();
+    assert_eq!(generated, package.files.keys().collect::<Vec<_>>());
 }

@@ -10,11 +10,28 @@ import type { Connection } from "./connection.js";
 import { KafkaSocksError } from "./errors.js";
 import type { PublishOptions, Receipt } from "./publish.js";
 import type { SubscribeOptions, Subscription } from "./subscription.js";
+import type { Reader, Writer } from "./wire.js";
 
-/** Binary codec of one message type (generated code provides one per message). */
+/** Binary codec of one message type: what a method descriptor needs (generated codecs are {@link MessageCodec}s). */
 export interface Codec<T> {
   encode(value: T): Uint8Array;
   decode(bytes: Uint8Array): T;
+}
+
+/**
+ * The binary codec kafkasocks-gen generates per message (the `const` named like the message):
+ * `encode`/`decode` (what `createClient` uses), `create` for a message with every field at its
+ * default, and the streaming halves other codecs call. The proto3 JSON mapping is a separate
+ * object, `<Message>Json` (see `@kafkasocks/runtime/json`).
+ */
+export interface MessageCodec<T> extends Codec<T> {
+  /** The fully-qualified message name, e.g. "chat.v1.ChatMessage". */
+  readonly typeName: string;
+  create(): T;
+  encode(value: T): Uint8Array<ArrayBuffer>;
+  write(value: T, w: Writer): void;
+  /** Reads a message (until the end of `r`, or the end-group tag `endGroup`), merging into `into`. */
+  read(r: Reader, endGroup?: number, into?: T): T;
 }
 
 /** Server-streaming RPCs are subscriptions; unary RPCs are publishes. */

@@ -5,8 +5,11 @@ export type EventMap = { [event: string]: unknown[] };
 
 export class Emitter<E extends EventMap> {
   readonly #listeners: { [K in keyof E]?: Set<Listener<E[K]>> } = {};
+  readonly #onListenerError: (error: unknown) => void;
 
-  constructor(private readonly onListenerError: (error: unknown) => void) {}
+  constructor(onListenerError: (error: unknown) => void) {
+    this.#onListenerError = onListenerError;
+  }
 
   on<K extends keyof E>(event: K, fn: Listener<E[K]>): () => void {
     const set = (this.#listeners[event] ??= new Set());
@@ -29,7 +32,7 @@ export class Emitter<E extends EventMap> {
       try {
         fn(...args);
       } catch (error) {
-        this.onListenerError(error);
+        this.#onListenerError(error);
       }
     }
   }

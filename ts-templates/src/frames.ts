@@ -350,7 +350,7 @@ function writeValue(w: Writer, no: number, type: Scalar | Schema, v: unknown, fo
 function writeMessage(s: Schema, m: Obj, w: Writer): void {
   for (const [no, name, type, repeated] of s.fields) {
     if (s.oneof) {
-      if (m.kind === name) writeValue(w, no, type, m[name] ?? {}, true);
+      if (m["kind"] === name) writeValue(w, no, type, m[name] ?? {}, true);
     } else if (repeated) {
       for (const item of m[name] as unknown[]) writeValue(w, no, type, item, true);
     } else writeValue(w, no, type, m[name], false);

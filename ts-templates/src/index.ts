@@ -1,8 +1,9 @@
 /**
  * @kafkasocks/runtime: the browser client of the KafkaSocks gateway (protocol kafkasocks.v1).
- * This is the one public entry point; everything not exported here is internal.
+ * This is the main entry point; `@kafkasocks/runtime/json` (./json.ts) has the proto3 JSON
+ * mapping. Everything not exported from the two is internal.
  */
-export { RUNTIME_VERSION, PROTOCOL } from "./version.js";
+export { CODEGEN_INTERFACE, RUNTIME_VERSION, PROTOCOL } from "./version.js";
 
 export {
   connect,
@@ -43,6 +44,7 @@ export {
   type ClientMethod,
   type ClientOptions,
   type Codec,
+  type MessageCodec,
   type MethodDescriptor,
   type MethodKind,
   type Serializer,

@@ -75,10 +75,13 @@ export class FakeWebSocket implements WebSocketLike {
   /** Set when the client closed the socket. */
   closedByClient: { code: number | undefined; reason: string | undefined } | undefined;
 
-  constructor(
-    readonly url: string,
-    readonly protocols?: string | string[],
-  ) {}
+  readonly url: string;
+  readonly protocols: string | string[] | undefined;
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.url = url;
+    this.protocols = protocols;
+  }
 
   send(data: Uint8Array<ArrayBuffer>): void {
     if (this.readyState !== 1) throw new Error(`send() in readyState ${this.readyState}`);

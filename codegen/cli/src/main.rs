@@ -3,6 +3,7 @@
 //!
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen --check   # CI: fails when stale
+//!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen --runtime vendor   # no npm
 //!     kafkasocks-gen rust proto/chat.proto -I proto -o src/gen --grpc
 //!
 //! Exit codes: 0 success (or up to date), 1 `--check` found stale output or a file could
@@ -12,8 +13,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use kafkasocks_build::{Builder, Error, Output, STAMP_PREFIX};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kafkasocks_build::{Builder, Error, Output, STAMP_PREFIX, TsRuntime};
 
 /// Generates typed KafkaSocks code from .proto files whose RPCs carry the
 /// `(kafkasocks.stream)` option (import "kafkasocks/options.proto"; it is built in).
@@ -31,11 +32,20 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Writes TypeScript: one NAME_kafkasocks.ts per NAME.proto (the inputs and every file whose
-    /// types they use), plus the KafkaSocks runtime in OUTDIR/kafkasocks-runtime/. Generated
-    /// files import only "./kafkasocks-runtime/index.js" (relative) and each other.
+    /// types they use). Generated files import the npm package @kafkasocks/runtime (add it to
+    /// the project's dependencies) and each other; with --runtime vendor, a copy of the runtime
+    /// in OUTDIR/kafkasocks-runtime/ instead.
     ///
     /// Example: kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen
-    Ts(Common),
+    Ts {
+        #[command(flatten)]
+        common: Common,
+        /// Where generated files get the KafkaSocks runtime from: "package" imports the npm
+        /// package @kafkasocks/runtime by name; "vendor" copies the runtime into
+        /// OUTDIR/kafkasocks-runtime/ and imports it relatively (for projects without npm).
+        #[arg(long, value_enum, value_name = "MODE", default_value_t = RuntimeMode::Package)]
+        runtime: RuntimeMode,
+    },
     /// Writes the Rust a build script would (one PACKAGE.rs per protobuf package): prost messages,
     /// the hooks trait and server per stream service, and with --grpc the tonic service.
     /// Most projects call kafkasocks_build::compile_protos from build.rs instead.
@@ -55,6 +65,24 @@ enum Command {
         #[arg(long = "btree-map", value_name = "PATH")]
         btree_map: Vec<String>,
     },
+}
+
+/// `--runtime`: see [`TsRuntime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeMode {
+    /// Import the npm package @kafkasocks/runtime (the default).
+    Package,
+    /// Copy the runtime into OUTDIR/kafkasocks-runtime/.
+    Vendor,
+}
+
+impl From<RuntimeMode> for TsRuntime {
+    fn from(mode: RuntimeMode) -> TsRuntime {
+        match mode {
+            RuntimeMode::Package => TsRuntime::Package,
+            RuntimeMode::Vendor => TsRuntime::Vendor,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +140,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (common, output) = match &cli.command {
-        Command::Ts(common) => (common, common.builder().generate_typescript(&common.protos)?),
+        Command::Ts { common, runtime } => {
+            (common, common.builder().ts_runtime((*runtime).into()).generate_typescript(&common.protos)?)
+        }
         Command::Rust { common, grpc, extern_paths, btree_map } => {
             let mut b = common.builder().grpc(*grpc).btree_map(btree_map.iter().cloned());
             for e in extern_paths {

@@ -19,17 +19,14 @@ fn bad_dir() -> PathBuf {
 
 /// (file, line) of bad protos: a parse error, a missing import, a bad stream option and an
 /// unsupported RPC kind.
-const CASES: &[(&str, u32)] = &[
-    ("unparsable.proto", 6),
-    ("missing_import.proto", 3),
-    ("missing_field.proto", 7),
-    ("client_streaming.proto", 6),
-];
+const CASES: &[(&str, u32)] =
+    &[("unparsable.proto", 6), ("missing_import.proto", 3), ("missing_field.proto", 7), ("client_streaming.proto", 6)];
 
 /// The first bytes of every generated file.
 const STAMP_PREFIX: &str = kafkasocks_build::STAMP_PREFIX;
 
-/// The CLI's `--check`: up to date, then changed, missing and orphaned files.
+/// The CLI's `--check`: up to date, then changed, missing and orphaned files (with
+/// `--runtime vendor`, so that the runtime copy is covered too).
 #[test]
 fn cli_check_reports_drift_and_writes_nothing() {
     let bin = env!("CARGO_BIN_EXE_kafkasocks-gen");
@@ -38,6 +35,7 @@ fn cli_check_reports_drift_and_writes_nothing() {
     let run = |check: bool| {
         let mut cmd = std::process::Command::new(bin);
         cmd.arg("ts").arg(every_proto()).arg("-I").arg(tests_dir().join("protos")).arg("-o").arg(&dir);
+        cmd.args(["--runtime", "vendor"]);
         if check {
             cmd.arg("--check");
         }
@@ -70,12 +68,52 @@ fn cli_check_reports_drift_and_writes_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--runtime package` (the default) imports the npm package and writes no runtime copy;
+/// switching a vendored output to it removes the copy (stamped files no longer generated).
+#[test]
+fn cli_runtime_modes() {
+    let bin = env!("CARGO_BIN_EXE_kafkasocks-gen");
+    let dir = std::env::temp_dir().join(format!("kafkasocks-gen-modes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |mode: Option<&str>, check: bool| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("ts").arg(every_proto()).arg("-I").arg(tests_dir().join("protos")).arg("-o").arg(&dir);
+        if let Some(mode) = mode {
+            cmd.args(["--runtime", mode]);
+        }
+        if check {
+            cmd.arg("--check");
+        }
+        cmd.output().unwrap()
+    };
+    assert_eq!(run(Some("vendor"), false).status.code(), Some(0));
+    assert!(dir.join("kafkasocks-runtime/index.ts").exists());
+    assert!(dir.join("kafkasocks-runtime/json.ts").exists());
+    let every = std::fs::read_to_string(dir.join("every/v1/every_kafkasocks.ts")).unwrap();
+    assert!(every.contains("import * as $ks from \"../../kafkasocks-runtime/index.js\";"), "{every}");
+
+    let stale = run(None, true);
+    assert_eq!(stale.status.code(), Some(1), "the vendored output is stale for package mode");
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("orphaned: kafkasocks-runtime/index.ts"));
+    assert_eq!(run(None, false).status.code(), Some(0));
+    assert!(!dir.join("kafkasocks-runtime").join("index.ts").exists(), "the runtime copy is removed");
+    let every = std::fs::read_to_string(dir.join("every/v1/every_kafkasocks.ts")).unwrap();
+    assert!(every.contains("import * as $ks from \"@kafkasocks/runtime\";"), "{every}");
+    assert!(every.contains("import * as $j from \"@kafkasocks/runtime/json\";"), "{every}");
+    assert_eq!(run(Some("package"), true).status.code(), Some(0), "package is the default");
+
+    let bad = run(Some("copy"), false);
+    assert_eq!(bad.status.code(), Some(2), "an unknown mode is a usage error");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("vendor"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn cli_help_documents_every_option() {
     let bin = env!("CARGO_BIN_EXE_kafkasocks-gen");
     let help = std::process::Command::new(bin).args(["ts", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--include", "--out", "--check", "--descriptor-set", "--service", "Example"] {
+    for flag in ["--include", "--out", "--check", "--descriptor-set", "--service", "--runtime", "vendor", "Example"] {
         assert!(text.contains(flag), "ts --help lacks {flag}:\n{text}");
     }
     let top = std::process::Command::new(bin).arg("--help").output().unwrap();

@@ -1,19 +1,15 @@
-//! The proto3 JSON mapping of the generated TypeScript: per message codec `toJson` and
-//! `fromJson` (generic ones, or the special forms of the well-known types), the type
-//! registry `google.protobuf.Any` resolves type URLs with, and the support module
-//! `kafkasocks-runtime/json.ts` (parser, readers/writers, `jsonSerializer`) they import.
+//! The proto3 JSON mapping of the generated TypeScript: per message a JSON codec
+//! `<Message>Json` with `toJson` and `fromJson` (generic ones, or the special forms of the
+//! well-known types), and the type registry `google.protobuf.Any` resolves type URLs with.
+//! They are built on `@kafkasocks/runtime/json` (`ts-templates/src/json.ts`: parser,
+//! readers/writers, `createJsonSerializer`). The JSON codec is an object of its own, apart
+//! from the binary codec, so that a bundle which never uses JSON drops all of it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::{FileEmitter, Item, is_64, oneof_var, scalar_non_default, string_literal};
 use crate::model::{Field, FieldType, Label, Message, Scalar};
-
-/// The support module, copied to `kafkasocks-runtime/json.ts`.
-pub(super) const SUPPORT: &str = include_str!("json.ts");
-
-/// Its file name inside the runtime folder.
-pub(super) const SUPPORT_FILE: &str = "json.ts";
 
 const NULL_VALUE: &str = "google.protobuf.NullValue";
 const VALUE: &str = "google.protobuf.Value";
@@ -124,7 +120,7 @@ impl FileEmitter<'_> {
             FieldType::Scalar(_) => v.to_owned(),
             FieldType::Enum(n) if n == NULL_VALUE => "null".to_owned(),
             FieldType::Enum(n) => format!("$j.writeEnum({v}, {})", self.type_name(n)),
-            FieldType::Message(n) | FieldType::Group(n) => format!("{}.toJson({v})", self.type_name(n)),
+            FieldType::Message(n) | FieldType::Group(n) => format!("{}.toJson({v})", self.json_name(n)),
         }
     }
 
@@ -138,13 +134,18 @@ impl FileEmitter<'_> {
                 (format!("$j.readEnum({v}, {}, {}, options)", self.type_name(n), string_literal(n)), true)
             }
             FieldType::Message(n) | FieldType::Group(n) => {
-                (format!("{}.fromJson({v}, options)", self.type_name(n)), false)
+                (format!("{}.fromJson({v}, options)", self.json_name(n)), false)
             }
         }
     }
 
-    /// `toJson` and `fromJson` of a message codec.
+    /// The JSON codec of a message: `typeName`, `binary`, `toJson` and `fromJson`.
     pub(super) fn emit_json(&self, out: &mut String, m: &Message, name: &str) {
+        let json = self.json_name(&m.full_name);
+        super::jsdoc(out, "", &[format!("The proto3 JSON mapping of `{}` (binary codec: `{name}`).", m.full_name)]);
+        let _ = writeln!(out, "export const {json}: $j.JsonCodec<{name}> = {{");
+        let _ = writeln!(out, "  typeName: {},", string_literal(&m.full_name));
+        let _ = writeln!(out, "  binary: {name},");
         match wkt(m) {
             Some(w) => self.emit_wkt_json(out, m, name, w),
             None => {
@@ -152,6 +153,7 @@ impl FileEmitter<'_> {
                 self.emit_from_json(out, m, name);
             }
         }
+        let _ = writeln!(out, "}};");
     }
 
     fn emit_to_json(&self, out: &mut String, m: &Message, name: &str) {
@@ -363,7 +365,7 @@ impl FileEmitter<'_> {
             }
             let _ = writeln!(out, "  }},");
         };
-        let value = self.type_name(VALUE);
+        let value = self.json_name(VALUE);
         match w {
             Wkt::Timestamp => to(&["return $j.timestampToJson(m);".to_owned()]),
             Wkt::Duration => to(&["return $j.durationToJson(m);".to_owned()]),
@@ -443,8 +445,8 @@ impl FileEmitter<'_> {
                 from_head(out, true);
                 let kind = self.props(m).1.first().cloned().unwrap_or_default();
                 let case = |field: &str| string_literal(&prop(field));
-                let structure = self.type_name("google.protobuf.Struct");
-                let list = self.type_name("google.protobuf.ListValue");
+                let structure = self.json_name("google.protobuf.Struct");
+                let list = self.json_name("google.protobuf.ListValue");
                 let lines = [
                     format!("const m = {name}.create();"),
                     "switch (typeof json) {".to_owned(),

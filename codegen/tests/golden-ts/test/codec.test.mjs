@@ -2,7 +2,7 @@
 // Run: npm test (builds with tsc into dist/ first).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Writer } from "../dist/gen/kafkasocks-runtime/index.js";
+import { Writer } from "@kafkasocks/runtime";
 import { ChatStreams, Color, Everything, Maps, Repeated, Scalars, Sensors } from "../dist/gen/every/v1/every_kafkasocks.js";
 import { Legacy } from "../dist/gen/every/v1/legacy_kafkasocks.js";
 

@@ -1,37 +1,54 @@
-// The proto3 JSON mapping of the generated codecs (toJson / fromJson, kafkasocks-runtime/json.js):
+// The proto3 JSON mapping of the generated JSON codecs (<Message>Json: toJson / fromJson, @kafkasocks/runtime/json):
 // round trips of every-feature messages, hand-checked JSON for the tricky cases, bad input, and
 // the JSON serializer through createClient. Run: npm test (builds with tsc into dist/ first).
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { binarySerializer, createClient } from "../dist/gen/kafkasocks-runtime/index.js";
+import { binarySerializer, createClient } from "@kafkasocks/runtime";
 import {
   createJsonSerializer,
   fromJsonString,
   JsonError,
-  jsonSerializer,
   parseJson,
   stringifyJson,
   toJsonString,
-} from "../dist/gen/kafkasocks-runtime/json.js";
+} from "@kafkasocks/runtime/json";
 import {
   ChatMessage,
+  ChatMessageJson,
   ChatStreams,
+  ChatStreamsJson,
   Color,
   Everything,
   Everything_Inner,
   Everything_Inner_Mood,
+  EverythingJson,
   Maps,
+  MapsJson,
   Optionals,
+  OptionalsJson,
   Repeated,
+  RepeatedJson,
   Scalars,
+  ScalarsJson,
 } from "../dist/gen/every/v1/every_kafkasocks.js";
-import { Legacy, Level } from "../dist/gen/every/v1/legacy_kafkasocks.js";
-import { Any } from "../dist/gen/google/protobuf/any_kafkasocks.js";
-import { Duration } from "../dist/gen/google/protobuf/duration_kafkasocks.js";
+import { Legacy, LegacyJson, Level } from "../dist/gen/every/v1/legacy_kafkasocks.js";
+import { Any, AnyJson } from "../dist/gen/google/protobuf/any_kafkasocks.js";
+import { Duration, DurationJson } from "../dist/gen/google/protobuf/duration_kafkasocks.js";
 import { Empty } from "../dist/gen/google/protobuf/empty_kafkasocks.js";
-import { ListValue, Struct, Value } from "../dist/gen/google/protobuf/struct_kafkasocks.js";
-import { Timestamp } from "../dist/gen/google/protobuf/timestamp_kafkasocks.js";
-import { BytesValue, FloatValue, Int64Value, StringValue, UInt64Value } from "../dist/gen/google/protobuf/wrappers_kafkasocks.js";
+import { ListValue, ListValueJson, Struct, StructJson, Value, ValueJson } from "../dist/gen/google/protobuf/struct_kafkasocks.js";
+import { Timestamp, TimestampJson } from "../dist/gen/google/protobuf/timestamp_kafkasocks.js";
+import {
+  BytesValue,
+  BytesValueJson,
+  FloatValue,
+  FloatValueJson,
+  Int64Value,
+  Int64ValueJson,
+  StringValue,
+  StringValueJson,
+  UInt64Value,
+  UInt64ValueJson,
+} from "../dist/gen/google/protobuf/wrappers_kafkasocks.js";
 import { canonical, normalized } from "./canonical.mjs";
 
 const bytes = (...b) => new Uint8Array(b);
@@ -47,7 +64,7 @@ function roundTrip(codec, value) {
   assert.equal(normalized(canonical(back)), normalized(canonical(value)), `${codec.typeName} JSON round trip: ${text}`);
   assert.equal(toJsonString(codec, back), text);
   // and through the binary codec: JSON -> message -> bytes -> message -> JSON
-  assert.equal(toJsonString(codec, codec.decode(codec.encode(back))), text);
+  assert.equal(toJsonString(codec, codec.binary.decode(codec.binary.encode(back))), text);
   return text;
 }
 
@@ -184,14 +201,14 @@ function everything(payload, second) {
 }
 
 test("every-feature messages round-trip through JSON", () => {
-  roundTrip(Scalars, Scalars.create());
-  roundTrip(Scalars, scalars());
-  roundTrip(Optionals, Optionals.create());
-  roundTrip(Optionals, optionalsAtDefaults());
-  roundTrip(Repeated, repeated());
-  roundTrip(Maps, maps());
-  roundTrip(Legacy, legacy());
-  roundTrip(Everything, Everything.create());
+  roundTrip(ScalarsJson, Scalars.create());
+  roundTrip(ScalarsJson, scalars());
+  roundTrip(OptionalsJson, Optionals.create());
+  roundTrip(OptionalsJson, optionalsAtDefaults());
+  roundTrip(RepeatedJson, repeated());
+  roundTrip(MapsJson, maps());
+  roundTrip(LegacyJson, legacy());
+  roundTrip(EverythingJson, Everything.create());
   const payloads = [
     undefined,
     { case: "text", value: "" },
@@ -202,7 +219,7 @@ test("every-feature messages round-trip through JSON", () => {
     { case: "bigChoice", value: -(2n ** 63n) },
   ];
   const seconds = [undefined, { case: "secondDouble", value: -0 }, { case: "secondMessage", value: Scalars.create() }];
-  for (const p of payloads) for (const s of seconds) roundTrip(Everything, everything(p, s));
+  for (const p of payloads) for (const s of seconds) roundTrip(EverythingJson, everything(p, s));
   // Any holding well-known types and another Any
   for (const extra of [
     pack(Timestamp, ts(-62135596800)),
@@ -212,16 +229,16 @@ test("every-feature messages round-trip through JSON", () => {
     pack(ListValue, { values: [] }),
     pack(StringValue, { value: "" }),
     // (a value that went through JSON once: its maps are in JSON's key order, so the packed bytes are stable)
-    pack(Any, pack(Everything, Everything.fromJson(Everything.toJson(everything({ case: "text", value: "deep" }))))),
+    pack(Any, pack(Everything, EverythingJson.fromJson(EverythingJson.toJson(everything({ case: "text", value: "deep" }))))),
     pack(Empty, {}),
     { typeUrl: "", value: bytes() },
   ]) {
-    roundTrip(Everything, { ...Everything.create(), extra });
+    roundTrip(EverythingJson, { ...Everything.create(), extra });
   }
 });
 
 test("scalars: 64-bit integers as strings, bytes as base64, enums by name, special floats as strings", () => {
-  assert.deepEqual(Scalars.toJson(scalars()), {
+  assert.deepEqual(ScalarsJson.toJson(scalars()), {
     fDouble: -1.5e-300,
     fFloat: 3.4028235e38, // the shortest decimal of the 32-bit float
     fInt32: -2147483648,
@@ -239,20 +256,20 @@ test("scalars: 64-bit integers as strings, bytes as base64, enums by name, speci
     fBytes: "APv/gA==",
     fColor: "COLOR_BLUE",
   });
-  assert.deepEqual(Scalars.toJson({ ...Scalars.create(), fDouble: NaN, fFloat: -Infinity, fColor: 42 }), {
+  assert.deepEqual(ScalarsJson.toJson({ ...Scalars.create(), fDouble: NaN, fFloat: -Infinity, fColor: 42 }), {
     fDouble: "NaN",
     fFloat: "-Infinity",
     fColor: 42, // unknown enum numbers stay numbers
   });
-  assert.deepEqual(Scalars.toJson({ ...Scalars.create(), fDouble: Infinity, fFloat: Math.fround(0.1) }), { fDouble: "Infinity", fFloat: 0.1 });
+  assert.deepEqual(ScalarsJson.toJson({ ...Scalars.create(), fDouble: Infinity, fFloat: Math.fround(0.1) }), { fDouble: "Infinity", fFloat: 0.1 });
   // proto3 implicit presence: defaults are left out (-0 counts as the default, as on the wire)
-  assert.deepEqual(Scalars.toJson(Scalars.create()), {});
-  assert.deepEqual(Scalars.toJson({ ...Scalars.create(), fDouble: -0 }), {});
+  assert.deepEqual(ScalarsJson.toJson(Scalars.create()), {});
+  assert.deepEqual(ScalarsJson.toJson({ ...Scalars.create(), fDouble: -0 }), {});
 });
 
 test("scalars: inputs the mapping accepts", () => {
   const m = fromJsonString(
-    Scalars,
+    ScalarsJson,
     `{"fInt64": 9223372036854775807, "f_uint64": "18446744073709551615", "fInt32": "-5", "fUint32": 1e3,
       "fSint64": "1e2", "fFixed64": 4.0, "fDouble": "-Infinity", "fFloat": "1.5", "fBytes": "-_8",
       "fColor": 2, "fBool": false, "fString": "\\u00e9\\ud83d\\ude00", "fSfixed32": -0}`,
@@ -269,16 +286,16 @@ test("scalars: inputs the mapping accepts", () => {
   assert.equal(m.fColor, Color.COLOR_GREEN);
   assert.equal(m.fString, "é😀");
   assert.ok(Object.is(m.fSfixed32, 0));
-  assert.deepEqual(fromJsonString(Scalars, '{"fBytes": "+/8="}').fBytes, bytes(251, 255));
-  assert.deepEqual(fromJsonString(Scalars, '{"fColor": "COLOR_RED"}').fColor, 1);
-  assert.deepEqual(fromJsonString(Scalars, '{"fColor": -100}').fColor, -100, "unknown numbers are kept");
-  assert.equal(fromJsonString(Scalars, '{"fFloat": 0.1}').fFloat, Math.fround(0.1), "floats are rounded to 32 bits");
+  assert.deepEqual(fromJsonString(ScalarsJson, '{"fBytes": "+/8="}').fBytes, bytes(251, 255));
+  assert.deepEqual(fromJsonString(ScalarsJson, '{"fColor": "COLOR_RED"}').fColor, 1);
+  assert.deepEqual(fromJsonString(ScalarsJson, '{"fColor": -100}').fColor, -100, "unknown numbers are kept");
+  assert.equal(fromJsonString(ScalarsJson, '{"fFloat": 0.1}').fFloat, Math.fround(0.1), "floats are rounded to 32 bits");
   // null is the default
-  assert.deepEqual(fromJsonString(Scalars, '{"fInt32": null, "fString": null, "fColor": null}'), Scalars.create());
+  assert.deepEqual(fromJsonString(ScalarsJson, '{"fInt32": null, "fString": null, "fColor": null}'), Scalars.create());
 });
 
 test("explicit presence: set fields are written even at their default", () => {
-  assert.deepEqual(Optionals.toJson(optionalsAtDefaults()), {
+  assert.deepEqual(OptionalsJson.toJson(optionalsAtDefaults()), {
     oDouble: -0,
     oFloat: 0,
     oInt32: 0,
@@ -296,48 +313,48 @@ test("explicit presence: set fields are written even at their default", () => {
     oBytes: "",
     oColor: "COLOR_UNSPECIFIED",
   });
-  assert.equal(toJsonString(Optionals, { oDouble: -0, oFloat: -0 }), '{"oDouble":-0,"oFloat":-0}', "-0 keeps its sign");
-  assert.deepEqual(Optionals.toJson(Optionals.create()), {});
-  const back = fromJsonString(Optionals, '{"oInt32": 0, "oString": null}');
+  assert.equal(toJsonString(OptionalsJson, { oDouble: -0, oFloat: -0 }), '{"oDouble":-0,"oFloat":-0}', "-0 keeps its sign");
+  assert.deepEqual(OptionalsJson.toJson(Optionals.create()), {});
+  const back = fromJsonString(OptionalsJson, '{"oInt32": 0, "oString": null}');
   assert.equal(back.oInt32, 0);
   assert.ok(!("oString" in back), "null leaves an optional field unset");
 });
 
 test("repeated fields are arrays, maps are objects with string keys", () => {
-  const r = Repeated.toJson({ ...Repeated.create(), rInt64: [1n, -2n], rBytes: [bytes(1)], rColor: [1, 42], rDouble: [NaN, -0] });
+  const r = RepeatedJson.toJson({ ...Repeated.create(), rInt64: [1n, -2n], rBytes: [bytes(1)], rColor: [1, 42], rDouble: [NaN, -0] });
   assert.deepEqual(r, { rDouble: ["NaN", -0], rInt64: ["1", "-2"], rBytes: ["AQ=="], rColor: ["COLOR_RED", 42] });
-  const m = Maps.toJson(maps());
+  const m = MapsJson.toJson(maps());
   assert.deepEqual(m.int64String, { "-9223372036854775808": "min", "0": "", "9223372036854775807": "max" });
   assert.deepEqual(m.boolBytes, { false: "", true: "/w==" });
   assert.deepEqual(m.sint64Enum, { "-1": "COLOR_GREEN", "1": 99 });
   assert.deepEqual(m.fixed32Double, { "3": "NaN", "1": -0.5 });
-  assert.deepEqual(m.uint32Message, { "0": {}, "4294967295": Scalars.toJson(scalars()) });
+  assert.deepEqual(m.uint32Message, { "0": {}, "4294967295": ScalarsJson.toJson(scalars()) });
   assert.equal(Object.keys(m.stringInt32).length, 4);
   assert.equal(Object.getPrototypeOf(m.stringInt32), Object.prototype, '"__proto__" is a plain key');
   assert.equal(m.stringInt32.__proto__, 2);
-  const back = fromJsonString(Maps, '{"int64String": {"-1": "a", "18": "b"}, "boolBytes": {"true": "AA=="}, "int32Uint64": {"7": 8}}');
+  const back = fromJsonString(MapsJson, '{"int64String": {"-1": "a", "18": "b"}, "boolBytes": {"true": "AA=="}, "int32Uint64": {"7": 8}}');
   assert.deepEqual(back.int64String, new Map([[-1n, "a"], [18n, "b"]]));
   assert.deepEqual([...back.boolBytes], [[true, bytes(0)]]);
   assert.deepEqual([...back.int32Uint64], [[7, 8n]]);
-  assert.deepEqual(Maps.toJson(Maps.create()), {}, "empty maps and lists are left out");
+  assert.deepEqual(MapsJson.toJson(Maps.create()), {}, "empty maps and lists are left out");
 });
 
 test("oneofs: the set case is written under its JSON name; a second case or name is an error", () => {
   const e = { ...Everything.create(), payload: { case: "bigChoice", value: 5n }, second: { case: "secondDouble", value: 0 } };
-  assert.deepEqual(Everything.toJson(e), { bigChoice: "5", secondDouble: 0 }, "a oneof member at its default is still written");
-  assert.deepEqual(fromJsonString(Everything, '{"big_choice": "5"}').payload, { case: "bigChoice", value: 5n });
-  assert.deepEqual(fromJsonString(Everything, '{"text": null, "colorChoice": "COLOR_RED"}').payload, { case: "colorChoice", value: 1 });
-  assert.throws(() => fromJsonString(Everything, '{"text": "a", "blob": ""}'), { name: "JsonError", message: "blob: oneof payload is set twice" });
+  assert.deepEqual(EverythingJson.toJson(e), { bigChoice: "5", secondDouble: 0 }, "a oneof member at its default is still written");
+  assert.deepEqual(fromJsonString(EverythingJson, '{"big_choice": "5"}').payload, { case: "bigChoice", value: 5n });
+  assert.deepEqual(fromJsonString(EverythingJson, '{"text": null, "colorChoice": "COLOR_RED"}').payload, { case: "colorChoice", value: 1 });
+  assert.throws(() => fromJsonString(EverythingJson, '{"text": "a", "blob": ""}'), { name: "JsonError", message: "blob: oneof payload is set twice" });
 });
 
 test("field names: lowerCamelCase and the proto name both read; both at once is an error", () => {
-  assert.deepEqual(Everything.toJson({ ...Everything.create(), afterOneof: 1 }), { afterOneof: 1 });
-  assert.equal(fromJsonString(Everything, '{"after_oneof": 2}').afterOneof, 2);
-  assert.throws(() => fromJsonString(Everything, '{"afterOneof": 1, "after_oneof": 2}'), {
+  assert.deepEqual(EverythingJson.toJson({ ...Everything.create(), afterOneof: 1 }), { afterOneof: 1 });
+  assert.equal(fromJsonString(EverythingJson, '{"after_oneof": 2}').afterOneof, 2);
+  assert.throws(() => fromJsonString(EverythingJson, '{"afterOneof": 1, "after_oneof": 2}'), {
     message: "after_oneof: field after_oneof is set twice",
   });
   // reserved words are plain JSON names
-  const names = fromJsonString(Everything, '{"class": "c", "type": 1, "default": true, "constructor": "k", "object": {"in": "i"}, "map": {"entries": {"a": "b"}}}');
+  const names = fromJsonString(EverythingJson, '{"class": "c", "type": 1, "default": true, "constructor": "k", "object": {"in": "i"}, "map": {"entries": {"a": "b"}}}');
   assert.equal(names.constructor, "k");
   assert.equal(names.object.in, "i");
   assert.deepEqual([...names.map.entries], [["a", "b"]]);
@@ -354,17 +371,17 @@ test("Timestamp: RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits; range chec
     [ts(253402300799, 999999999), "9999-12-31T23:59:59.999999999Z"],
   ];
   for (const [t, text] of cases) {
-    assert.equal(Timestamp.toJson(t), text);
-    assert.deepEqual(Timestamp.fromJson(text), { ...Timestamp.create(), ...t });
+    assert.equal(TimestampJson.toJson(t), text);
+    assert.deepEqual(TimestampJson.fromJson(text), { ...Timestamp.create(), ...t });
   }
-  assert.deepEqual(Timestamp.fromJson("1970-01-01T08:00:01.5+08:00"), ts(1, 500000000), "offsets are applied");
-  assert.deepEqual(Timestamp.fromJson("1969-12-31T16:00:00-08:00"), ts(0));
+  assert.deepEqual(TimestampJson.fromJson("1970-01-01T08:00:01.5+08:00"), ts(1, 500000000), "offsets are applied");
+  assert.deepEqual(TimestampJson.fromJson("1969-12-31T16:00:00-08:00"), ts(0));
   for (const bad of ["1970-01-01 00:00:00Z", "1970-01-01t00:00:00z", "1970-01-01T00:00:00", "1970-02-30T00:00:00Z", "0000-12-31T23:59:59Z", "1970-01-01T00:00:00.1234567890Z", "1970-01-01T24:00:00Z"]) {
-    assert.throws(() => Timestamp.fromJson(bad), JsonError, bad);
+    assert.throws(() => TimestampJson.fromJson(bad), JsonError, bad);
   }
-  assert.throws(() => Timestamp.toJson(ts(253402300800)), /out of range/);
-  assert.throws(() => Timestamp.toJson(ts(0, -1)), /nanos -1 is out of range/);
-  assert.throws(() => fromJsonString(ChatMessage, '{"sentAt": 5}'), { message: /^sentAt: expected an RFC 3339 timestamp string, got 5$/ });
+  assert.throws(() => TimestampJson.toJson(ts(253402300800)), /out of range/);
+  assert.throws(() => TimestampJson.toJson(ts(0, -1)), /nanos -1 is out of range/);
+  assert.throws(() => fromJsonString(ChatMessageJson, '{"sentAt": 5}'), { message: /^sentAt: expected an RFC 3339 timestamp string, got 5$/ });
 });
 
 test("Duration: seconds with an s suffix, negative with -", () => {
@@ -377,31 +394,31 @@ test("Duration: seconds with an s suffix, negative with -", () => {
     [{ seconds: 315576000000n, nanos: 0 }, "315576000000s"],
   ];
   for (const [d, text] of cases) {
-    assert.equal(Duration.toJson(d), text);
-    assert.deepEqual(Duration.fromJson(text), { ...Duration.create(), ...d });
+    assert.equal(DurationJson.toJson(d), text);
+    assert.deepEqual(DurationJson.fromJson(text), { ...Duration.create(), ...d });
   }
-  assert.deepEqual(Duration.fromJson("-0.5s"), { seconds: 0n, nanos: -500000000 });
-  for (const bad of ["1", "1.5", "s", "+1s", "1.0000000001s", "315576000001s", " 1s"]) assert.throws(() => Duration.fromJson(bad), JsonError, bad);
-  assert.throws(() => Duration.toJson({ seconds: 1n, nanos: -1 }), /wrong sign/);
-  assert.throws(() => Duration.toJson({ seconds: -315576000001n, nanos: 0 }), /out of range/);
+  assert.deepEqual(DurationJson.fromJson("-0.5s"), { seconds: 0n, nanos: -500000000 });
+  for (const bad of ["1", "1.5", "s", "+1s", "1.0000000001s", "315576000001s", " 1s"]) assert.throws(() => DurationJson.fromJson(bad), JsonError, bad);
+  assert.throws(() => DurationJson.toJson({ seconds: 1n, nanos: -1 }), /wrong sign/);
+  assert.throws(() => DurationJson.toJson({ seconds: -315576000001n, nanos: 0 }), /out of range/);
 });
 
 test("wrappers are their bare value; null leaves the field unset", () => {
   const e = { ...Everything.create(), maybeString: { value: "" }, maybeInt64: { value: -3n } };
-  assert.deepEqual(Everything.toJson(e), { maybeString: "", maybeInt64: "-3" });
-  const back = fromJsonString(Everything, '{"maybeString": "s", "maybeInt64": 4}');
+  assert.deepEqual(EverythingJson.toJson(e), { maybeString: "", maybeInt64: "-3" });
+  const back = fromJsonString(EverythingJson, '{"maybeString": "s", "maybeInt64": 4}');
   assert.deepEqual(back.maybeString, { value: "s" });
   assert.deepEqual(back.maybeInt64, { value: 4n });
-  assert.equal(fromJsonString(Everything, '{"maybeString": null}').maybeString, undefined);
-  assert.equal(UInt64Value.toJson({ value: 2n ** 64n - 1n }), "18446744073709551615");
-  assert.equal(BytesValue.toJson({ value: bytes(1, 2) }), "AQI=");
-  assert.equal(FloatValue.toJson({ value: NaN }), "NaN");
-  assert.deepEqual(Int64Value.fromJson("-9223372036854775808"), { value: -(2n ** 63n) });
-  assert.deepEqual(StringValue.fromJson(""), { value: "" });
+  assert.equal(fromJsonString(EverythingJson, '{"maybeString": null}').maybeString, undefined);
+  assert.equal(UInt64ValueJson.toJson({ value: 2n ** 64n - 1n }), "18446744073709551615");
+  assert.equal(BytesValueJson.toJson({ value: bytes(1, 2) }), "AQI=");
+  assert.equal(FloatValueJson.toJson({ value: NaN }), "NaN");
+  assert.deepEqual(Int64ValueJson.fromJson("-9223372036854775808"), { value: -(2n ** 63n) });
+  assert.deepEqual(StringValueJson.fromJson(""), { value: "" });
 });
 
 test("Struct, Value and ListValue are plain JSON", () => {
-  assert.deepEqual(Struct.toJson(structure()), {
+  assert.deepEqual(StructJson.toJson(structure()), {
     number: -1.25,
     string: "s",
     null: null,
@@ -410,63 +427,63 @@ test("Struct, Value and ListValue are plain JSON", () => {
     struct: { inner: 0 },
   });
   const text = '{"attributes": {"a": [1, {"b": null}, "c", true, 12345678901234567890], "d": {}}}';
-  const attrs = fromJsonString(Everything, text).attributes;
-  assert.deepEqual(Struct.toJson(attrs), { a: [1, { b: null }, "c", true, 12345678901234567000], d: {} });
+  const attrs = fromJsonString(EverythingJson, text).attributes;
+  assert.deepEqual(StructJson.toJson(attrs), { a: [1, { b: null }, "c", true, 12345678901234567000], d: {} });
   assert.deepEqual(attrs.fields.get("d"), { kind: { case: "structValue", value: { fields: new Map() } } });
-  assert.deepEqual(Value.fromJson(null), { kind: { case: "nullValue", value: 0 } });
-  assert.equal(Value.toJson({ kind: { case: "nullValue", value: 0 } }), null);
-  assert.deepEqual(ListValue.toJson({ values: [num(1), { kind: { case: "nullValue", value: 0 } }] }), [1, null]);
-  assert.throws(() => Value.toJson({}), /Value has no kind set/);
-  assert.throws(() => Value.toJson(num(NaN)), /cannot hold NaN/);
-  assert.throws(() => Struct.fromJson([1]), /expected an object/);
-  assert.throws(() => ListValue.fromJson({}), /expected an array/);
+  assert.deepEqual(ValueJson.fromJson(null), { kind: { case: "nullValue", value: 0 } });
+  assert.equal(ValueJson.toJson({ kind: { case: "nullValue", value: 0 } }), null);
+  assert.deepEqual(ListValueJson.toJson({ values: [num(1), { kind: { case: "nullValue", value: 0 } }] }), [1, null]);
+  assert.throws(() => ValueJson.toJson({}), /Value has no kind set/);
+  assert.throws(() => ValueJson.toJson(num(NaN)), /cannot hold NaN/);
+  assert.throws(() => StructJson.fromJson([1]), /expected an object/);
+  assert.throws(() => ListValueJson.fromJson({}), /expected an array/);
 });
 
 test("Any: @type with the fields of a registered message, or with value for well-known types", () => {
-  assert.deepEqual(Any.toJson(pack(ChatMessage, { ...ChatMessage.create(), room: "r", sentAt: ts(1) })), {
+  assert.deepEqual(AnyJson.toJson(pack(ChatMessage, { ...ChatMessage.create(), room: "r", sentAt: ts(1) })), {
     "@type": "type.googleapis.com/every.v1.ChatMessage",
     room: "r",
     sentAt: "1970-01-01T00:00:01Z",
   });
-  assert.deepEqual(Any.toJson(pack(Timestamp, ts(1))), { "@type": "type.googleapis.com/google.protobuf.Timestamp", value: "1970-01-01T00:00:01Z" });
-  assert.deepEqual(Any.toJson(pack(Struct, { fields: new Map([["a", num(1)]]) })), {
+  assert.deepEqual(AnyJson.toJson(pack(Timestamp, ts(1))), { "@type": "type.googleapis.com/google.protobuf.Timestamp", value: "1970-01-01T00:00:01Z" });
+  assert.deepEqual(AnyJson.toJson(pack(Struct, { fields: new Map([["a", num(1)]]) })), {
     "@type": "type.googleapis.com/google.protobuf.Struct",
     value: { a: 1 },
   });
-  assert.deepEqual(Any.toJson(pack(Empty, {})), { "@type": "type.googleapis.com/google.protobuf.Empty" });
-  const nested = Any.toJson(pack(Any, pack(Int64Value, { value: 5n })));
+  assert.deepEqual(AnyJson.toJson(pack(Empty, {})), { "@type": "type.googleapis.com/google.protobuf.Empty" });
+  const nested = AnyJson.toJson(pack(Any, pack(Int64Value, { value: 5n })));
   assert.deepEqual(nested, {
     "@type": "type.googleapis.com/google.protobuf.Any",
     value: { "@type": "type.googleapis.com/google.protobuf.Int64Value", value: "5" },
   });
-  assert.deepEqual(Any.toJson({ typeUrl: "", value: bytes() }), {});
+  assert.deepEqual(AnyJson.toJson({ typeUrl: "", value: bytes() }), {});
   // fromJson packs the message with its binary codec; the type URL is kept as written
-  const any = Any.fromJson({ room: "r", "@type": "example.com/x/every.v1.ChatMessage" });
+  const any = AnyJson.fromJson({ room: "r", "@type": "example.com/x/every.v1.ChatMessage" });
   assert.equal(any.typeUrl, "example.com/x/every.v1.ChatMessage");
   assert.deepEqual(ChatMessage.decode(any.value), { ...ChatMessage.create(), room: "r" });
-  assert.deepEqual(Any.fromJson(nested), pack(Any, pack(Int64Value, { value: 5n })));
-  assert.deepEqual(Any.fromJson({}), { typeUrl: "", value: bytes() });
+  assert.deepEqual(AnyJson.fromJson(nested), pack(Any, pack(Int64Value, { value: 5n })));
+  assert.deepEqual(AnyJson.fromJson({}), { typeUrl: "", value: bytes() });
   // errors
-  assert.throws(() => Any.toJson({ typeUrl: "type.googleapis.com/no.Such", value: bytes() }), {
+  assert.throws(() => AnyJson.toJson({ typeUrl: "type.googleapis.com/no.Such", value: bytes() }), {
     name: "JsonError",
     message: /type URL "type.googleapis.com\/no.Such" names no message generated with this code/,
   });
-  assert.throws(() => Any.fromJson({ room: "r" }), /needs "@type"/);
-  assert.throws(() => fromJsonString(Everything, '{"extra": {"@type": "type.googleapis.com/every.v1.ChatMessage", "room": 1}}'), {
+  assert.throws(() => AnyJson.fromJson({ room: "r" }), /needs "@type"/);
+  assert.throws(() => fromJsonString(EverythingJson, '{"extra": {"@type": "type.googleapis.com/every.v1.ChatMessage", "room": 1}}'), {
     message: "extra.room: expected a string, got 1",
   });
-  assert.throws(() => Any.fromJson({ "@type": "type.googleapis.com/google.protobuf.Duration", value: "1s", extra: 1 }), /no field named "extra"/);
+  assert.throws(() => AnyJson.fromJson({ "@type": "type.googleapis.com/google.protobuf.Duration", value: "1s", extra: 1 }), /no field named "extra"/);
 });
 
 test("proto2: required fields always, optional ones when set, groups under their field name", () => {
-  assert.deepEqual(Legacy.toJson(Legacy.create()), { id: 0 });
-  assert.deepEqual(Legacy.toJson({ ...Legacy.create(), blob: { numbers: [1] }, item: [{ key: "k" }], level: Level.LEVEL_HIGH }), {
+  assert.deepEqual(LegacyJson.toJson(Legacy.create()), { id: 0 });
+  assert.deepEqual(LegacyJson.toJson({ ...Legacy.create(), blob: { numbers: [1] }, item: [{ key: "k" }], level: Level.LEVEL_HIGH }), {
     id: 0,
     level: "LEVEL_HIGH",
     blob: { numbers: [1] },
     item: [{ key: "k" }],
   });
-  const l = fromJsonString(Legacy, '{"id": 1, "blob": {"data": "d"}, "child": {"id": 2, "flag": true}}');
+  const l = fromJsonString(LegacyJson, '{"id": 1, "blob": {"data": "d"}, "child": {"id": 2, "flag": true}}');
   assert.equal(l.name, undefined, "absent: the proto2 default applies when read, as on the wire");
   assert.equal(l.blob?.data, "d");
   assert.equal(l.child?.flag, true);
@@ -474,15 +491,15 @@ test("proto2: required fields always, optional ones when set, groups under their
 
 test("ignoreUnknownFields skips unknown fields and unknown enum names", () => {
   const text = '{"fInt32": 1, "nope": {"deep": [1]}, "fColor": "COLOR_PURPLE"}';
-  assert.throws(() => fromJsonString(Scalars, text), { message: 'nope: every.v1.Scalars has no field named "nope" (ignoreUnknownFields skips unknown fields)' });
-  const m = fromJsonString(Scalars, text, { ignoreUnknownFields: true });
+  assert.throws(() => fromJsonString(ScalarsJson, text), { message: 'nope: every.v1.Scalars has no field named "nope" (ignoreUnknownFields skips unknown fields)' });
+  const m = fromJsonString(ScalarsJson, text, { ignoreUnknownFields: true });
   assert.equal(m.fInt32, 1);
   assert.equal(m.fColor, 0);
-  const r = fromJsonString(Repeated, '{"rColor": ["COLOR_RED", "COLOR_PURPLE", 7]}', { ignoreUnknownFields: true });
+  const r = fromJsonString(RepeatedJson, '{"rColor": ["COLOR_RED", "COLOR_PURPLE", 7]}', { ignoreUnknownFields: true });
   assert.deepEqual(r.rColor, [1, 7], "unknown names are dropped from lists");
-  const mp = fromJsonString(Maps, '{"sint64Enum": {"1": "COLOR_PURPLE", "2": "COLOR_RED"}}', { ignoreUnknownFields: true });
+  const mp = fromJsonString(MapsJson, '{"sint64Enum": {"1": "COLOR_PURPLE", "2": "COLOR_RED"}}', { ignoreUnknownFields: true });
   assert.deepEqual([...mp.sint64Enum], [[2n, 1]], "and from maps");
-  assert.throws(() => fromJsonString(Repeated, '{"rColor": ["COLOR_PURPLE"]}'), { message: 'rColor[0]: "COLOR_PURPLE" is not a value of enum every.v1.Color' });
+  assert.throws(() => fromJsonString(RepeatedJson, '{"rColor": ["COLOR_PURPLE"]}'), { message: 'rColor[0]: "COLOR_PURPLE" is not a value of enum every.v1.Color' });
 });
 
 test("bad input: a JsonError naming the field", () => {
@@ -518,7 +535,7 @@ test("bad input: a JsonError naming the field", () => {
     ['"text"', 'expected an object (every.v1.Everything), got "text"'],
   ];
   for (const [text, message] of bad) {
-    assert.throws(() => fromJsonString(Everything, text), (e) => {
+    assert.throws(() => fromJsonString(EverythingJson, text), (e) => {
       assert.ok(e instanceof JsonError, `${text}: ${e}`);
       assert.equal(e.message, message, text);
       return true;
@@ -526,7 +543,7 @@ test("bad input: a JsonError naming the field", () => {
   }
   const e = (() => {
     try {
-      fromJsonString(Everything, '{"maps": {"uint32Message": {"1": {"fInt32": "x"}}}}');
+      fromJsonString(EverythingJson, '{"maps": {"uint32Message": {"1": {"fInt32": "x"}}}}');
     } catch (err) {
       return err;
     }
@@ -554,7 +571,7 @@ test("stringifyJson: compact or indented, -0 kept", () => {
   const v = { a: [1, -0, "x"], b: {}, c: [] };
   assert.equal(stringifyJson(v), '{"a":[1,-0,"x"],"b":{},"c":[]}');
   assert.equal(stringifyJson(v, 2), '{\n  "a": [\n    1,\n    -0,\n    "x"\n  ],\n  "b": {},\n  "c": []\n}');
-  assert.equal(JSON.stringify(JSON.parse(stringifyJson(Everything.toJson(everything())))), JSON.stringify(Everything.toJson(everything())));
+  assert.equal(JSON.stringify(JSON.parse(stringifyJson(EverythingJson.toJson(everything())))), JSON.stringify(EverythingJson.toJson(everything())));
   assert.throws(() => stringifyJson({ x: NaN }), JsonError);
 });
 
@@ -574,10 +591,11 @@ function fakeConnection() {
   };
 }
 
-test("jsonSerializer: createClient sends and receives UTF-8 proto3 JSON", async () => {
+test("createJsonSerializer: createClient sends and receives UTF-8 proto3 JSON", async () => {
   const conn = fakeConnection();
-  const chat = createClient(ChatStreams, conn, { serializer: jsonSerializer });
-  assert.equal(jsonSerializer.name, "json");
+  const serializer = createJsonSerializer(ChatStreamsJson);
+  const chat = createClient(ChatStreams, conn, { serializer });
+  assert.equal(serializer.name, "json");
   await chat.post({ ...ChatMessage.create(), room: "général", user: "ada", text: "hi", sentAt: ts(1, 5000000) });
   const published = conn.calls.at(-1);
   assert.equal(published.method, "every.v1.ChatStreams/Post");
@@ -592,7 +610,7 @@ test("jsonSerializer: createClient sends and receives UTF-8 proto3 JSON", async 
   const record = new TextEncoder().encode('{"room": "r", "text": "t", "sent_at": "1970-01-01T00:00:02Z", "later": 1}');
   assert.throws(() => sub.options.decode(record), { name: "JsonError", message: /no field named "later"/ });
   // a serializer that skips unknown fields (e.g. written by a newer schema)
-  const lenient = createClient(ChatStreams, conn, { serializer: createJsonSerializer({ ignoreUnknownFields: true }) });
+  const lenient = createClient(ChatStreams, conn, { serializer: createJsonSerializer(ChatStreamsJson, { ignoreUnknownFields: true }) });
   lenient.messages({ room: "r" });
   assert.deepEqual(conn.calls.at(-1).options.decode(record), { ...ChatMessage.create(), room: "r", text: "t", sentAt: ts(2) });
   assert.throws(() => conn.calls.at(-1).options.decode(bytes(0xff)), { name: "JsonError", message: /not UTF-8/ });
@@ -606,7 +624,11 @@ test("jsonSerializer: createClient sends and receives UTF-8 proto3 JSON", async 
   const binary = createClient(ChatStreams, conn, { serializer: binarySerializer });
   await binary.post({ ...ChatMessage.create(), room: "r" });
   assert.deepEqual(conn.calls.at(-1).payload, ChatMessage.encode({ ...ChatMessage.create(), room: "r" }));
-  // codecs without the JSON mapping are refused clearly
+  // methods of another service are refused clearly
   const plain = { encode: () => bytes(), decode: () => ({}) };
-  assert.throws(() => jsonSerializer.encode({ name: "x.Y/Z", kind: "publish", input: plain, output: plain }, plain, {}), /x.Y\/Z: this codec has no proto3 JSON mapping/);
+  assert.throws(() => serializer.encode({ name: "x.Y/Z", kind: "publish", input: plain, output: plain }, plain, {}), {
+    name: "JsonError",
+    message: /x.Y\/Z: not a method of every.v1.ChatStreams/,
+  });
+  assert.throws(() => serializer.encode({ name: "toString", kind: "publish", input: plain, output: plain }, plain, {}), /not a method/);
 });

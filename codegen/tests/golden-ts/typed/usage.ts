@@ -1,11 +1,13 @@
 // Compile-time checks of the generated types (tsc --strict): a typed client from a
 // service descriptor, oneofs as discriminated unions, open enums, bigint fields.
-import { connect, createClient, type Codec, type Receipt, type Subscription } from "../gen/kafkasocks-runtime/index.js";
-import { jsonSerializer, toJsonString, type JsonCodec, type JsonValue } from "../gen/kafkasocks-runtime/json.js";
+import { connect, createClient, type Codec, type MessageCodec, type Receipt, type Subscription } from "@kafkasocks/runtime";
+import { createJsonSerializer, toJsonString, type JsonCodec, type JsonValue } from "@kafkasocks/runtime/json";
 import {
   ChatStreams,
+  ChatStreamsJson,
   Color,
   Everything,
+  EverythingJson,
   Sensors,
   type ChatMessage,
   type ChatStreamsClient,
@@ -45,11 +47,13 @@ export function payloadText(e: Everything): string {
 /** The proto3 JSON mapping: plain JSON values out, typed messages back, a JSON client. */
 export function json(url: string): string {
   const e = Everything.create();
-  const value: JsonValue = Everything.toJson(e);
-  const back: Everything = Everything.fromJson(value, { ignoreUnknownFields: true });
-  const codec: JsonCodec<Everything> = Everything; // every generated codec has the mapping
-  const binary: Codec<Everything> = codec;
-  const chat: ChatStreamsClient = createClient(ChatStreams, connect({ url }), { serializer: jsonSerializer });
-  void [binary, chat];
-  return toJsonString(Everything, back, 2);
+  const value: JsonValue = EverythingJson.toJson(e);
+  const back: Everything = EverythingJson.fromJson(value, { ignoreUnknownFields: true });
+  const codec: JsonCodec<Everything> = EverythingJson; // every message has a JSON codec beside its binary one
+  const binary: MessageCodec<Everything> = codec.binary;
+  const plain: Codec<Everything> = Everything;
+  const serializer = createJsonSerializer(ChatStreamsJson, { ignoreUnknownFields: true });
+  const chat: ChatStreamsClient = createClient(ChatStreams, connect({ url }), { serializer });
+  void [binary, plain, chat];
+  return toJsonString(EverythingJson, back, 2);
 }
