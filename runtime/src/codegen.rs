@@ -115,3 +115,31 @@ macro_rules! include_streams {
         include!(concat!(env!("OUT_DIR"), "/", $package, ".rs"));
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_metadata_takes_cursors_in_either_base64_alphabet() {
+        let cursor = Cursor { topic_id: Bytes::from_static(&[0xfb; 16]), positions: vec![(0, 62), (1, 63)] };
+        let bytes = cursor.to_bytes();
+        use base64::Engine as _;
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let text = format!("cursor:{}", engine.encode(&bytes));
+            assert_eq!(start_from_metadata(Some(&text)), Ok(StartAt::Cursor(cursor.clone())), "{text}");
+        }
+        assert_eq!(start_from_metadata(None), Ok(StartAt::Latest));
+        assert_eq!(start_from_metadata(Some("earliest")), Ok(StartAt::Earliest));
+        assert_eq!(start_from_metadata(Some("ts:17")), Ok(StartAt::Timestamp(17)));
+        for bad in ["cursor:%%%", "cursor:AAA*", "ts:soon", "sometime"] {
+            let err = start_from_metadata(Some(bad)).expect_err(bad);
+            assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
+        }
+    }
+}

@@ -104,3 +104,16 @@ pub use session::local::{LocalStreams, RecordStream};
 pub use stream::{
     BoxFuture, KeyField, PublishHook, RecordFilter, RequestContext, Streams, SubscribeHook, SubscriptionPlan,
 };
+
+/// One type per concept: the client, the in-process streams and generated code speak the
+/// protocol's domain types, not copies of them (this only compiles while that holds).
+#[cfg(all(test, feature = "server", feature = "client"))]
+#[allow(dead_code)]
+fn one_type_per_concept(
+    receipt: client::Receipt,
+    start: client::StartAt,
+    delivery: client::Delivery,
+    cursor: client::Cursor,
+) -> (codegen::Receipt, codegen::StartAt, codegen::Delivery, protocol::Cursor) {
+    (receipt, start, delivery, cursor)
+}

@@ -316,3 +316,70 @@ async fn catch_up(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{KafkaConfig, Limits};
+    use crate::kafka::Kafka;
+    use crate::metrics::Metrics;
+    use crate::protocol::Code;
+    use prost::Message as _;
+
+    fn hubs() -> (Arc<Hubs>, Arc<Metrics>) {
+        let limits = Limits::default();
+        let metrics = Arc::new(Metrics::new());
+        // Never reached: every plan below fails or never resolves.
+        let kafka = Kafka::new(KafkaConfig::new("127.0.0.1:9"), limits.publish_timeout, "t").expect("kafka");
+        (Hubs::new(FanoutContext::new(kafka, limits, metrics.clone())), metrics)
+    }
+
+    fn opening(id: u32, plan: BoxFuture<Result<SubscriptionPlan, Status>>) -> Opening {
+        Opening {
+            spec: SubscriberSpec { id, credit: 10, max_credit: 10 },
+            topic: "t".into(),
+            start: StartAt::Latest,
+            plan,
+        }
+    }
+
+    fn open_subscriptions(metrics: &Metrics) -> String {
+        metrics.render().lines().find(|l| l.starts_with("kafkasocks_subscriptions_open ")).unwrap_or("").to_owned()
+    }
+
+    /// However a subscription ends (by itself with an error, or by its handle), dropping
+    /// the handle counts it closed exactly once, and a refused plan reaches the client.
+    #[tokio::test]
+    async fn a_handle_ends_and_counts_a_subscription_once() {
+        let (hubs, metrics) = hubs();
+        let outbox = Outbox::new(1 << 20, 64);
+        let refused: BoxFuture<_> = Box::pin(async { Err(Status::permission_denied("not yours")) });
+        let pending: BoxFuture<_> = Box::pin(std::future::pending());
+        let failing = SubscriptionHandle::open(&hubs, outbox.clone(), opening(1, refused), tracing::Span::none());
+        let waiting = SubscriptionHandle::open(&hubs, outbox.clone(), opening(2, pending), tracing::Span::none());
+        assert_eq!(open_subscriptions(&metrics), "kafkasocks_subscriptions_open 2");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !failing.is_ended() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the refused subscription ends by itself");
+        let frames = outbox.take().await;
+        let refusal = frames.iter().find_map(|item| match item {
+            crate::fanout::outbox::Item::Frame(b) => match wire::Frame::decode(b.clone()).ok()?.kind? {
+                frame::Kind::Error(e) => Some((e.subscription_id, Code::from_grpc(e.code))),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(refusal, Some((1, Code::PermissionDenied)));
+        assert!(!waiting.is_ended());
+        drop(failing);
+        assert_eq!(open_subscriptions(&metrics), "kafkasocks_subscriptions_open 1");
+        drop(waiting);
+        assert_eq!(open_subscriptions(&metrics), "kafkasocks_subscriptions_open 0");
+    }
+}
