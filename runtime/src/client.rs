@@ -229,7 +229,7 @@ impl Subscription {
                     self.taken.get_or_insert_with(Cursor::default).advance(d.partition, d.offset + 1);
                     let taken = self.shared.0.taken.fetch_add(1, Ordering::AcqRel) + 1;
                     let half = u64::from(self.client.credit_window / 2).max(1);
-                    if taken % half == 0 {
+                    if taken.is_multiple_of(half) {
                         let _ = self.client.commands.send(Command::Credit(self.key, half as u32));
                     }
                     return Some(Ok(d));

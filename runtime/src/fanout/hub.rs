@@ -218,12 +218,12 @@ impl TopicHub {
             }
         }
         let p = rec.partition as usize;
-        if !rec.key.is_empty() {
-            if let Some(list) = feed.by_key.get_mut(&rec.key) {
-                list.retain(|s| deliver_live(s, &rec, p));
-                if list.is_empty() {
-                    feed.by_key.remove(&rec.key);
-                }
+        if !rec.key.is_empty()
+            && let Some(list) = feed.by_key.get_mut(&rec.key)
+        {
+            list.retain(|s| deliver_live(s, &rec, p));
+            if list.is_empty() {
+                feed.by_key.remove(&rec.key);
             }
         }
         feed.all.retain(|s| deliver_live(s, &rec, p));

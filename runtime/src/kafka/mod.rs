@@ -57,10 +57,10 @@ impl<T: Clone> Fresh<T> {
         let asked = Instant::now();
         let slot = self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(key.to_owned()).or_default().clone();
         let mut guard = slot.lock().await;
-        if let Some((started, result)) = guard.as_ref() {
-            if *started >= asked {
-                return result.clone();
-            }
+        if let Some((started, result)) = guard.as_ref()
+            && *started >= asked
+        {
+            return result.clone();
         }
         let started = Instant::now();
         let result = fetch().await;
