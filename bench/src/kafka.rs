@@ -44,15 +44,13 @@ pub(crate) async fn create_topic(name: &str, partitions: i32) -> Result<()> {
     tokio::task::spawn_blocking(move || {
         let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
         for _ in 0..100 {
-            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(2)) {
-                if let Some(t) = md.topics().first() {
-                    if t.error().is_none()
-                        && t.partitions().len() == partitions as usize
-                        && t.partitions().iter().all(|p| p.leader() >= 0)
-                    {
-                        return Ok(());
-                    }
-                }
+            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(2))
+                && let Some(t) = md.topics().first()
+                && t.error().is_none()
+                && t.partitions().len() == partitions as usize
+                && t.partitions().iter().all(|p| p.leader() >= 0)
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -108,10 +106,10 @@ pub(crate) async fn produce_bulk(topic: &str, count: u64) -> Result<()> {
             let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
             producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))
         });
-        if inflight.len() >= 20_000 {
-            if let Some(r) = inflight.next().await {
-                r?;
-            }
+        if inflight.len() >= 20_000
+            && let Some(r) = inflight.next().await
+        {
+            r?;
         }
     }
     while let Some(r) = inflight.next().await {

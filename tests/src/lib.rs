@@ -66,15 +66,13 @@ pub async fn create_topic(name: &str, partitions: i32) -> Result<()> {
 pub async fn wait_for_topic(name: &str, partitions: usize) -> Result<()> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
     for _ in 0..100 {
-        if let Ok(md) = c.fetch_metadata(Some(name), Duration::from_secs(2)) {
-            if let Some(t) = md.topics().first() {
-                if t.error().is_none()
-                    && t.partitions().len() == partitions
-                    && t.partitions().iter().all(|p| p.leader() >= 0)
-                {
-                    return Ok(());
-                }
-            }
+        if let Ok(md) = c.fetch_metadata(Some(name), Duration::from_secs(2))
+            && let Some(t) = md.topics().first()
+            && t.error().is_none()
+            && t.partitions().len() == partitions
+            && t.partitions().iter().all(|p| p.leader() >= 0)
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -11,12 +11,11 @@ use tokio::io::AsyncReadExt;
 async fn main() -> anyhow::Result<()> {
     kafkasocks_tests::init_tracing();
     let topic = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: fixture-gateway TOPIC [PARTITIONS]"))?;
-    if let Some(p) = std::env::args().nth(2) {
-        if let Err(e) = kafkasocks_tests::create_topic(&topic, p.parse()?).await {
-            if !e.to_string().contains("already exists") {
-                return Err(e);
-            }
-        }
+    if let Some(p) = std::env::args().nth(2)
+        && let Err(e) = kafkasocks_tests::create_topic(&topic, p.parse()?).await
+        && !e.to_string().contains("already exists")
+    {
+        return Err(e);
     }
     let config = GatewayConfig::new(KafkaConfig::from_env()).listen("127.0.0.1:0".parse()?);
     let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).bind().await?;
