@@ -405,7 +405,7 @@ async fn run_gateway(
 async fn wait_for_idle(gw: &InProcess) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if gw.counters().await.get("connections").copied().unwrap_or(0.0) == 0.0 {
+        if gw.counters().await.get("connections_open").copied().unwrap_or(0.0) == 0.0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
