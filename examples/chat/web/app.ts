@@ -3,7 +3,7 @@
 // `kafkasocks-gen ts --check` in the tests keeps it current). Its cursor is saved in
 // localStorage after every message, so a reload resumes exactly where the page stopped.
 import { ChatStreams, type ChatMessage } from "./gen/chat/v1/chat_kafkasocks.js";
-import { connect, createClient, encodeCursor, type Subscription } from "./gen/kafkasocks-runtime/index.js";
+import { connect, createClient, encodeCursor, type Subscription } from "@kafkasocks/runtime";
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const log = $<HTMLDivElement>("log");

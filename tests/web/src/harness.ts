@@ -1,10 +1,10 @@
 /**
- * The test page's script (bundled by esbuild with the runtime from ../../ts-templates/src):
+ * The test page's script (bundled by esbuild with the runtime, the @kafkasocks/runtime package of ../../ts-templates):
  * exposes `window.ksHarness.run(name, { url, topic }, params)`, which runs a scenario from
  * scenarios.ts with the browser's own WebSocket. The `Control` calls go back to the Node test
  * process through functions Playwright exposes on the page (`ksControl_<method>`).
  */
-import { RUNTIME_VERSION } from "../../../ts-templates/src/index.ts";
+import { RUNTIME_VERSION } from "@kafkasocks/runtime";
 import { CONTROL_METHODS, runScenario, type Control, type ScenarioName } from "./scenarios.ts";
 
 type Bindings = { [K in (typeof CONTROL_METHODS)[number] as `ksControl_${K}`]: Control[K] };

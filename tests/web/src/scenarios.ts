@@ -23,7 +23,7 @@ import {
   type SubscriptionRecord,
   type SubscriptionState,
   type WebSocketConstructor,
-} from "../../../ts-templates/src/index.ts";
+} from "@kafkasocks/runtime";
 
 export const WATCH = "test.v1.Records/Watch";
 export const PUT = "test.v1.Records/Put";

@@ -1,6 +1,6 @@
 /**
  * The same scenarios in real headless Chromium (playwright-core, /usr/bin/chromium): the
- * runtime is bundled by esbuild from ../../ts-templates/src (entry src/harness.ts), served by a
+ * runtime (@kafkasocks/runtime, a file: dependency on ../../ts-templates) is bundled by esbuild (entry src/harness.ts), served by a
  * Node http server on 127.0.0.1:0, and run inside the page with the browser's own WebSocket.
  * The page reaches the test's Control (proxy, fixture-kafka, network emulation) through
  * functions exposed with page.exposeFunction. Each test launches its own browser with a fresh

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { test } from "node:test";
 import { WebSocket } from "ws";
-import { connect, silentLogger, type WebSocketConstructor } from "../../../ts-templates/src/index.ts";
+import { connect, silentLogger, type WebSocketConstructor } from "@kafkasocks/runtime";
 import { cleanups } from "../src/fixtures.ts";
 import { TcpProxy } from "../src/proxy.ts";
 import { runScenario, waitFor } from "../src/scenarios.ts";
