@@ -11,9 +11,10 @@ use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, In
 
 use crate::error::{Error, Location};
 
-/// `proto/kafkasocks/options.proto`, so users' `import "kafkasocks/options.proto"` resolves
+/// `proto/kafkasocks/options.proto` (`codegen/proto/` links to the repository's one, and
+/// `cargo package` ships it as a file), so users' `import "kafkasocks/options.proto"` resolves
 /// without a copy of it in their include path.
-pub(crate) const OPTIONS_PROTO: &str = include_str!("../../proto/kafkasocks/options.proto");
+pub(crate) const OPTIONS_PROTO: &str = include_str!("../proto/kafkasocks/options.proto");
 /// The import name of [`OPTIONS_PROTO`].
 pub(crate) const OPTIONS_PROTO_NAME: &str = "kafkasocks/options.proto";
 
