@@ -193,11 +193,11 @@ fn proto_error(e: &protox::Error, opened: &Path, seen: &BTreeMap<String, Source>
         None => opened.display().to_string(),
     };
     let mut location = Location::file(display);
-    if let (Some(label), Some(code)) = (e.labels().and_then(|mut l| l.next()), e.source_code()) {
-        if let Ok(span) = code.read_span(label.inner(), 0, 0) {
-            location.line = u32::try_from(span.line() + 1).ok();
-            location.column = u32::try_from(span.column() + 1).ok();
-        }
+    if let (Some(label), Some(code)) = (e.labels().and_then(|mut l| l.next()), e.source_code())
+        && let Ok(span) = code.read_span(label.inner(), 0, 0)
+    {
+        location.line = u32::try_from(span.line() + 1).ok();
+        location.column = u32::try_from(span.column() + 1).ok();
     }
     let mut message = e.to_string();
     if let Some(help) = e.help() {

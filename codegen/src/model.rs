@@ -754,11 +754,11 @@ fn field_type(f: &FieldDescriptor) -> FieldType {
 }
 
 fn label(f: &FieldDescriptor) -> Label {
-    if f.is_map() {
-        if let Kind::Message(entry) = f.kind() {
-            let key = scalar(&entry.map_entry_key_field().kind()).unwrap_or(Scalar::String);
-            return Label::Map { key };
-        }
+    if f.is_map()
+        && let Kind::Message(entry) = f.kind()
+    {
+        let key = scalar(&entry.map_entry_key_field().kind()).unwrap_or(Scalar::String);
+        return Label::Map { key };
     }
     match f.cardinality() {
         PbCardinality::Repeated => Label::Repeated { packed: is_packed(f) },
