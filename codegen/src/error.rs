@@ -78,9 +78,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// prost-build failed on descriptors protox accepted (a bug: please report it).
+    /// prost-build failed on descriptors protox accepted: a setting of the
+    /// `prost_build::Config` given to [`Builder::compile_with_config`](crate::Builder::compile_with_config)
+    /// it refuses (such as a malformed extern path), else a bug (please report it).
     #[error("error: prost-build failed: {0}")]
     Prost(String),
+    /// The generator produced Rust it cannot parse back, or found prost-build's or
+    /// tonic-prost-build's output not as expected (a bug: please report it).
+    #[error("error: kafkasocks-build generated invalid code (a bug, please report it): {0}")]
+    Codegen(String),
 }
 
 impl Error {

@@ -4,9 +4,9 @@
 //! `(kafkasocks.stream)` option it generates
 //!
 //! * for Rust (this crate's builder, from `build.rs`): prost message types, per service a
-//!   hooks trait (authorize, filter, validate/enrich, all with defaults) and a server whose
-//!   `streams()` mounts the service on a `kafkasocks::Gateway`, and optionally the tonic
-//!   service for the same RPCs;
+//!   hooks trait (authorize, filter, validate/enrich, all with defaults; the async ones may
+//!   be `async fn`) and a `<Service>Gateway` whose `streams()` mounts the service on a
+//!   `kafkasocks::Gateway`, and optionally the tonic service for the same RPCs;
 //! * for TypeScript (the `kafkasocks-gen ts` binary): interfaces, binary and proto3 JSON
 //!   codecs and service descriptors for the KafkaSocks TS runtime, the npm package
 //!   `@kafkasocks/runtime` (imported by name; or copied next to the generated code, see
@@ -29,8 +29,8 @@
 //! pub mod chat {
 //!     kafkasocks::include_streams!("chat.v1");
 //! }
-//! let server = chat::ChatStreamsServer::new(chat::ChatStreamsDefaultHooks);
-//! let gateway = kafkasocks::Gateway::builder(config).streams(server.streams()).bind().await?;
+//! let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
+//! let gateway = kafkasocks::Gateway::builder(config).streams(streams).bind().await?;
 //! ```
 //!
 //! # Design
@@ -38,8 +38,10 @@
 //! Layers, each only talking to the next: `.proto` files or a FileDescriptorSet are loaded
 //! into descriptors (protox, prost-reflect: `load`), read into a small [`model`] (services,
 //! methods, topic, key field, RPC kind, comments, locations; all checks happen here), and
-//! emitted by `rust` (tokens via `quote!`, formatted with prettyplease; prost-build and
-//! tonic-prost-build fed from the same descriptors) and `ts`. The builder below and the
+//! emitted by `rust` (a `prost_build::ServiceGenerator`: prost-build generates the messages
+//! and hands each service over with the Rust paths it resolved; our module is built as
+//! tokens via `quote!` and formatted with prettyplease; tonic-prost-build's generator runs
+//! first when gRPC is on) and `ts`. The builder below and the
 //! `kafkasocks-gen` binary are thin front ends over [`Builder::generate_rust`] and
 //! [`Builder::generate_typescript`].
 //!
@@ -59,6 +61,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Error, Location};
 pub use output::{Drift, Output};
+/// prost-build, as this crate uses it: make the `Config` for [`Builder::compile_with_config`]
+/// with it, so your build script needs no prost-build dependency of a matching version.
+pub use prost_build;
 pub use ts::{
     RUNTIME_DIR, RUNTIME_PACKAGE, TsRuntime, codegen_interface as ts_codegen_interface, output_path as ts_output_path,
     runtime_range as ts_runtime_range, runtime_version as ts_runtime_version,
@@ -243,6 +248,16 @@ impl Builder {
 
     /// Generates the Rust files in memory: `<package>.rs` -> contents.
     pub fn generate_rust(&self, protos: &[impl AsRef<Path>]) -> Result<Output, Error> {
+        self.generate_rust_with_config(prost_build::Config::new(), protos)
+    }
+
+    /// [`Builder::generate_rust`] with prost-build settings of your own; see
+    /// [`Builder::compile_with_config`].
+    pub fn generate_rust_with_config(
+        &self,
+        config: prost_build::Config,
+        protos: &[impl AsRef<Path>],
+    ) -> Result<Output, Error> {
         let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_path_buf()).collect();
         let loaded = self.load(&protos)?;
         let model = model::Model::build(&loaded, &self.services)?;
@@ -252,7 +267,7 @@ impl Builder {
             btree_map: self.btree_map.clone(),
             bytes: self.bytes.clone(),
         };
-        Ok(Output { files: rust::generate(&loaded, &model, &opts)? })
+        Ok(Output { files: rust::generate(&loaded, &model, &opts, config)? })
     }
 
     /// Generates the TypeScript files in memory: one `<name>_kafkasocks.ts` per `.proto`
@@ -266,13 +281,34 @@ impl Builder {
     /// Generates the Rust files and writes them to the output directory (each file
     /// atomically, only when changed). Nothing is written when anything fails.
     pub fn compile(self, protos: &[impl AsRef<Path>]) -> Result<(), Error> {
+        self.compile_with_config(prost_build::Config::new(), protos)
+    }
+
+    /// [`Builder::compile`] with prost-build settings of your own: the escape hatch for
+    /// everything prost-build can do that this builder has no setter for, such as
+    /// `type_attribute` (serde derives), `field_attribute`, `boxed`, `enable_type_names`.
+    /// prost-build is re-exported as [`prost_build`], so no dependency of your own is needed.
+    ///
+    /// ```no_run
+    /// let mut config = kafkasocks_build::prost_build::Config::new();
+    /// config.type_attribute(".chat.v1.ChatMessage", "#[derive(serde::Serialize)]");
+    /// kafkasocks_build::configure().grpc(true).compile_with_config(config, &["proto/chat/v1/chat.proto"])?;
+    /// # Ok::<(), kafkasocks_build::Error>(())
+    /// ```
+    ///
+    /// The builder's own settings are applied on top (`extern_path`, `btree_map`, `bytes`,
+    /// and `.kafkasocks` -> `::kafkasocks::codegen::options`). The config's service
+    /// generator is replaced by KafkaSocks' own (with tonic's when `grpc(true)`); settings
+    /// about running protoc or writing files (`out_dir`, `protoc_arg`, `include_file`,
+    /// `file_descriptor_set_path`) have no effect: this crate parses and writes itself.
+    pub fn compile_with_config(self, config: prost_build::Config, protos: &[impl AsRef<Path>]) -> Result<(), Error> {
         let out_dir = match &self.out_dir {
             Some(d) => d.clone(),
             None => std::env::var_os("OUT_DIR")
                 .map(PathBuf::from)
                 .ok_or_else(|| Error::Usage("OUT_DIR is not set: call out_dir(...) outside build scripts".into()))?,
         };
-        let output = self.generate_rust(protos)?;
+        let output = self.generate_rust_with_config(config, protos)?;
         output.write(&out_dir, None)
     }
 }

@@ -1,13 +1,22 @@
-//! Rust emitter: prost messages (prost-build, from the same descriptors), optionally the
-//! tonic server (tonic-prost-build's generator, server only), and per stream service a
-//! module built as tokens (`quote!`) and formatted once with prettyplease.
+//! Rust emitter, on prost-build's own hook: prost-build generates the messages, and calls
+//! a [`prost_build::ServiceGenerator`] for each service with the Rust type paths it
+//! resolved itself. Ours ([`StreamServices`]) looks the service up in the [`Model`] (topic,
+//! key, schema subject, RPC kind), emits the KafkaSocks module as tokens (`quote!`),
+//! formatted with prettyplease, and with gRPC on runs tonic-prost-build's generator first
+//! (server only).
+//!
+//! Names come from prost, never re-derived: type paths from prost's `Method`, key field
+//! names from the structs prost generated (a first pass over the same descriptors), the
+//! tonic module name from tonic's own output.
 //!
 //! The stream module imports only `::kafkasocks::codegen` (and `::tonic` with gRPC on).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
-use heck::{ToSnakeCase, ToUpperCamelCase};
-use proc_macro2::{Ident, Span, TokenStream};
+use heck::ToSnakeCase;
+use proc_macro2::{Ident, Literal, TokenStream};
 use prost_build::Module;
 use quote::{format_ident, quote};
 
@@ -15,7 +24,8 @@ use crate::error::Error;
 use crate::load::Loaded;
 use crate::model::{KeyType, Method, Model, RpcKind, Service};
 
-/// What the Rust emitter is told by the builder.
+/// What the Rust emitter is told by the builder, applied on top of the user's
+/// `prost_build::Config`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RustOptions {
     pub(crate) grpc: bool,
@@ -27,51 +37,29 @@ pub(crate) struct RustOptions {
 /// Where `.kafkasocks` messages (Receipt, StreamOptions) live for generated code.
 pub(crate) const OPTIONS_RUST_PATH: &str = "::kafkasocks::codegen::options";
 
+/// The version of the contract between generated code and `kafkasocks::codegen`. Bump it
+/// when generated code needs something of the runtime that older runtimes lack, or uses
+/// it differently; the runtime's `supports_interface` says which numbers it serves.
+pub(crate) const CODEGEN_INTERFACE: u32 = 1;
+
+/// The runtime versions generated code is made for: the ones semver-compatible with this
+/// generator's version ("0.1.x" for 0.1.*, "1.x" for 1.*).
+pub(crate) fn runtime_range() -> String {
+    let mut parts = crate::VERSION.split('.');
+    let major = parts.next().unwrap_or("0");
+    let minor = parts.next().unwrap_or("0");
+    if major == "0" { format!("0.{minor}.x") } else { format!("{major}.x") }
+}
+
 /// One `<package>.rs` file per package: name -> contents.
-pub(crate) fn generate(loaded: &Loaded, model: &Model, opts: &RustOptions) -> Result<BTreeMap<String, String>, Error> {
-    let mut extern_paths = vec![(".kafkasocks".to_owned(), OPTIONS_RUST_PATH.to_owned())];
-    extern_paths.extend(opts.extern_paths.iter().cloned());
-    let resolver = Resolver::new(&extern_paths);
-
-    // Requested files and every file they import whose package is not provided elsewhere
-    // (prost-types, the runtime, the user's extern paths).
-    let mut wanted: Vec<String> = Vec::new();
-    let mut stack: Vec<String> = loaded.requested.clone();
-    while let Some(name) = stack.pop() {
-        if wanted.contains(&name) {
-            continue;
-        }
-        let Some(f) = model.file(&name) else { continue };
-        let first = format!(".{}", f.package);
-        if !f.requested && resolver.is_extern_package(&first) {
-            continue;
-        }
-        stack.extend(f.dependencies.iter().cloned());
-        wanted.push(name);
-    }
-    // prost-build needs every file (it looks at extern messages to decide derives); the
-    // modules of files we do not want are dropped afterwards.
-    let requests: Vec<_> = loaded
-        .pool
-        .files()
-        .map(|f| (Module::from_protobuf_package_name(f.package_name()), f.file_descriptor_proto().clone()))
-        .collect();
-    let wanted_modules: BTreeSet<String> = model
-        .files
-        .iter()
-        .filter(|f| wanted.contains(&f.name))
-        .map(|f| Module::from_protobuf_package_name(&f.package).to_file_name_or("_"))
-        .collect();
-
-    let services: Vec<(&str, &Service)> = model
-        .files
-        .iter()
-        .filter(|f| f.requested)
-        .flat_map(|f| f.services.iter().map(move |s| (f.name.as_str(), s)))
-        .collect();
-
-    let mut config = prost_build::Config::new();
-    for (proto, rust) in &extern_paths {
+pub(crate) fn generate(
+    loaded: &Loaded,
+    model: &Model,
+    opts: &RustOptions,
+    mut config: prost_build::Config,
+) -> Result<BTreeMap<String, String>, Error> {
+    config.extern_path(".kafkasocks", OPTIONS_RUST_PATH);
+    for (proto, rust) in &opts.extern_paths {
         config.extern_path(proto, rust);
     }
     if !opts.btree_map.is_empty() {
@@ -80,39 +68,63 @@ pub(crate) fn generate(loaded: &Loaded, model: &Model, opts: &RustOptions) -> Re
     if !opts.bytes.is_empty() {
         config.bytes(&opts.bytes);
     }
-    if opts.grpc {
-        let tonic = tonic_prost_build::configure().build_client(false).build_server(true).build_transport(false);
-        let names = services.iter().map(|(_, s)| s.full_name.clone()).collect();
-        config.service_generator(Box::new(OnlyStreamServices { inner: tonic.service_generator(), names }));
-    }
-    let modules = config.generate(requests).map_err(|e| Error::Prost(e.to_string()))?;
 
-    // Group by output file; a package may span several .proto files.
+    // prost-build gets every file (it looks at imported messages to decide derives, and
+    // skips extern types itself); only the requested files and what they import are kept.
+    let requests: Vec<_> = loaded
+        .pool
+        .files()
+        .map(|f| (Module::from_protobuf_package_name(f.package_name()), f.file_descriptor_proto().clone()))
+        .collect();
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    let mut stack: Vec<String> = loaded.requested.clone();
+    while let Some(name) = stack.pop() {
+        if let Some(f) = model.file(&name)
+            && wanted.insert(name)
+        {
+            stack.extend(f.dependencies.iter().cloned());
+        }
+    }
+    let wanted_files: Vec<_> = model.files.iter().filter(|f| wanted.contains(&f.name)).collect();
+    let wanted_modules: BTreeSet<String> =
+        wanted_files.iter().map(|f| Module::from_protobuf_package_name(&f.package).to_file_name_or("_")).collect();
+
+    // First pass, messages only: the field names prost gave each struct.
+    config.service_generator(Box::new(NoServices));
+    let messages = config.generate(requests.clone()).map_err(|e| Error::Prost(e.to_string()))?;
+    let fields = FieldIndex::new(&messages)?;
+
+    // Second pass, with our generator (after tonic's, when gRPC is on).
+    let services: BTreeMap<String, Service> = model
+        .files
+        .iter()
+        .filter(|f| f.requested)
+        .flat_map(|f| f.services.iter().map(|s| (s.full_name.clone(), s.clone())))
+        .collect();
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let tonic = opts.grpc.then(|| {
+        tonic_prost_build::configure().build_client(false).build_server(true).build_transport(false).service_generator()
+    });
+    config.service_generator(Box::new(StreamServices { services, fields, tonic, errors: errors.clone() }));
+    let modules = config.generate(requests).map_err(|e| Error::Prost(e.to_string()))?;
+    if let Some(e) = errors.borrow_mut().drain(..).next() {
+        return Err(e);
+    }
+
+    // One file per package; a package may span several .proto files.
     let mut out: BTreeMap<String, (BTreeSet<String>, String)> = BTreeMap::new();
     for (module, code) in modules {
         let name = module.to_file_name_or("_");
-        if !wanted_modules.contains(&name) {
-            continue;
+        if wanted_modules.contains(&name) {
+            let body = code.strip_prefix("// This file is @generated by prost-build.\n").unwrap_or(&code).to_owned();
+            out.entry(name).or_default().1 = body;
         }
-        let body = code.strip_prefix("// This file is @generated by prost-build.\n").unwrap_or(&code).to_owned();
-        out.entry(name).or_default().1 = body;
     }
-    for f in model.files.iter().filter(|f| wanted.contains(&f.name)) {
+    for f in &wanted_files {
         let name = Module::from_protobuf_package_name(&f.package).to_file_name_or("_");
         if let Some(entry) = out.get_mut(&name) {
             entry.0.insert(f.name.clone());
         }
-    }
-    for (file, service) in &services {
-        let name = Module::from_protobuf_package_name(&service.package).to_file_name_or("_");
-        let entry = out.entry(name).or_default();
-        entry.0.insert((*file).to_owned());
-        let tokens = service_module(service, &resolver, opts.grpc);
-        let parsed = syn::parse2::<syn::File>(tokens).map_err(|e| Error::Prost(format!("generated tokens: {e}")))?;
-        if !entry.1.is_empty() && !entry.1.ends_with("\n\n") {
-            entry.1.push('\n');
-        }
-        entry.1.push_str(&prettyplease::unparse(&parsed));
     }
     Ok(out
         .into_iter()
@@ -128,141 +140,201 @@ pub(crate) fn generate(loaded: &Loaded, model: &Model, opts: &RustOptions) -> Re
         .collect())
 }
 
-/// tonic's generator, for the stream services only.
-struct OnlyStreamServices {
-    inner: Box<dyn prost_build::ServiceGenerator>,
-    names: BTreeSet<String>,
+/// The first pass generates no services.
+struct NoServices;
+
+impl prost_build::ServiceGenerator for NoServices {
+    fn generate(&mut self, _service: prost_build::Service, _buf: &mut String) {}
 }
 
-impl prost_build::ServiceGenerator for OnlyStreamServices {
+/// The field names of the structs prost generated: absolute module path + struct name
+/// (as prost spells them, `r#` included) -> field number -> field identifier.
+struct FieldIndex {
+    structs: BTreeMap<Vec<String>, BTreeMap<u32, String>>,
+}
+
+impl FieldIndex {
+    fn new(modules: &std::collections::HashMap<Module, String>) -> Result<FieldIndex, Error> {
+        let mut index = FieldIndex { structs: BTreeMap::new() };
+        for (module, code) in modules {
+            let file = syn::parse_file(code).map_err(|e| Error::Prost(format!("prost-build output: {e}")))?;
+            let base: Vec<String> = module.parts().map(str::to_owned).collect();
+            index.collect(&base, &file.items);
+        }
+        Ok(index)
+    }
+
+    fn collect(&mut self, path: &[String], items: &[syn::Item]) {
+        for item in items {
+            match item {
+                syn::Item::Struct(s) => {
+                    let mut fields = BTreeMap::new();
+                    for f in &s.fields {
+                        if let (Some(ident), Some(tag)) = (&f.ident, f.attrs.iter().find_map(prost_tag)) {
+                            fields.insert(tag, ident.to_string());
+                        }
+                    }
+                    let mut key = path.to_vec();
+                    key.push(s.ident.to_string());
+                    self.structs.insert(key, fields);
+                }
+                syn::Item::Mod(m) => {
+                    if let Some((_, items)) = &m.content {
+                        let mut inner = path.to_vec();
+                        inner.push(m.ident.to_string());
+                        self.collect(&inner, items);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The identifier of field `number` of the message prost calls `rust_type` in
+    /// `package`'s module; `None` for types prost did not generate here (extern paths).
+    fn field(&self, package: &str, rust_type: &str, number: u32) -> Option<&str> {
+        if rust_type.starts_with("::") || rust_type.starts_with("crate::") {
+            return None;
+        }
+        let mut path: Vec<String> = Module::from_protobuf_package_name(package).parts().map(str::to_owned).collect();
+        for segment in rust_type.split("::") {
+            if segment == "super" {
+                path.pop()?;
+            } else {
+                path.push(segment.to_owned());
+            }
+        }
+        self.structs.get(&path)?.get(&number).map(String::as_str)
+    }
+}
+
+/// The `tag = "N"` of a `#[prost(...)]` field attribute.
+fn prost_tag(attr: &syn::Attribute) -> Option<u32> {
+    if !attr.path().is_ident("prost") {
+        return None;
+    }
+    let mut tag = None;
+    let parsed = attr.parse_nested_meta(|meta| {
+        if meta.input.peek(syn::Token![=]) {
+            let value: syn::Lit = meta.value()?.parse()?;
+            if let (true, syn::Lit::Str(s)) = (meta.path.is_ident("tag"), &value) {
+                tag = s.value().parse().ok();
+            }
+        }
+        Ok(())
+    });
+    parsed.ok().and(tag)
+}
+
+/// Our generator: the KafkaSocks module of every stream service of the model, after
+/// tonic's server when gRPC is on. Errors are collected for after `Config::generate`.
+struct StreamServices {
+    /// The stream services of the requested files, by full name.
+    services: BTreeMap<String, Service>,
+    fields: FieldIndex,
+    tonic: Option<Box<dyn prost_build::ServiceGenerator>>,
+    errors: Rc<RefCell<Vec<Error>>>,
+}
+
+impl prost_build::ServiceGenerator for StreamServices {
     fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
-        let full = if service.package.is_empty() {
+        let full_name = if service.package.is_empty() {
             service.proto_name.clone()
         } else {
             format!("{}.{}", service.package, service.proto_name)
         };
-        if self.names.contains(&full) {
-            self.inner.generate(service, buf);
+        // Plain gRPC services (no stream options) and services of imported files are not ours.
+        let Some(stream) = self.services.get(&full_name) else { return };
+        let mut tonic_module = None;
+        if let Some(tonic) = &mut self.tonic {
+            let mut code = String::new();
+            tonic.generate(service.clone(), &mut code);
+            match tonic_server_module(&code) {
+                Ok(m) => tonic_module = Some(m),
+                Err(e) => self.errors.borrow_mut().push(e),
+            }
+            buf.push_str(&code);
+        }
+        let emitted = service_module(stream, &service, &self.fields, tonic_module.as_ref()).and_then(|tokens| {
+            syn::parse2::<syn::File>(tokens)
+                .map_err(|e| Error::Codegen(format!("generated tokens of {full_name}: {e}")))
+        });
+        match emitted {
+            Ok(file) => {
+                if !buf.is_empty() && !buf.ends_with("\n\n") {
+                    buf.push('\n');
+                }
+                buf.push_str(&prettyplease::unparse(&file));
+            }
+            Err(e) => self.errors.borrow_mut().push(e),
         }
     }
 
     fn finalize(&mut self, buf: &mut String) {
-        self.inner.finalize(buf);
+        if let Some(tonic) = &mut self.tonic {
+            tonic.finalize(buf);
+        }
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {
-        self.inner.finalize_package(package, buf);
-    }
-}
-
-/// prost-build's naming: how it spells a type path from a package's module.
-pub(crate) struct Resolver {
-    extern_paths: Vec<(String, String)>,
-}
-
-impl Resolver {
-    pub(crate) fn new(user: &[(String, String)]) -> Resolver {
-        let mut extern_paths: Vec<(String, String)> = user.to_vec();
-        let wkt = [
-            (".google.protobuf", "::prost_types"),
-            (".google.protobuf.BoolValue", "bool"),
-            (".google.protobuf.BytesValue", "::prost::alloc::vec::Vec<u8>"),
-            (".google.protobuf.DoubleValue", "f64"),
-            (".google.protobuf.Empty", "()"),
-            (".google.protobuf.FloatValue", "f32"),
-            (".google.protobuf.Int32Value", "i32"),
-            (".google.protobuf.Int64Value", "i64"),
-            (".google.protobuf.StringValue", "::prost::alloc::string::String"),
-            (".google.protobuf.UInt32Value", "u32"),
-            (".google.protobuf.UInt64Value", "u64"),
-        ];
-        extern_paths.extend(wkt.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())));
-        Resolver { extern_paths }
-    }
-
-    fn is_extern_package(&self, package: &str) -> bool {
-        self.extern_paths.iter().any(|(p, _)| package == p || package.starts_with(&format!("{p}.")))
-    }
-
-    fn resolve_extern(&self, pb: &str) -> Option<String> {
-        if let Some((_, r)) = self.extern_paths.iter().find(|(p, _)| p == pb) {
-            return Some(r.clone());
-        }
-        for (idx, _) in pb.rmatch_indices('.') {
-            if let Some((_, rust)) = self.extern_paths.iter().find(|(p, _)| p == &pb[..idx]) {
-                let mut segments = pb[idx + 1..].split('.');
-                let ty = segments.next_back().map(to_upper_camel);
-                let parts: Vec<String> = rust
-                    .split("::")
-                    .chain(segments)
-                    .enumerate()
-                    .map(|(i, s)| if i == 0 && s == "crate" { s.to_owned() } else { to_snake(s) })
-                    .chain(ty)
-                    .collect();
-                return Some(parts.join("::"));
-            }
-        }
-        None
-    }
-
-    /// The path of type `full_name` (no leading dot) as seen from a module one level
-    /// below package `package`'s module (where the stream modules live).
-    pub(crate) fn type_path(&self, full_name: &str, package: &str) -> TokenStream {
-        let pb = format!(".{full_name}");
-        let path = match self.resolve_extern(&pb) {
-            Some(p) => p,
-            None => {
-                let mut local: Vec<&str> = package.split('.').filter(|s| !s.is_empty()).collect();
-                let mut ident: Vec<&str> = full_name.split('.').collect();
-                let ty = ident.pop().unwrap_or_default();
-                let common = local.iter().zip(ident.iter()).take_while(|(a, b)| a == b).count();
-                local.drain(..common);
-                ident.drain(..common);
-                std::iter::once("super".to_owned())
-                    .chain(local.iter().map(|_| "super".to_owned()))
-                    .chain(ident.iter().map(to_snake))
-                    .chain(std::iter::once(to_upper_camel(ty)))
-                    .collect::<Vec<_>>()
-                    .join("::")
-            }
-        };
-        match syn::parse_str::<syn::Type>(&path) {
-            Ok(t) => quote!(#t),
-            Err(_) => {
-                let id = Ident::new("__unresolvable_type", Span::call_site());
-                quote!(#id)
-            }
+        if let Some(tonic) = &mut self.tonic {
+            tonic.finalize_package(package, buf);
         }
     }
 }
 
-/// prost-build's `sanitize_identifier`.
-fn sanitize(ident: &str) -> String {
-    match ident {
-        "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if" | "impl" | "in"
-        | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref" | "return" | "static" | "struct"
-        | "trait" | "true" | "type" | "unsafe" | "use" | "where" | "while" | "dyn" | "abstract" | "become" | "box"
-        | "do" | "final" | "macro" | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async"
-        | "await" | "try" | "gen" => format!("r#{ident}"),
-        "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{ident}_"),
-        s if s.starts_with(|c: char| c.is_numeric()) => format!("_{ident}"),
-        _ => ident.to_owned(),
+/// The name of the server module tonic just generated (`<service>_server`).
+fn tonic_server_module(code: &str) -> Result<Ident, Error> {
+    let file = syn::parse_file(code).map_err(|e| Error::Codegen(format!("tonic-prost-build output: {e}")))?;
+    file.items
+        .iter()
+        .find_map(|item| match item {
+            syn::Item::Mod(m) if m.ident.to_string().ends_with("_server") => Some(m.ident.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Codegen("tonic-prost-build generated no server module".into()))
+}
+
+/// A type as prost spelled it for the package module, as seen from the stream module one
+/// level below: relative paths get a `super::`; absolute paths (extern types, `::prost_types`),
+/// primitives (wrapper types) and `()` (`google.protobuf.Empty`) stay as they are.
+fn type_from_stream_module(rust_type: &str) -> Result<TokenStream, Error> {
+    let bad = |e: syn::Error| Error::Codegen(format!("prost's type path {rust_type:?}: {e}"));
+    let ty: syn::Type = syn::parse_str(rust_type).map_err(bad)?;
+    let relative = match &ty {
+        syn::Type::Path(p) => {
+            let first = p.path.segments.first().map(|s| s.ident.to_string()).unwrap_or_default();
+            let primitive = p.path.segments.len() == 1
+                && matches!(first.as_str(), "bool" | "f32" | "f64" | "i32" | "i64" | "u32" | "u64" | "str");
+            p.qself.is_none() && p.path.leading_colon.is_none() && first != "crate" && !primitive
+        }
+        _ => false,
+    };
+    if relative {
+        let ty: syn::Type = syn::parse_str(&format!("super::{rust_type}")).map_err(bad)?;
+        Ok(quote!(#ty))
+    } else {
+        Ok(quote!(#ty))
     }
 }
 
-fn to_snake(s: impl AsRef<str>) -> String {
-    sanitize(&s.as_ref().to_snake_case())
-}
-
-fn to_upper_camel(s: impl AsRef<str>) -> String {
-    sanitize(&s.as_ref().to_upper_camel_case())
-}
-
-/// An identifier that may be raw (`r#type`).
-fn ident(s: &str) -> Ident {
-    match s.strip_prefix("r#") {
-        Some(raw) => Ident::new_raw(raw, Span::call_site()),
-        None => Ident::new(s, Span::call_site()),
+/// The Rust identifier of the request's key field: prost's, from the struct it generated;
+/// for request types from an `extern_path` (not generated here), prost's convention
+/// (snake case, raw when a keyword), which is what a prost-generated extern crate has.
+fn key_ident(service: &Service, m: &Method, input_rust: &str, fields: &FieldIndex) -> Result<Option<Ident>, Error> {
+    let Some(key) = &m.key else { return Ok(None) };
+    let name = match fields.field(&service.package, input_rust, key.number) {
+        Some(name) => name.to_owned(),
+        None => key.name.to_snake_case(),
+    };
+    let parsed = syn::parse_str::<Ident>(&name).or_else(|_| syn::parse_str::<Ident>(&format!("r#{name}")));
+    match parsed {
+        Ok(id) => Ok(Some(id)),
+        Err(_) => Err(Error::stream(
+            m.location.clone(),
+            format!("the key field {:?} of {} has no usable Rust name", key.name, m.input),
+            "rename the field, or pick another key field",
+        )),
     }
 }
 
@@ -289,33 +361,44 @@ fn text(s: impl Into<String>) -> Vec<String> {
     s.into().lines().map(str::to_owned).collect()
 }
 
-/// The stream module of one service, plus the re-exports at package level.
-fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenStream {
-    let base = service.name.to_upper_camel_case();
-    let module = format_ident!("{}_kafkasocks", service.name.to_snake_case());
+/// A name prost made (`r#type`, `self_`) as an identifier.
+fn prost_ident(s: &str) -> Result<Ident, Error> {
+    syn::parse_str::<Ident>(s).map_err(|e| Error::Codegen(format!("prost's identifier {s:?}: {e}")))
+}
+
+/// The stream module of one service, plus the re-exports at package level. `stream` is
+/// the model's view (topics, keys, kinds), `prost` carries the Rust names prost resolved.
+fn service_module(
+    stream: &Service,
+    prost: &prost_build::Service,
+    fields: &FieldIndex,
+    tonic_module: Option<&Ident>,
+) -> Result<TokenStream, Error> {
+    let base = prost_ident(&prost.name)?;
+    let module = format_ident!("{}_kafkasocks", prost.name.to_snake_case());
     let hooks = format_ident!("{}Hooks", base);
     let default_hooks = format_ident!("{}DefaultHooks", base);
-    let server = format_ident!("{}Server", base);
+    let gateway = format_ident!("{}Gateway", base);
     let grpc_ty = format_ident!("{}Grpc", base);
-    let pkg = &service.package;
-    let full_name = &service.full_name;
+    let full_name = &stream.full_name;
 
     let mut hook_methods = Vec::new();
     let mut adapters = Vec::new();
     let mut registrations = Vec::new();
     let mut schemas: Vec<String> = Vec::new();
-    for m in &service.methods {
-        let snake = m.name.to_snake_case();
-        let input = resolver.type_path(&m.input, pkg);
-        let output = resolver.type_path(&m.output, pkg);
+    let mut grpc_methods = Vec::new();
+    for m in &stream.methods {
+        let Some(pm) = prost.methods.iter().find(|pm| pm.proto_name == m.name) else {
+            return Err(Error::Codegen(format!("prost-build did not pass method {} of {full_name}", m.name)));
+        };
+        let snake = pm.name.trim_start_matches("r#");
+        let input = type_from_stream_module(&pm.input_type)?;
+        let output = type_from_stream_module(&pm.output_type)?;
+        let key_expr = key_ident(stream, m, &pm.input_type, fields)?.map(|field| key_expr(m, &field));
         let route = &m.route;
         let topic = &m.topic;
-        let adapter = format_ident!(
-            "{}{}",
-            m.name.to_upper_camel_case(),
-            if m.kind == RpcKind::Unary { "Publish" } else { "Subscribe" }
-        );
-        let key_expr = key_expr(m);
+        let adapter =
+            format_ident!("{}{}", pm.proto_name, if m.kind == RpcKind::Unary { "Publish" } else { "Subscribe" });
         let method_doc: &[String] = &m.comments.lines;
         match m.kind {
             RpcKind::ServerStreaming => {
@@ -325,19 +408,25 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
                     &text(format!("Authorizes a subscription to `{route}` (topic `{topic}`).")),
                     method_doc,
                     &text(
-                        "Default: everyone may subscribe. Return an error (e.g. `Status::permission_denied`) to refuse.",
+                        "Default: everyone may subscribe. Return an error (e.g. `Status::permission_denied`) to \
+                         refuse. May be an `async fn`: it runs once per subscription, before any record is read.",
                     ),
                 ]);
                 let filter_doc = docs(&[&text(format!(
                     "An extra filter on the records of `{route}`, applied after the key match; it sees each \
                      record decoded.\nDefault: none (every record whose key matches is delivered). Records that \
-                     do not decode are not delivered when a filter is set."
+                     do not decode are not delivered when a filter is set. The filter runs for every record, so \
+                     it is a plain function."
                 ))]);
                 hook_methods.push(quote! {
                     #auth_doc
-                    fn #authorize(&self, ctx: &__ks::RequestContext, request: &#input) -> ::core::result::Result<(), __ks::Status> {
+                    fn #authorize(
+                        &self,
+                        ctx: &__ks::RequestContext,
+                        request: &#input,
+                    ) -> impl ::core::future::Future<Output = ::core::result::Result<(), __ks::Status>> + ::core::marker::Send {
                         let _ = (ctx, request);
-                        ::core::result::Result::Ok(())
+                        ::core::future::ready(::core::result::Result::Ok(()))
                     }
                     #filter_doc
                     fn #filter(&self, ctx: &__ks::RequestContext, request: &#input) -> ::core::option::Option<MessageFilter<#output>> {
@@ -357,24 +446,32 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
                 adapters.push(quote! {
                     struct #adapter<H>(::std::sync::Arc<H>);
                     impl<H: #hooks> __ks::SubscribeHook for #adapter<H> {
-                        fn plan(&self, ctx: &__ks::RequestContext, request: &[u8]) -> ::core::result::Result<__ks::SubscriptionPlan, __ks::Status> {
-                            let request: #input = __ks::decode(request)?;
-                            self.0.#authorize(ctx, &request)?;
-                            #plan
-                            if let ::core::option::Option::Some(filter) = self.0.#filter(ctx, &request) {
-                                plan = plan.filter(move |record: &__ks::RecordView<'_>| {
-                                    match <#output as __ks::prost::Message>::decode(record.payload) {
-                                        ::core::result::Result::Ok(value) => filter(&value),
-                                        ::core::result::Result::Err(_) => false,
-                                    }
-                                });
-                            }
-                            ::core::result::Result::Ok(plan)
+                        fn plan(
+                            &self,
+                            ctx: &__ks::RequestContext,
+                            request: __ks::Bytes,
+                        ) -> __ks::BoxFuture<::core::result::Result<__ks::SubscriptionPlan, __ks::Status>> {
+                            let hooks = ::std::sync::Arc::clone(&self.0);
+                            let ctx = ::core::clone::Clone::clone(ctx);
+                            ::std::boxed::Box::pin(async move {
+                                let request: #input = __ks::decode(&request)?;
+                                hooks.#authorize(&ctx, &request).await?;
+                                #plan
+                                if let ::core::option::Option::Some(filter) = hooks.#filter(&ctx, &request) {
+                                    plan = plan.filter(move |record: &__ks::RecordView<'_>| {
+                                        match <#output as __ks::prost::Message>::decode(record.payload) {
+                                            ::core::result::Result::Ok(value) => filter(&value),
+                                            ::core::result::Result::Err(_) => false,
+                                        }
+                                    });
+                                }
+                                ::core::result::Result::Ok(plan)
+                            })
                         }
                     }
                 });
                 registrations.push(quote! {
-                    .subscribe(#route, #topic, #adapter(self.hooks.clone()))
+                    .subscribe(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)))
                 });
             }
             RpcKind::Unary => {
@@ -387,26 +484,35 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
                     &text(
                         "Default: the request unchanged. Return an error to refuse the publish. When the \
                          returned message equals the request, the bytes the client sent are produced as they \
-                         are (unknown fields kept); otherwise the returned message is encoded.",
+                         are (unknown fields kept); otherwise the returned message is encoded. May be an \
+                         `async fn`.",
                     ),
                 ]);
                 hook_methods.push(quote! {
                     #prepare_doc
-                    fn #prepare(&self, ctx: &__ks::RequestContext, request: #input) -> __ks::BoxFuture<::core::result::Result<#input, __ks::Status>> {
+                    fn #prepare(
+                        &self,
+                        ctx: &__ks::RequestContext,
+                        request: #input,
+                    ) -> impl ::core::future::Future<Output = ::core::result::Result<#input, __ks::Status>> + ::core::marker::Send {
                         let _ = ctx;
-                        ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Ok(request)))
+                        ::core::future::ready(::core::result::Result::Ok(request))
                     }
                 });
                 let key = key_expr.clone().unwrap_or_else(|| quote!(::core::option::Option::None));
                 adapters.push(quote! {
                     struct #adapter<H>(::std::sync::Arc<H>);
                     impl<H: #hooks> __ks::PublishHook for #adapter<H> {
-                        fn prepare(&self, ctx: &__ks::RequestContext, payload: __ks::Bytes) -> __ks::BoxFuture<::core::result::Result<__ks::OutgoingRecord, __ks::Status>> {
-                            let hooks = self.0.clone();
-                            let ctx = ctx.clone();
+                        fn prepare(
+                            &self,
+                            ctx: &__ks::RequestContext,
+                            payload: __ks::Bytes,
+                        ) -> __ks::BoxFuture<::core::result::Result<__ks::OutgoingRecord, __ks::Status>> {
+                            let hooks = ::std::sync::Arc::clone(&self.0);
+                            let ctx = ::core::clone::Clone::clone(ctx);
                             ::std::boxed::Box::pin(async move {
                                 let original: #input = __ks::decode(&payload)?;
-                                let request = hooks.#prepare(&ctx, original.clone()).await?;
+                                let request = hooks.#prepare(&ctx, ::core::clone::Clone::clone(&original)).await?;
                                 let payload = if request == original {
                                     payload
                                 } else {
@@ -434,15 +540,18 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
                         let subject = &schema.subject;
                         let indexes = &schema.message_indexes;
                         registrations.push(quote! {
-                            .publish_with_schema(#route, #topic, #adapter(self.hooks.clone()),
+                            .publish_with_schema(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)),
                                 __ks::RegistrySchema::protobuf(#subject, #constant, ::std::vec![#(#indexes),*]))
                         });
                     }
                     None => registrations.push(quote! {
-                        .publish(#route, #topic, #adapter(self.hooks.clone()))
+                        .publish(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)))
                     }),
                 }
             }
+        }
+        if tonic_module.is_some() {
+            grpc_methods.push(grpc_method(m, pm, &input, &output)?);
         }
     }
     let schema_consts = schemas.iter().enumerate().map(|(i, s)| {
@@ -453,32 +562,53 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
         }
     });
 
-    let service_doc: &[String] = &service.comments.lines;
+    let service_doc: &[String] = &stream.comments.lines;
     let hooks_doc = docs(&[
         &text(format!("Decides who may use `{full_name}` and what reaches Kafka.")),
         service_doc,
         &text(format!(
             "Every method has a default: implement only what you need, or use [`{default_hooks}`].\n\
              Subscriptions: `authorize_*` then the key match, then the optional `filter_*`. \
-             Publishes: `prepare_*` validates and enriches the request before it is produced."
+             Publishes: `prepare_*` validates and enriches the request before it is produced.\n\
+             `authorize_*` and `prepare_*` return futures: implement them as `async fn` when they \
+             need to wait (a database, a token service)."
         )),
     ]);
-    let server_doc = docs(&[&text(format!(
-        "Serves `{full_name}` on a gateway: `Gateway::builder(config).streams(server.streams())`."
+    let gateway_doc = docs(&[&text(format!(
+        "Serves `{full_name}` on a KafkaSocks gateway: \
+         `Gateway::builder(config).streams({gateway}::new(hooks).streams())`."
     ))]);
     let route_list: Vec<String> =
-        service.methods.iter().map(|m| format!("`{}` -> topic `{}`", m.route, m.topic)).collect();
+        stream.methods.iter().map(|m| format!("`{}` -> topic `{}`", m.route, m.topic)).collect();
     let streams_doc = docs(&[
         &text("The streams of this service, for `GatewayBuilder::streams` (merge with others with `Streams::merge`):"),
         &route_list,
     ]);
 
-    let grpc_items = if grpc { grpc_items(service, resolver, &grpc_ty) } else { TokenStream::new() };
-    let grpc_export = if grpc { quote!(, #grpc_ty) } else { TokenStream::new() };
+    let grpc_items = match tonic_module {
+        Some(server_mod) => grpc_items(stream, prost, server_mod, &grpc_ty, &grpc_methods)?,
+        None => TokenStream::new(),
+    };
+    let grpc_export = if tonic_module.is_some() { quote!(, #grpc_ty) } else { TokenStream::new() };
 
-    let module_doc = format!(" KafkaSocks streams of `{full_name}`.");
-    quote! {
-        #[doc = #module_doc]
+    let range = runtime_range();
+    let interface = Literal::u32_unsuffixed(CODEGEN_INTERFACE);
+    let version = crate::VERSION;
+    let module_doc = docs(&[
+        &text(format!("KafkaSocks streams of `{full_name}`.")),
+        &text(format!(
+            "Generated by kafkasocks-build {version} for the kafkasocks runtime {range} (codegen interface \
+             {CODEGEN_INTERFACE}): a build against a runtime that does not support it fails with a message \
+             saying so."
+        )),
+    ]);
+    let mismatch = format!(
+        "this code was generated by kafkasocks-build {version} for the kafkasocks runtime {range} (codegen \
+         interface {CODEGEN_INTERFACE}), which this kafkasocks does not support: use matching versions of \
+         kafkasocks and kafkasocks-build, or regenerate"
+    );
+    Ok(quote! {
+        #module_doc
         pub mod #module {
             #![allow(
                 unused_imports,
@@ -491,6 +621,8 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
                 clippy::nursery
             )]
             use ::kafkasocks::codegen as __ks;
+
+            const _: () = ::core::assert!(__ks::supports_interface(#interface), #mismatch);
 
             /// A typed record filter: true to deliver the record.
             pub type MessageFilter<T> = ::std::sync::Arc<dyn Fn(&T) -> bool + Send + Sync>;
@@ -506,33 +638,33 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
 
             impl #hooks for #default_hooks {}
 
-            #server_doc
-            pub struct #server<H> {
+            #gateway_doc
+            pub struct #gateway<H> {
                 hooks: ::std::sync::Arc<H>,
             }
 
-            impl<H> ::core::clone::Clone for #server<H> {
+            impl<H> ::core::clone::Clone for #gateway<H> {
                 fn clone(&self) -> Self {
-                    Self { hooks: self.hooks.clone() }
+                    Self { hooks: ::std::sync::Arc::clone(&self.hooks) }
                 }
             }
 
-            impl<H> ::core::fmt::Debug for #server<H> {
+            impl<H> ::core::fmt::Debug for #gateway<H> {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    f.debug_struct(stringify!(#server)).finish_non_exhaustive()
+                    f.debug_struct(stringify!(#gateway)).finish_non_exhaustive()
                 }
             }
 
-            impl<H: #hooks> #server<H> {
+            impl<H: #hooks> #gateway<H> {
                 /// The fully-qualified service name.
                 pub const SERVICE: &'static str = #full_name;
 
-                /// A server with these hooks.
+                /// Streams served with these hooks.
                 pub fn new(hooks: H) -> Self {
                     Self { hooks: ::std::sync::Arc::new(hooks) }
                 }
 
-                /// A server sharing hooks that are already in an `Arc`.
+                /// Streams sharing hooks that are already in an `Arc`.
                 pub fn from_arc(hooks: ::std::sync::Arc<H>) -> Self {
                     Self { hooks }
                 }
@@ -557,77 +689,84 @@ fn service_module(service: &Service, resolver: &Resolver, grpc: bool) -> TokenSt
         }
         // An application uses some of these, not all: no unused-import warnings for it.
         #[allow(unused_imports)]
-        pub use self::#module::{#hooks, #default_hooks, #server #grpc_export};
-    }
+        pub use self::#module::{#hooks, #default_hooks, #gateway #grpc_export};
+    })
 }
 
-/// The key of a request, `Option<Bytes>`, or `None` without a key field.
-fn key_expr(m: &Method) -> Option<TokenStream> {
-    let key = m.key.as_ref()?;
-    let field = ident(&to_snake(&key.name));
-    Some(match (key.ty, key.optional) {
+/// The key of a request, `Option<Bytes>`, from the key field's Rust identifier.
+fn key_expr(m: &Method, field: &Ident) -> TokenStream {
+    let Some(key) = &m.key else { return quote!(::core::option::Option::None) };
+    match (key.ty, key.optional) {
         (KeyType::String, false) => quote!(__ks::key_from_str(&request.#field)),
         (KeyType::String, true) => quote!(request.#field.as_deref().and_then(__ks::key_from_str)),
         (KeyType::Bytes, false) => quote!(__ks::key_from_bytes(&request.#field)),
         (KeyType::Bytes, true) => quote!(request.#field.as_deref().and_then(__ks::key_from_bytes)),
         (KeyType::Integer(_), false) => quote!(__ks::key_from_int(request.#field)),
         (KeyType::Integer(_), true) => quote!(request.#field.and_then(__ks::key_from_int)),
+    }
+}
+
+/// One method of the tonic service trait, over `LocalStreams`. Names as tonic gives them:
+/// the method is prost's `Method::name`, the stream type `<proto name>Stream`.
+fn grpc_method(
+    m: &Method,
+    pm: &prost_build::Method,
+    input: &TokenStream,
+    output: &TokenStream,
+) -> Result<TokenStream, Error> {
+    let name = prost_ident(&pm.name)?;
+    let route = &m.route;
+    Ok(match m.kind {
+        RpcKind::ServerStreaming => {
+            let stream = format_ident!("{}Stream", pm.proto_name);
+            let output_name = &m.output;
+            quote! {
+                type #stream = ::tonic::codegen::BoxStream<#output>;
+
+                async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<Self::#stream>, ::tonic::Status> {
+                    use ::tonic::codegen::tokio_stream::StreamExt as _;
+                    let principal = (self.principal)(request.metadata())?;
+                    let start = __ks::start_from_metadata(metadata_text(request.metadata(), START_METADATA)).map_err(status)?;
+                    let payload = __ks::prost::Message::encode_to_vec(request.get_ref());
+                    let records = self.local.subscribe(principal, #route, &payload, start).map_err(status)?;
+                    let values = records.map(|item| match item {
+                        ::core::result::Result::Ok(d) => <#output as __ks::prost::Message>::decode(&d.payload[..]).map_err(|e| {
+                            ::tonic::Status::internal(::std::format!(
+                                "record {}@{} is not a {}: {}", d.partition, d.offset, #output_name, e
+                            ))
+                        }),
+                        ::core::result::Result::Err(s) => ::core::result::Result::Err(status(s)),
+                    });
+                    ::core::result::Result::Ok(::tonic::Response::new(::std::boxed::Box::pin(values)))
+                }
+            }
+        }
+        RpcKind::Unary => quote! {
+            async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<#output>, ::tonic::Status> {
+                let principal = (self.principal)(request.metadata())?;
+                let key = metadata_text(request.metadata(), IDEMPOTENCY_METADATA).unwrap_or_default();
+                let key = __ks::Bytes::copy_from_slice(key.as_bytes());
+                let payload = __ks::Bytes::from(__ks::prost::Message::encode_to_vec(request.get_ref()));
+                let receipt = self.local.publish(principal, #route, payload, key).await.map_err(status)?;
+                ::core::result::Result::Ok(::tonic::Response::new(receipt.into()))
+            }
+        },
     })
 }
 
-/// The tonic service trait implemented over `LocalStreams`.
-fn grpc_items(service: &Service, resolver: &Resolver, grpc_ty: &Ident) -> TokenStream {
-    let pkg = &service.package;
-    let server_mod = format_ident!("{}_server", service.name.to_snake_case());
-    let trait_name = ident(&to_upper_camel(&service.name));
-    let tonic_server = format_ident!("{}Server", service.name.to_upper_camel_case());
-    let mut methods = Vec::new();
-    for m in &service.methods {
-        let name = ident(&to_snake(&m.name));
-        let input = resolver.type_path(&m.input, pkg);
-        let output = resolver.type_path(&m.output, pkg);
-        let route = &m.route;
-        match m.kind {
-            RpcKind::ServerStreaming => {
-                let stream = format_ident!("{}Stream", m.name.to_upper_camel_case());
-                let output_name = &m.output;
-                methods.push(quote! {
-                    type #stream = ::tonic::codegen::BoxStream<#output>;
-
-                    async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<Self::#stream>, ::tonic::Status> {
-                        use ::tonic::codegen::tokio_stream::StreamExt as _;
-                        let principal = (self.principal)(request.metadata())?;
-                        let start = __ks::start_from_metadata(metadata_text(request.metadata(), START_METADATA)).map_err(status)?;
-                        let payload = __ks::prost::Message::encode_to_vec(request.get_ref());
-                        let records = self.local.subscribe(principal, #route, &payload, start).map_err(status)?;
-                        let values = records.map(|item| match item {
-                            ::core::result::Result::Ok(d) => <#output as __ks::prost::Message>::decode(&d.payload[..]).map_err(|e| {
-                                ::tonic::Status::internal(::std::format!(
-                                    "record {}@{} is not a {}: {}", d.partition, d.offset, #output_name, e
-                                ))
-                            }),
-                            ::core::result::Result::Err(s) => ::core::result::Result::Err(status(s)),
-                        });
-                        ::core::result::Result::Ok(::tonic::Response::new(::std::boxed::Box::pin(values)))
-                    }
-                });
-            }
-            RpcKind::Unary => {
-                methods.push(quote! {
-                    async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<#output>, ::tonic::Status> {
-                        let principal = (self.principal)(request.metadata())?;
-                        let key = metadata_text(request.metadata(), IDEMPOTENCY_METADATA).unwrap_or_default();
-                        let key = __ks::Bytes::copy_from_slice(key.as_bytes());
-                        let payload = __ks::Bytes::from(__ks::prost::Message::encode_to_vec(request.get_ref()));
-                        let receipt = self.local.publish(principal, #route, payload, key).await.map_err(status)?;
-                        ::core::result::Result::Ok(::tonic::Response::new(receipt.into()))
-                    }
-                });
-            }
-        }
-    }
-    let grpc_doc = format!(" `{}` over gRPC (tonic), fed by the gateway's streams in process:", service.full_name);
-    quote! {
+/// `<Service>Grpc`: the tonic service trait implemented over `LocalStreams`. The trait is
+/// prost's service name, the server `<name>Server`, in the module tonic generated.
+fn grpc_items(
+    stream: &Service,
+    prost: &prost_build::Service,
+    server_mod: &Ident,
+    grpc_ty: &Ident,
+    methods: &[TokenStream],
+) -> Result<TokenStream, Error> {
+    let trait_name = prost_ident(&prost.name)?;
+    let tonic_server = format_ident!("{}Server", trait_name);
+    let grpc_doc = format!(" `{}` over gRPC (tonic), fed by the gateway's streams in process:", stream.full_name);
+    Ok(quote! {
         /// Request metadata naming where a subscription starts: `latest` (default),
         /// `earliest`, `ts:<unix ms>` or `cursor:<base64 of Cursor::to_bytes()>`.
         pub const START_METADATA: &str = "kafkasocks-start";
@@ -642,7 +781,7 @@ fn grpc_items(service: &Service, resolver: &Resolver, grpc_ty: &Ident) -> TokenS
         #[doc = #grpc_doc]
         /// server-streaming methods subscribe, unary methods publish and answer with the receipt.
         /// The service's hooks run inside the gateway (register `streams()` of the matching
-        /// server on it), once per request, whichever transport it came by.
+        /// gateway type on it), once per request, whichever transport it came by.
         #[derive(Clone)]
         pub struct #grpc_ty {
             local: __ks::LocalStreams,
@@ -693,5 +832,5 @@ fn grpc_items(service: &Service, resolver: &Resolver, grpc_ty: &Ident) -> TokenS
         impl super::#server_mod::#trait_name for #grpc_ty {
             #(#methods)*
         }
-    }
+    })
 }

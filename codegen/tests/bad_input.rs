@@ -112,6 +112,6 @@ fn descriptor_set_input_keeps_stream_options() {
         .service("every.v1.Sensors")
         .generate_rust(&["every/v1/every.proto"])
         .unwrap();
-    assert!(ok.files["every.v1.rs"].contains("SensorsServer"));
+    assert!(ok.files["every.v1.rs"].contains("pub struct SensorsGateway<H>"));
     std::fs::remove_file(&path).unwrap();
 }

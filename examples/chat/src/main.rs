@@ -2,7 +2,7 @@
 //! this), then open http://127.0.0.1:8080/ in two browser windows.
 //!
 //! Everything typed comes from `proto/chat/v1/chat.proto`: `build.rs` generates the Rust
-//! side (messages, the `ChatStreamsHooks` trait, the server, the tonic service), and
+//! side (messages, the `ChatStreamsHooks` trait, `ChatStreamsGateway`, the tonic service), and
 //! `kafkasocks-gen ts` generated the page's client in `web/gen/`.
 //!
 //! * `ws://127.0.0.1:8081/streams`: the KafkaSocks gateway (`CHAT_WS_ADDR`)
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kafkasocks::{BoxFuture, Gateway, GatewayConfig, KafkaConfig, RequestContext, Status};
+use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, RequestContext, Status};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -39,35 +39,28 @@ mod chat {
 struct ChatRules;
 
 impl chat::ChatStreamsHooks for ChatRules {
-    /// Rooms are short names.
-    fn authorize_messages(&self, _ctx: &RequestContext, request: &chat::RoomFilter) -> Result<(), Status> {
+    /// Rooms are short names. (An `async fn`: a real chat would look the room up.)
+    async fn authorize_messages(&self, _ctx: &RequestContext, request: &chat::RoomFilter) -> Result<(), Status> {
         valid_room(&request.room)
     }
 
     /// Validate and enrich before Kafka sees it: a message needs a room, a user and some
     /// text (at most 500 characters); the gateway stamps the time if the browser did not.
-    fn prepare_post(
-        &self,
-        _ctx: &RequestContext,
-        mut m: chat::ChatMessage,
-    ) -> BoxFuture<Result<chat::ChatMessage, Status>> {
-        Box::pin(async move {
-            valid_room(&m.room)?;
-            m.user = m.user.trim().to_owned();
-            m.text = m.text.trim().to_owned();
-            if m.user.is_empty() || m.text.is_empty() {
-                return Err(Status::invalid_argument("a message needs a user and some text"));
-            }
-            if m.text.chars().count() > 500 {
-                return Err(Status::invalid_argument("messages are at most 500 characters"));
-            }
-            if m.sent_at_ms == 0 {
-                m.sent_at_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-            }
-            Ok(m)
-        })
+    async fn prepare_post(&self, _ctx: &RequestContext, mut m: chat::ChatMessage) -> Result<chat::ChatMessage, Status> {
+        valid_room(&m.room)?;
+        m.user = m.user.trim().to_owned();
+        m.text = m.text.trim().to_owned();
+        if m.user.is_empty() || m.text.is_empty() {
+            return Err(Status::invalid_argument("a message needs a user and some text"));
+        }
+        if m.text.chars().count() > 500 {
+            return Err(Status::invalid_argument("messages are at most 500 characters"));
+        }
+        if m.sent_at_ms == 0 {
+            m.sent_at_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        }
+        Ok(m)
     }
 }
 
@@ -135,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let kafka = KafkaConfig::from_env();
     ensure_topic(kafka.bootstrap()).await?;
-    let streams = chat::ChatStreamsServer::new(ChatRules).streams();
+    let streams = chat::ChatStreamsGateway::new(ChatRules).streams();
     let config = GatewayConfig::new(kafka)
         .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)
         .metrics_listen(addr("CHAT_METRICS_ADDR", "127.0.0.1:9090")?);

@@ -1,5 +1,6 @@
-//! `kafkasocks_build::compile_protos` in build.rs + `kafkasocks::include_streams!`: the
-//! DESIGN's "user's day", compiled. The proto is in `proto/chat/v1/chat.proto`.
+//! `kafkasocks_build` in build.rs + `kafkasocks::include_streams!`: the DESIGN's "user's
+//! day", compiled. The proto is in `proto/chat/v1/chat.proto`; `build.rs` passes a
+//! `prost_build::Config` with a `type_attribute`.
 
 /// `package chat.v1;`, as generated into `$OUT_DIR/chat.v1.rs`.
 #[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
@@ -10,35 +11,45 @@ pub mod chat {
 #[cfg(test)]
 mod tests {
     use super::chat;
-    use kafkasocks::{BoxFuture, RequestContext, Status};
+    use kafkasocks::{RequestContext, Status};
     use prost::Message as _;
 
+    /// Hooks written as `async fn`, awaiting something real.
     struct OnlyLoudRooms;
 
     impl chat::ChatStreamsHooks for OnlyLoudRooms {
-        fn authorize_messages(&self, _ctx: &RequestContext, request: &chat::RoomFilter) -> Result<(), Status> {
+        async fn authorize_messages(&self, _ctx: &RequestContext, request: &chat::RoomFilter) -> Result<(), Status> {
+            tokio::task::yield_now().await;
             if request.room.ends_with('!') { Ok(()) } else { Err(Status::permission_denied("quiet room")) }
         }
 
-        fn prepare_post(
+        async fn prepare_post(
             &self,
             _ctx: &RequestContext,
             mut request: chat::ChatMessage,
-        ) -> BoxFuture<Result<chat::ChatMessage, Status>> {
+        ) -> Result<chat::ChatMessage, Status> {
+            tokio::task::yield_now().await;
             request.text = request.text.to_uppercase();
-            Box::pin(async move { Ok(request) })
+            Ok(request)
         }
     }
 
     #[test]
-    fn the_generated_server_registers_both_methods() {
-        let server = chat::ChatStreamsServer::new(chat::ChatStreamsDefaultHooks);
-        let streams = server.streams();
+    fn the_generated_gateway_registers_both_methods() {
+        let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
         assert_eq!(streams.len(), 2);
-        assert_eq!(chat::ChatStreamsServer::<chat::ChatStreamsDefaultHooks>::SERVICE, "chat.v1.ChatStreams");
-        let custom = chat::ChatStreamsServer::new(OnlyLoudRooms).streams();
+        assert_eq!(chat::ChatStreamsGateway::<chat::ChatStreamsDefaultHooks>::SERVICE, "chat.v1.ChatStreams");
+        let custom = chat::ChatStreamsGateway::new(OnlyLoudRooms).streams();
         assert_eq!(format!("{custom:?}"), format!("{streams:?}"));
         let m = chat::ChatMessage { room: "a".into(), user: "b".into(), text: "c".into() };
         assert_eq!(chat::ChatMessage::decode(&m.encode_to_vec()[..]).ok(), Some(m));
+    }
+
+    #[test]
+    fn the_prost_config_of_the_build_script_took_effect() {
+        // `ChatMessage: PartialOrd` only through build.rs's type_attribute.
+        let a = chat::ChatMessage { room: "a".into(), user: "x".into(), text: "x".into() };
+        let b = chat::ChatMessage { room: "b".into(), ..a.clone() };
+        assert!(a < b);
     }
 }

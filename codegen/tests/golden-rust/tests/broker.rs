@@ -1,6 +1,6 @@
-//! The generated server against the real broker: a hand-written implementation of the
-//! generated hooks trait, the generated `ChatStreamsServer`/`SensorsServer` mounted on a
-//! real `kafkasocks::Gateway`, publishes through the WebSocket client and through
+//! The generated streams against the real broker: a hand-written implementation of the
+//! generated hooks trait (its async hooks as `async fn`), the generated
+//! `ChatStreamsGateway`/`SensorsGateway` mounted on a real `kafkasocks::Gateway`, publishes through the WebSocket client and through
 //! `LocalStreams`, subscriptions through both, and the generated tonic service called in
 //! process. Needs Kafka (`KAFKA_BOOTSTRAP`, default 127.0.0.1:19092) and the Schema Registry
 //! (`SCHEMA_REGISTRY_URL`), as started by `scripts/services up`.
@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafkasocks::client::{Client, ClientConfig, StartAt};
-use kafkasocks::{BoxFuture, Code, Gateway, GatewayConfig, KafkaConfig, Principal, RequestContext, Status};
+use kafkasocks::{Code, Gateway, GatewayConfig, KafkaConfig, Principal, RequestContext, Status};
 use kafkasocks_golden_rust::every::v1 as every;
 use prost::Message as _;
 use tonic::codegen::tokio_stream::StreamExt as _;
 
-/// Hooks with a rule of each kind.
+/// Hooks with a rule of each kind; the async ones are `async fn`s that really wait.
 struct ChatRules;
 
 impl every::ChatStreamsHooks for ChatRules {
-    fn authorize_messages(&self, _ctx: &RequestContext, request: &every::RoomFilter) -> Result<(), Status> {
+    async fn authorize_messages(&self, _ctx: &RequestContext, request: &every::RoomFilter) -> Result<(), Status> {
+        tokio::task::yield_now().await;
         if request.room == "forbidden" { Err(Status::permission_denied("room is closed")) } else { Ok(()) }
     }
 
@@ -31,21 +32,20 @@ impl every::ChatStreamsHooks for ChatRules {
         Some(Arc::new(|m: &every::ChatMessage| !m.text.contains("[hidden]")))
     }
 
-    fn prepare_post(
+    async fn prepare_post(
         &self,
         ctx: &RequestContext,
         mut request: every::ChatMessage,
-    ) -> BoxFuture<Result<every::ChatMessage, Status>> {
-        let subject = ctx.principal.subject().to_owned();
-        Box::pin(async move {
-            if request.text.is_empty() {
-                return Err(Status::invalid_argument("empty message"));
-            }
-            if request.user.is_empty() {
-                request.user = format!("guest{subject}");
-            }
-            Ok(request)
-        })
+    ) -> Result<every::ChatMessage, Status> {
+        // A timer, not readiness: the hook's future really is pending once, on the gateway's runtime.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if request.text.is_empty() {
+            return Err(Status::invalid_argument("empty message"));
+        }
+        if request.user.is_empty() {
+            request.user = format!("guest{}", ctx.principal.subject());
+        }
+        Ok(request)
     }
 }
 
@@ -74,9 +74,9 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     for t in ["every.chat", "every.readings", "every.all"] {
         ensure_topic(t).await;
     }
-    let streams = every::ChatStreamsServer::new(ChatRules)
+    let streams = every::ChatStreamsGateway::new(ChatRules)
         .streams()
-        .merge(every::SensorsServer::new(every::SensorsDefaultHooks).streams());
+        .merge(every::SensorsGateway::new(every::SensorsDefaultHooks).streams());
     assert_eq!(streams.len(), 7);
     let config = GatewayConfig::new(KafkaConfig::new(kafkasocks_tests::bootstrap()))
         .schema_registry(registry_url())
@@ -115,9 +115,12 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     assert_eq!(every::ChatMessage::decode(&d.payload[..])?.text, "bye", "the filter hook hid one record");
 
     // --- authorize refuses, through LocalStreams ---------------------------------------------
+    // The hook is async: its answer is the subscription's first item.
     let forbidden = every::RoomFilter { room: "forbidden".into() }.encode_to_vec();
-    let refused = local.subscribe(Principal::anonymous(), "every.v1.ChatStreams/Messages", &forbidden, StartAt::Latest);
-    assert_eq!(refused.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    let mut refused =
+        local.subscribe(Principal::anonymous(), "every.v1.ChatStreams/Messages", &forbidden, StartAt::Latest)?;
+    let first = tokio::time::timeout(Duration::from_secs(20), refused.next()).await?.unwrap();
+    assert_eq!(first.err().map(|s| s.code()), Some(Code::PermissionDenied));
 
     // --- integer keys (Sensors), through LocalStreams ----------------------------------------
     let sensor = rand::random::<i64>() >> 1;
@@ -161,8 +164,10 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     bad.metadata_mut().insert("kafkasocks-start", "yesterday".parse()?);
     let status = grpc.messages(bad).await.err().unwrap();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    let forbidden = grpc.messages(tonic::Request::new(every::RoomFilter { room: "forbidden".into() })).await;
-    assert_eq!(forbidden.err().unwrap().code(), tonic::Code::PermissionDenied);
+    let mut forbidden =
+        grpc.messages(tonic::Request::new(every::RoomFilter { room: "forbidden".into() })).await?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), forbidden.next()).await?.unwrap();
+    assert_eq!(first.err().unwrap().code(), tonic::Code::PermissionDenied, "the refusal ends the stream");
 
     client.close();
     shutdown.shutdown();
