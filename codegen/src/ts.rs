@@ -119,10 +119,10 @@ fn needed_files(model: &Model) -> BTreeSet<String> {
             }
         }
         for r in refs {
-            if let Some(file) = types.get(&r) {
-                if set.insert(file.clone()) {
-                    queue.push(file.clone());
-                }
+            if let Some(file) = types.get(&r)
+                && set.insert(file.clone())
+            {
+                queue.push(file.clone());
             }
         }
     }
@@ -534,10 +534,10 @@ impl<'a> FileEmitter<'a> {
             // Oneof properties take their names at the position of their first member.
             let mut oneof_named: Vec<Option<String>> = vec![None; m.oneofs.len()];
             for f in &m.fields {
-                if let Some(o) = f.oneof {
-                    if oneof_named[o].is_none() {
-                        oneof_named[o] = Some(names.take(&safe_property(&lower_camel(&m.oneofs[o].name))));
-                    }
+                if let Some(o) = f.oneof
+                    && oneof_named[o].is_none()
+                {
+                    oneof_named[o] = Some(names.take(&safe_property(&lower_camel(&m.oneofs[o].name))));
                 }
                 let name = names.take(&safe_property(&lower_camel(&f.name)));
                 fields.insert(f.number, Prop { name });
@@ -751,10 +751,10 @@ impl<'a> FileEmitter<'a> {
             }
             let mut extra = Vec::new();
             let ty = &f.ty;
-            if let FieldType::Scalar(s) = ty {
-                if is_64(*s) {
-                    extra.push(format!("{} (64-bit: a bigint).", s.proto_name()));
-                }
+            if let FieldType::Scalar(s) = ty
+                && is_64(*s)
+            {
+                extra.push(format!("{} (64-bit: a bigint).", s.proto_name()));
             }
             if let Some(d) = &f.default {
                 extra.push(format!("Default when absent: `{d}`."));

@@ -91,3 +91,34 @@ fn a_runtime_of_another_codegen_interface_fails_to_type_check_with_a_clear_messa
     assert!(log.contains("$KafkaSocksRuntimeCheck") || log.contains("does not satisfy the constraint 'true'"), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The vendored runtime has no package.json to declare `sideEffects: false`; its pure
+/// annotations are enough for esbuild to drop the JSON mapping from a page that never uses it.
+#[test]
+fn vendor_mode_pages_without_json_bundle_none_of_it() {
+    let dir = vendored("treeshake");
+    let esbuild = tsc().with_file_name("esbuild");
+    let page = dir.join("page.ts");
+    std::fs::write(
+        &page,
+        "import { connect, createClient } from \"./gen/kafkasocks-runtime/index.js\";\n\
+         import { ChatStreams } from \"./gen/every/v1/every_kafkasocks.js\";\n\
+         const chat = createClient(ChatStreams, connect({ url: \"ws://127.0.0.1:1/\" }));\n\
+         chat.messages({ room: \"r\" }).on(\"record\", (r) => console.log(r.value.text));\n",
+    )
+    .unwrap();
+    let out = dir.join("page.js");
+    let status = Command::new(esbuild)
+        .arg(&page)
+        .args(["--bundle", "--minify", "--format=esm", "--log-level=warning"])
+        .arg(format!("--outfile={}", out.display()))
+        .status()
+        .expect("running esbuild");
+    assert!(status.success());
+    let js = std::fs::read_to_string(&out).unwrap();
+    assert!(js.contains("every.v1.ChatStreams/Messages"), "the client is bundled");
+    for word in ["toJson", "fromJson", "JsonError"] {
+        assert!(!js.contains(word), "{word} is in a page that uses no JSON");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
