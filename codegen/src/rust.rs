@@ -728,7 +728,7 @@ fn grpc_method(
                     let principal = (self.principal)(request.metadata())?;
                     let start = __ks::start_from_metadata(metadata_text(request.metadata(), START_METADATA)).map_err(status)?;
                     let payload = __ks::prost::Message::encode_to_vec(request.get_ref());
-                    let records = self.local.subscribe(principal, #route, &payload, start).map_err(status)?;
+                    let records = self.local.subscribe(principal, #route, &payload, start).await.map_err(status)?;
                     let values = records.map(|item| match item {
                         ::core::result::Result::Ok(d) => <#output as __ks::prost::Message>::decode(&d.payload[..]).map_err(|e| {
                             ::tonic::Status::internal(::std::format!(

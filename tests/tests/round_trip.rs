@@ -141,7 +141,7 @@ async fn local_streams_share_the_gateway_and_its_rules() -> anyhow::Result<()> {
     create_topic(&topic, 2).await?;
     let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
     let me = kafkasocks::Principal::new("grpc-user");
-    let mut room_a = gw.local.subscribe(me.clone(), SUBSCRIBE, &message("a", ""), StartAt::Earliest)?;
+    let mut room_a = gw.local.subscribe(me.clone(), SUBSCRIBE, &message("a", ""), StartAt::Earliest).await?;
     // A WebSocket client publishes; the in-process subscriber sees exactly its room.
     let client = Client::connect(ClientConfig::new(gw.url()));
     let mut want = Vec::new();
@@ -168,7 +168,7 @@ async fn local_streams_share_the_gateway_and_its_rules() -> anyhow::Result<()> {
     assert_eq!(got, want);
     // Wrong kinds and unknown methods are refused the same way as over WebSockets.
     assert_eq!(
-        gw.local.subscribe(me.clone(), PUBLISH, &[], StartAt::Latest).err().map(|s| s.code()),
+        gw.local.subscribe(me.clone(), PUBLISH, &[], StartAt::Latest).await.err().map(|s| s.code()),
         Some(kafkasocks::Code::InvalidArgument)
     );
     assert_eq!(

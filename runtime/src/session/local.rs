@@ -45,9 +45,10 @@ fn context(principal: Principal, method: &str) -> RequestContext {
 }
 
 impl LocalStreams {
-    /// Subscribes as `principal` to a server-streaming method. The stream is paced by
+    /// Subscribes as `principal` to a server-streaming method, once the stream's subscribe
+    /// hook accepted the request (its refusal is this call's error). The stream is paced by
     /// its consumer: credit is returned as records are taken, as a WebSocket client does.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         principal: Principal,
         method: &str,
@@ -62,7 +63,7 @@ impl LocalStreams {
         let StreamKind::Subscribe(hook) = &def.kind else {
             return Err(Status::invalid_argument(format!("{method:?} is a publish method")));
         };
-        let plan = hook.plan(&context(principal, method), Bytes::copy_from_slice(request));
+        let plan = hook.plan(&context(principal, method), Bytes::copy_from_slice(request)).await?;
         let limits = &self.shared.limits;
         let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames);
         let credit = limits.default_credit;
@@ -70,7 +71,7 @@ impl LocalStreams {
             spec: SubscriberSpec { id: 1, credit, max_credit: limits.max_credit },
             topic: def.topic.clone(),
             start,
-            plan,
+            plan: Box::pin(std::future::ready(Ok(plan))),
         };
         let span = tracing::debug_span!("local subscription", method = %method, topic = %def.topic);
         let handle = SubscriptionHandle::open(&self.shared.hubs, outbox.clone(), opening, span);

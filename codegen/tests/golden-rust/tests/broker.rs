@@ -115,12 +115,12 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     assert_eq!(every::ChatMessage::decode(&d.payload[..])?.text, "bye", "the filter hook hid one record");
 
     // --- authorize refuses, through LocalStreams ---------------------------------------------
-    // The hook is async: its answer is the subscription's first item.
+    // The hook is async; LocalStreams::subscribe waits for its answer, so the refusal is the
+    // call's error (a gRPC call fails with it, before any stream).
     let forbidden = every::RoomFilter { room: "forbidden".into() }.encode_to_vec();
-    let mut refused =
-        local.subscribe(Principal::anonymous(), "every.v1.ChatStreams/Messages", &forbidden, StartAt::Latest)?;
-    let first = tokio::time::timeout(Duration::from_secs(20), refused.next()).await?.unwrap();
-    assert_eq!(first.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    let refused =
+        local.subscribe(Principal::anonymous(), "every.v1.ChatStreams/Messages", &forbidden, StartAt::Latest).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(Code::PermissionDenied));
 
     // --- integer keys (Sensors), through LocalStreams ----------------------------------------
     let sensor = rand::random::<i64>() >> 1;
@@ -129,7 +129,7 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
         .publish(Principal::anonymous(), "every.v1.Sensors/Record", reading.encode_to_vec().into(), Default::default())
         .await?;
     let filter = every::SensorFilter { sensor_id: sensor }.encode_to_vec();
-    let mut readings = local.subscribe(Principal::anonymous(), "every.v1.Sensors/Watch", &filter, recent())?;
+    let mut readings = local.subscribe(Principal::anonymous(), "every.v1.Sensors/Watch", &filter, recent()).await?;
     let d = tokio::time::timeout(Duration::from_secs(20), readings.next()).await?.unwrap()?;
     assert_eq!((d.partition, d.offset), (receipt.partition, receipt.offset));
     assert_eq!(d.key, sensor.to_string().as_bytes(), "integer keys are decimal text");

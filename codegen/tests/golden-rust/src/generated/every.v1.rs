@@ -885,6 +885,7 @@ pub mod chat_streams_kafkasocks {
             let records = self
                 .local
                 .subscribe(principal, "every.v1.ChatStreams/Messages", &payload, start)
+                .await
                 .map_err(status)?;
             let values = records
                 .map(|item| match item {
@@ -1784,6 +1785,7 @@ pub mod sensors_kafkasocks {
             let records = self
                 .local
                 .subscribe(principal, "every.v1.Sensors/Watch", &payload, start)
+                .await
                 .map_err(status)?;
             let values = records
                 .map(|item| match item {
@@ -1824,6 +1826,7 @@ pub mod sensors_kafkasocks {
             let records = self
                 .local
                 .subscribe(principal, "every.v1.Sensors/ByDevice", &payload, start)
+                .await
                 .map_err(status)?;
             let values = records
                 .map(|item| match item {
@@ -1885,6 +1888,7 @@ pub mod sensors_kafkasocks {
             let records = self
                 .local
                 .subscribe(principal, "every.v1.Sensors/Firehose", &payload, start)
+                .await
                 .map_err(status)?;
             let values = records
                 .map(|item| match item {
