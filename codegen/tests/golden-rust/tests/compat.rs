@@ -360,15 +360,27 @@ fn build_golden_ts() -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let ts_dir = repo().join("codegen/tests/golden-ts");
     BUILT.get_or_init(|| {
-        let tsc = repo().join("ts-templates/node_modules/.bin/tsc");
-        if !tsc.exists() {
+        let npm = |args: &[&str], dir: &Path| {
             let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(repo().join("ts-templates"))
+                .args(args)
+                .current_dir(dir)
                 .status()
-                .expect("running npm ci in ts-templates (needs Node and npm)");
-            assert!(status.success(), "npm ci in ts-templates failed");
+                .unwrap_or_else(|e| panic!("running npm {args:?} in {} (needs Node and npm): {e}", dir.display()));
+            assert!(status.success(), "npm {args:?} in {} failed", dir.display());
+        };
+        // The golden TS imports @kafkasocks/runtime (a file: dependency on ts-templates),
+        // whose types are its built dist/: install what is missing, and rebuild the runtime
+        // so that dist/ matches its sources.
+        let runtime = repo().join("ts-templates");
+        if runtime.join("node_modules").exists() {
+            npm(&["run", "build"], &runtime);
+        } else {
+            npm(&["ci", "--no-audit", "--no-fund"], &runtime);
         }
+        if !ts_dir.join("node_modules/@kafkasocks/runtime").exists() {
+            npm(&["ci", "--no-audit", "--no-fund"], &ts_dir);
+        }
+        let tsc = runtime.join("node_modules/.bin/tsc");
         let status = Command::new(&tsc).arg("-p").arg(&ts_dir).status().expect("running tsc");
         assert!(status.success(), "tsc -p codegen/tests/golden-ts failed: the golden TS does not compile");
     });
