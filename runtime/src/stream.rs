@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::auth::Principal;
-use crate::protocol::{OutgoingRecord, RecordView, Status};
+use crate::protocol::{Code, OutgoingRecord, RecordView, Status};
 use crate::registry::RegistrySchema;
 
 /// What a hook knows about the caller.
@@ -219,7 +219,27 @@ impl Streams {
         self.methods.is_empty()
     }
 
-    pub(crate) fn get(&self, method: &str) -> Option<&StreamDef> {
-        self.methods.get(method)
+    /// The server-streaming `method` and its hook: `NOT_FOUND` when there is none,
+    /// `INVALID_ARGUMENT` when it is a publish method.
+    pub(crate) fn subscription(&self, method: &str) -> Result<(&StreamDef, &Arc<dyn SubscribeHook>), Status> {
+        let def = self.find(method)?;
+        match &def.kind {
+            StreamKind::Subscribe(hook) => Ok((def, hook)),
+            StreamKind::Publish(_) => Err(Status::invalid_argument(format!("{method:?} is a publish method"))),
+        }
+    }
+
+    /// The unary `method` and its hook: `NOT_FOUND` when there is none, `INVALID_ARGUMENT`
+    /// when it is a subscribe method.
+    pub(crate) fn publication(&self, method: &str) -> Result<(&StreamDef, &Arc<dyn PublishHook>), Status> {
+        let def = self.find(method)?;
+        match &def.kind {
+            StreamKind::Publish(hook) => Ok((def, hook)),
+            StreamKind::Subscribe(_) => Err(Status::invalid_argument(format!("{method:?} is a subscribe method"))),
+        }
+    }
+
+    fn find(&self, method: &str) -> Result<&StreamDef, Status> {
+        self.methods.get(method).ok_or_else(|| Status::new(Code::NotFound, format!("no stream {method:?}")))
     }
 }

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::protocol::close;
 use crate::protocol::wire::{self, frame::Kind};
 use crate::protocol::{Code, StartAt, Status};
-use crate::stream::{RequestContext, StreamKind};
+use crate::stream::RequestContext;
 
 /// The largest Data frame the writer builds from several records.
 const DATA_BATCH_BYTES: usize = 256 << 10;
@@ -394,12 +394,7 @@ impl Session {
                     format!("at most {} subscriptions per connection", self.shared.limits.max_subscriptions),
                 )));
             }
-            let Some(def) = self.shared.streams.get(&s.method) else {
-                return Err(refuse(Status::new(Code::NotFound, format!("no stream {:?}", s.method))));
-            };
-            let StreamKind::Subscribe(hook) = &def.kind else {
-                return Err(refuse(Status::invalid_argument(format!("{:?} is a publish method", s.method))));
-            };
+            let (def, hook) = self.shared.streams.subscription(&s.method).map_err(refuse)?;
             let plan = hook.plan(&self.context(&s.method), s.request.clone());
             Ok((def.topic.clone(), plan))
         })();
@@ -426,12 +421,7 @@ impl Session {
             if self.draining() {
                 return Err(Status::unavailable("gateway shutting down; reconnect elsewhere"));
             }
-            let Some(def) = self.shared.streams.get(&p.method) else {
-                return Err(Status::new(Code::NotFound, format!("no stream {:?}", p.method)));
-            };
-            let StreamKind::Publish(hook) = &def.kind else {
-                return Err(Status::invalid_argument(format!("{:?} is a subscribe method", p.method)));
-            };
+            let (def, hook) = self.shared.streams.publication(&p.method)?;
             if p.idempotency_key.len() > MAX_IDEMPOTENCY_KEY {
                 return Err(Status::invalid_argument(format!(
                     "idempotency keys are at most {MAX_IDEMPOTENCY_KEY} bytes"

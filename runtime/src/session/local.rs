@@ -17,8 +17,8 @@ use crate::fanout::outbox::{Item, Outbox};
 use crate::fanout::subscriber::SubscriberSpec;
 use crate::fanout::subscription::{Opening, SubscriptionHandle};
 use crate::protocol::wire::{self, frame::Kind};
-use crate::protocol::{Code, Delivery, Receipt, StartAt, Status};
-use crate::stream::{RequestContext, StreamKind};
+use crate::protocol::{Delivery, Receipt, StartAt, Status};
+use crate::stream::RequestContext;
 
 /// Records of one in-process subscription; dropping it unsubscribes.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>>;
@@ -55,14 +55,7 @@ impl LocalStreams {
         request: &[u8],
         start: StartAt,
     ) -> Result<RecordStream, Status> {
-        let def = self
-            .shared
-            .streams
-            .get(method)
-            .ok_or_else(|| Status::new(Code::NotFound, format!("no stream {method:?}")))?;
-        let StreamKind::Subscribe(hook) = &def.kind else {
-            return Err(Status::invalid_argument(format!("{method:?} is a publish method")));
-        };
+        let (def, hook) = self.shared.streams.subscription(method)?;
         let plan = hook.plan(&context(principal, method), Bytes::copy_from_slice(request)).await?;
         let limits = &self.shared.limits;
         let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames);
@@ -119,14 +112,7 @@ impl LocalStreams {
         payload: Bytes,
         idempotency_key: Bytes,
     ) -> Result<Receipt, Status> {
-        let def = self
-            .shared
-            .streams
-            .get(method)
-            .ok_or_else(|| Status::new(Code::NotFound, format!("no stream {method:?}")))?;
-        let StreamKind::Publish(hook) = &def.kind else {
-            return Err(Status::invalid_argument(format!("{method:?} is a subscribe method")));
-        };
+        let (def, hook) = self.shared.streams.publication(method)?;
         let req = PublishRequest {
             ctx: context(principal, method),
             topic: &def.topic,

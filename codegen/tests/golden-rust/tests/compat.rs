@@ -185,10 +185,10 @@ impl Gen {
                 let items: Vec<Value> =
                     (0..self.rng.random_range(0..4)).filter_map(|_| self.value(&f, &f.kind(), depth)).collect();
                 m.set_field(&f, Value::List(items));
-            } else if f.cardinality() == Cardinality::Required || self.rng.random_bool(0.7) {
-                if let Some(v) = self.value(&f, &f.kind(), depth) {
-                    m.set_field(&f, v);
-                }
+            } else if (f.cardinality() == Cardinality::Required || self.rng.random_bool(0.7))
+                && let Some(v) = self.value(&f, &f.kind(), depth)
+            {
+                m.set_field(&f, v);
             }
         }
         m
