@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::kafka::config::KafkaConfig;
+
 /// Limits a gateway enforces. Build with [`Limits::default`] and the `with_*` setters.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -168,39 +170,6 @@ impl TlsConfig {
     /// Reads the chain and key from these PEM files when the gateway binds.
     pub fn from_pem_files(cert_chain: impl Into<PathBuf>, private_key: impl Into<PathBuf>) -> Self {
         TlsConfig { cert_chain: cert_chain.into(), private_key: private_key.into() }
-    }
-}
-
-/// Where Kafka is and how to talk to it.
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub(crate) bootstrap: String,
-    pub(crate) options: Vec<(String, String)>,
-}
-
-impl KafkaConfig {
-    /// Kafka at these bootstrap servers (`host:port[,host:port]`).
-    pub fn new(bootstrap: impl Into<String>) -> KafkaConfig {
-        KafkaConfig { bootstrap: bootstrap.into(), options: Vec::new() }
-    }
-
-    /// Kafka at `$KAFKA_BOOTSTRAP`, default `127.0.0.1:19092` (what `scripts/services up`
-    /// starts).
-    pub fn from_env() -> KafkaConfig {
-        KafkaConfig::new(std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".to_owned()))
-    }
-
-    /// A librdkafka option applied to every client the gateway makes (for example
-    /// `security.protocol`). Options the gateway relies on (idempotence, acks, offset
-    /// handling) cannot be overridden.
-    pub fn option(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaConfig {
-        self.options.push((key.into(), value.into()));
-        self
-    }
-
-    /// The bootstrap servers.
-    pub fn bootstrap(&self) -> &str {
-        &self.bootstrap
     }
 }
 

@@ -17,7 +17,7 @@
 //!     .subscribe("chat.v1.ChatStreams/Messages", "chat.messages", KeyField::new(1))
 //!     // unary: produce the request, keyed by its field 1, answer with the receipt
 //!     .publish("chat.v1.ChatStreams/Post", "chat.messages", KeyField::new(1));
-//! let config = GatewayConfig::new(KafkaConfig::from_env()).listen("127.0.0.1:8080".parse().unwrap());
+//! let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:8080".parse().unwrap());
 //! let gateway = Gateway::builder(config).streams(streams).bind().await?;
 //! gateway.run().await
 //! # }
@@ -78,6 +78,8 @@ mod metrics;
 #[cfg(feature = "server")]
 mod registry;
 #[cfg(feature = "server")]
+mod secret;
+#[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
 mod session;
@@ -93,9 +95,13 @@ pub use protocol::{
 #[cfg(feature = "server")]
 pub use auth::{AllowAnonymous, Authenticator, Principal};
 #[cfg(feature = "server")]
-pub use config::{GatewayConfig, KafkaConfig, Limits, TlsConfig};
+pub use config::{GatewayConfig, Limits, TlsConfig};
+#[cfg(feature = "server")]
+pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(feature = "server")]
 pub use registry::RegistrySchema;
+#[cfg(feature = "server")]
+pub use secret::Secret;
 #[cfg(feature = "server")]
 pub use server::{Gateway, GatewayBuilder, ShutdownHandle};
 #[cfg(feature = "server")]

@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kafkasocks=info".into()),
         )
         .init();
-    let kafka = KafkaConfig::from_env();
+    let kafka = KafkaConfig::from_env()?;
     ensure_topic(kafka.bootstrap()).await?;
     let streams = chat::ChatStreamsGateway::new(ChatRules).streams();
     let config = GatewayConfig::new(kafka)

@@ -172,10 +172,14 @@ impl TopicHub {
 
     /// Stops the live reader and ends every subscription on this hub, telling each why.
     pub(crate) fn retire(&self, why: Option<Discontinuity>) {
-        let status = match why {
+        self.retire_with(match why {
             Some(d) => Status::data_loss(d, format!("topic {:?}: {d:?}", self.topic)),
             None => Status::unavailable(format!("topic {:?}: reader stopped; resubscribe", self.topic)),
-        };
+        });
+    }
+
+    /// Stops the live reader and ends every subscription on this hub with `status`.
+    pub(crate) fn retire_with(&self, status: Status) {
         *self.retire_status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.clone());
         self.retired.store(true, Ordering::Release);
         if let Some(r) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -505,6 +509,10 @@ async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: 
                     return hub.end_history(p, id, None);
                 }
             }
+            ReadEvent::Denied(why) => {
+                let status = Status::permission_denied(format!("reading {:?}: {why}", hub.topic));
+                return hub.end_history(p, id, Some(status));
+            }
             ReadEvent::BelowLogStart => {
                 let status = Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
@@ -549,6 +557,13 @@ async fn run_live(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, reader: Reader) {
                     ctx.metrics.kafka_error();
                     tracing::warn!(topic = %hub.topic, "live reader: the log no longer holds its offset");
                     check.reset_immediately();
+                }
+                ReadEvent::Denied(why) => {
+                    // The principal lost (or never had) Read: nobody can be served from here.
+                    ctx.metrics.kafka_error();
+                    tracing::warn!(topic = %hub.topic, %why, "live reader: not authorized to read");
+                    hub.retire_with(Status::permission_denied(format!("reading {:?}: {why}", hub.topic)));
+                    return;
                 }
                 ReadEvent::Error(e) => {
                     ctx.metrics.kafka_error();

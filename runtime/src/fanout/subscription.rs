@@ -288,6 +288,7 @@ async fn catch_up(
                 }
                 continue;
             }
+            ReadEvent::Denied(why) => return Err(Status::permission_denied(format!("reading {:?}: {why}", hub.topic))),
             ReadEvent::BelowLogStart => {
                 return Err(Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
@@ -322,8 +323,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{KafkaConfig, Limits};
+    use crate::config::Limits;
     use crate::kafka::Kafka;
+    use crate::kafka::config::KafkaConfig;
     use crate::metrics::Metrics;
     use crate::protocol::Code;
     use prost::Message as _;

@@ -1,8 +1,10 @@
 //! The Kafka layer, a leaf: the idempotent producer, readers assigned to partitions and
-//! offsets (see [`reader`]), metadata and watermarks. It knows nothing of subscribers or
-//! sessions; rdkafka's types do not leave it.
+//! offsets (see [`reader`]), metadata (topic ids through librdkafka's DescribeTopics, on
+//! the same secured connection as everything else) and watermarks. It knows nothing of
+//! subscribers or sessions; rdkafka's types do not leave it.
 
-pub(crate) mod metadata;
+pub(crate) mod config;
+pub(crate) mod context;
 pub(crate) mod reader;
 
 use std::collections::HashMap;
@@ -17,10 +19,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
 use crate::error::Error;
 use crate::protocol::{Code, OutgoingRecord, Receipt, Status};
 
+use config::KafkaConfig;
+use context::{GatewayContext, KafkaHealth};
 pub(crate) use reader::{ReadEvent, Reader};
 
 /// The header that carries a publish's idempotency key.
@@ -71,45 +74,68 @@ impl<T: Clone> Fresh<T> {
 
 /// The gateway's Kafka clients: one producer, one metadata client, and the readers it makes.
 pub(crate) struct Kafka {
-    config: KafkaConfig,
+    /// Every client's starting point: bootstrap, security (secrets read at start), options.
+    base: ClientConfig,
+    context: GatewayContext,
     group: String,
     publish_timeout: Duration,
-    producer: FutureProducer,
-    admin: Arc<BaseConsumer>,
+    producer: FutureProducer<GatewayContext>,
+    admin: Arc<BaseConsumer<GatewayContext>>,
     descriptions: Fresh<TopicInfo>,
     marks: Fresh<Vec<(i64, i64)>>,
 }
 
-fn kafka_status(what: &str, e: &KafkaError) -> Status {
+/// What a peer is told about a Kafka error: the code it maps to and why. An error that only
+/// says Kafka did not answer (a time-out, brokers down) carries the last connection-level
+/// error librdkafka reported, such as a refused password or a failed TLS handshake.
+fn kafka_status(what: &str, e: &KafkaError, health: &KafkaHealth) -> Status {
     let code = match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => Code::NotFound,
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize) => Code::InvalidArgument,
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Code::PermissionDenied,
-        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut) => Code::Unavailable,
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed,
+        ) => Code::PermissionDenied,
         _ => Code::Unavailable,
     };
-    Status::new(code, format!("{what}: {e}"))
+    match (code, health.last_error()) {
+        (Code::Unavailable, Some(why)) => Status::new(code, format!("{what}: {e} (Kafka reported: {why})")),
+        _ => Status::new(code, format!("{what}: {e}")),
+    }
 }
 
 impl Kafka {
     /// Creates the clients (Kafka need not be reachable yet). Publishes time out after
     /// `publish_timeout`.
     pub(crate) fn new(config: KafkaConfig, publish_timeout: Duration, server_id: &str) -> Result<Arc<Kafka>, Error> {
-        let producer: FutureProducer = Self::client_config(&config)
+        let base = config.client_config()?;
+        let context = GatewayContext { health: Arc::default() };
+        let group = format!("kafkasocks-{server_id}");
+        let producer: FutureProducer<GatewayContext> = base
+            .clone()
             .set("client.id", format!("kafkasocks-{server_id}-producer"))
+            .set("partitioner", config.partitioner_name())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
             .set("message.timeout.ms", publish_timeout.as_millis().to_string())
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| Error::kafka("creating the producer", e))?;
-        let admin: BaseConsumer = Self::consumer_config(&config, &format!("kafkasocks-{server_id}"))
+        let admin: BaseConsumer<GatewayContext> = Self::consumer_config(&base, &group)
             .set("client.id", format!("kafkasocks-{server_id}-metadata"))
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| Error::kafka("creating the metadata client", e))?;
+        tracing::info!(
+            bootstrap = %config.bootstrap(),
+            security = config.security_protocol(),
+            partitioner = config.partitioner_name(),
+            "Kafka clients created"
+        );
         Ok(Arc::new(Kafka {
-            group: format!("kafkasocks-{server_id}"),
-            config,
+            base,
+            context,
+            group,
             publish_timeout,
             producer,
             admin: Arc::new(admin),
@@ -118,17 +144,8 @@ impl Kafka {
         }))
     }
 
-    fn client_config(config: &KafkaConfig) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &config.bootstrap);
-        for (k, v) in &config.options {
-            c.set(k, v);
-        }
-        c
-    }
-
-    fn consumer_config(config: &KafkaConfig, group: &str) -> ClientConfig {
-        let mut c = Self::client_config(config);
+    fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
+        let mut c = base.clone();
         // Readers are assigned partitions and offsets explicitly and never commit: all
         // positions live in clients' cursors.
         c.set("group.id", group)
@@ -145,18 +162,18 @@ impl Kafka {
     /// A consumer assigned to `positions` of `topic`. `catch_up` readers report the end of
     /// a partition and buffer less.
     pub(crate) fn reader(&self, topic: &str, positions: &[(i32, i64)], catch_up: bool) -> Result<Reader, Status> {
-        let consumer: StreamConsumer = Self::consumer_config(&self.config, &self.group)
+        let consumer: StreamConsumer<GatewayContext> = Self::consumer_config(&self.base, &self.group)
             .set("client.id", format!("{}-{}", self.group, if catch_up { "catchup" } else { "live" }))
             .set("enable.partition.eof", if catch_up { "true" } else { "false" })
             // librdkafka prefetches up to 64 MiB per consumer by default: bound it.
             .set("queued.max.messages.kbytes", if catch_up { "2048" } else { "16384" })
-            .create()
-            .map_err(|e| kafka_status("creating a reader", &e))?;
+            .create_with_context(self.context.clone())
+            .map_err(|e| self.status("creating a reader", &e))?;
         let mut tpl = TopicPartitionList::new();
         for &(p, o) in positions {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|e| kafka_status("assigning", &e))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|e| self.status("assigning", &e))?;
         }
-        consumer.assign(&tpl).map_err(|e| kafka_status("assigning", &e))?;
+        consumer.assign(&tpl).map_err(|e| self.status("assigning", &e))?;
         Ok(Reader::new(consumer))
     }
 
@@ -176,33 +193,40 @@ impl Kafka {
         }
     }
 
+    /// The topic's id and partition count, from librdkafka's DescribeTopics over the
+    /// gateway's own (possibly TLS and SASL) connection.
     async fn describe_now(&self, topic: &str) -> Result<TopicInfo, Status> {
-        let plaintext =
-            !self.config.options.iter().any(|(k, v)| k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext"));
-        if plaintext {
-            match metadata::fetch_topic(&self.config.bootstrap, topic, METADATA_TIMEOUT).await {
-                Ok(m) if m.error_code == metadata::UNKNOWN_TOPIC_OR_PARTITION => {
-                    return Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist")));
-                }
-                Ok(m) if m.error_code == 0 && !m.partitions.is_empty() => {
-                    return Ok(TopicInfo { id: Bytes::copy_from_slice(&m.topic_id), partitions: m.partitions.len() });
-                }
-                Ok(m) => tracing::debug!(topic, error_code = m.error_code, "metadata error; asking librdkafka"),
-                Err(e) => tracing::debug!(topic, error = %e, "topic id lookup failed; asking librdkafka"),
-            }
-        }
         let admin = self.admin.clone();
         let name = topic.to_owned();
-        let partitions = tokio::task::spawn_blocking(move || {
-            let md = admin.fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
-            Ok::<_, KafkaError>(md.topics().first().map(|t| (t.error(), t.partitions().len())))
+        let described = tokio::task::spawn_blocking(move || {
+            kafkasocks_topic_ids::describe(admin.client(), &[name.as_str()], METADATA_TIMEOUT)
         })
         .await
-        .map_err(|e| Status::new(Code::Internal, format!("metadata task: {e}")))?
-        .map_err(|e| kafka_status("fetching metadata", &e))?;
-        match partitions {
-            Some((None, n)) if n > 0 => Ok(TopicInfo { id: Bytes::new(), partitions: n }),
-            _ => Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist"))),
+        .map_err(|e| Status::new(Code::Internal, format!("metadata task: {e}")))?;
+        let found = match described {
+            Ok(mut found) => found.pop(),
+            Err(e) => {
+                let why =
+                    self.context.health.last_error().map(|w| format!(" (Kafka reported: {w})")).unwrap_or_default();
+                return Err(Status::unavailable(format!("describing topic {topic:?}: {e}{why}")));
+            }
+        };
+        self.context.health.clear();
+        match found {
+            Some(d) if d.error.is_none() && d.partitions > 0 => {
+                let id = if d.id == [0; 16] { Bytes::new() } else { Bytes::copy_from_slice(&d.id) };
+                Ok(TopicInfo { id, partitions: d.partitions })
+            }
+            Some(d) => match d.error.map(|e| e.code) {
+                Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(Status::permission_denied(format!(
+                    "the gateway's Kafka principal may not describe topic {topic:?}"
+                ))),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) | None => {
+                    Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist")))
+                }
+                Some(code) => Err(Status::unavailable(format!("describing topic {topic:?}: {code:?}"))),
+            },
+            None => Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist"))),
         }
     }
 
@@ -217,7 +241,7 @@ impl Kafka {
         })
         .await
         .map_err(|e| Status::new(Code::Internal, format!("watermark task: {e}")))?
-        .map_err(|e| kafka_status("fetching watermarks", &e))
+        .map_err(|e| self.status("fetching watermarks", &e))
     }
 
     /// Per partition, the first offset with a timestamp >= `ts_ms` (the high watermark
@@ -240,7 +264,7 @@ impl Kafka {
         })
         .await
         .map_err(|e| Status::new(Code::Internal, format!("offset task: {e}")))?
-        .map_err(|e| kafka_status("looking up offsets by time", &e))?;
+        .map_err(|e| self.status("looking up offsets by time", &e))?;
         Ok((0..partitions)
             .map(|p| match tpl.find_partition(topic, p as i32).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => o,
@@ -276,15 +300,30 @@ impl Kafka {
                 timestamp_ms: d.timestamp.to_millis().unwrap_or(0),
                 duplicate: false,
             }),
-            Err((e, _)) => Err(kafka_status(&format!("producing to {topic:?}"), &e)),
+            Err((e, _)) => Err(self.status(&format!("producing to {topic:?}"), &e)),
         }
     }
 
-    /// Whether Kafka answered a metadata request just now.
-    pub(crate) async fn healthy(&self) -> bool {
+    fn status(&self, what: &str, e: &KafkaError) -> Status {
+        kafka_status(what, e, &self.context.health)
+    }
+
+    /// Whether Kafka answered a metadata request just now; if not, why (with what librdkafka
+    /// last reported about the connection: a refused password, a failed TLS handshake).
+    pub(crate) async fn health(&self) -> Result<(), String> {
         let admin = self.admin.clone();
-        tokio::task::spawn_blocking(move || admin.fetch_metadata(None, Duration::from_secs(2)).is_ok())
+        let answered = tokio::task::spawn_blocking(move || admin.fetch_metadata(None, Duration::from_secs(2)))
             .await
-            .unwrap_or(false)
+            .map_err(|e| format!("metadata task: {e}"))?;
+        match answered {
+            Ok(_) => {
+                self.context.health.clear();
+                Ok(())
+            }
+            Err(e) => Err(match self.context.health.last_error() {
+                Some(why) => format!("Kafka does not answer: {e}; it reported: {why}"),
+                None => format!("Kafka does not answer: {e}"),
+            }),
+        }
     }
 }

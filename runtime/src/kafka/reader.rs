@@ -3,6 +3,8 @@
 
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
+
+use super::context::GatewayContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers};
 
@@ -17,17 +19,19 @@ pub(crate) enum ReadEvent {
     /// The log no longer holds the offset being read (`auto.offset.reset=error` makes
     /// librdkafka say so instead of jumping).
     BelowLogStart,
+    /// The gateway's principal may not read the topic.
+    Denied(String),
     /// Any other error; the reader goes on.
     Error(String),
 }
 
 /// A consumer made by [`Kafka::reader`](super::Kafka::reader).
 pub(crate) struct Reader {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<GatewayContext>,
 }
 
 impl Reader {
-    pub(super) fn new(consumer: StreamConsumer) -> Reader {
+    pub(super) fn new(consumer: StreamConsumer<GatewayContext>) -> Reader {
         Reader { consumer }
     }
 
@@ -37,6 +41,9 @@ impl Reader {
             Ok(m) => ReadEvent::Record(to_shared(&m)),
             Err(KafkaError::PartitionEOF(_)) => ReadEvent::PartitionEnd,
             Err(e) if below_log_start(&e) => ReadEvent::BelowLogStart,
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                ReadEvent::Denied(e.to_string())
+            }
             Err(e) => ReadEvent::Error(e.to_string()),
         }
     }

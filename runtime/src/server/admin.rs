@@ -48,13 +48,10 @@ pub(crate) async fn serve(
 async fn respond(path: &str, metrics: &Metrics, kafka: &Kafka) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match path {
         "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
-        "/healthz" => {
-            if kafka.healthy().await {
-                (StatusCode::OK, "text/plain", "ok\n".to_owned())
-            } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "kafka unreachable\n".to_owned())
-            }
-        }
+        "/healthz" => match kafka.health().await {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("kafka unreachable: {why}\n")),
+        },
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));

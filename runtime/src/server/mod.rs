@@ -234,6 +234,19 @@ impl Gateway {
     pub async fn run(self) -> Result<(), Error> {
         let Gateway { listener, metrics_listener, tls, shared, shutdown_tx } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), server_id = %shared.server_id, "gateway listening");
+        // Say at once when Kafka refuses this configuration (a wrong password, an untrusted
+        // certificate), instead of only when the first request times out.
+        let kafka = shared.kafka().clone();
+        tokio::spawn(async move {
+            match kafka.health().await {
+                Ok(()) => tracing::info!("Kafka answers"),
+                Err(why) => tracing::error!(
+                    %why,
+                    "Kafka is not usable with this configuration: publishes and subscriptions fail with UNAVAILABLE \
+                     and /healthz says why, until it is"
+                ),
+            }
+        });
         let mut shutdown = shutdown_tx.subscribe();
         if let Some(l) = metrics_listener {
             tokio::spawn(admin::serve(l, shared.metrics.clone(), shared.kafka().clone(), shutdown_tx.subscribe()));

@@ -41,7 +41,7 @@ impl Shared {
 #[cfg(test)]
 pub(crate) fn test_shared(limits: Limits) -> (Arc<Shared>, watch::Sender<bool>) {
     let metrics = Arc::new(Metrics::default());
-    let kafka = Kafka::new(crate::config::KafkaConfig::new("127.0.0.1:9"), limits.publish_timeout, "t")
+    let kafka = Kafka::new(crate::kafka::config::KafkaConfig::new("127.0.0.1:9"), limits.publish_timeout, "t")
         .unwrap_or_else(|e| panic!("kafka: {e}"));
     let ctx = crate::fanout::context::FanoutContext::new(kafka, limits.clone(), metrics.clone());
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     {
         return Err(e);
     }
-    let config = GatewayConfig::new(KafkaConfig::from_env()).listen("127.0.0.1:0".parse()?);
+    let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:0".parse()?);
     let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).bind().await?;
     println!("LISTENING {}", gw.local_addr());
     let stop = gw.shutdown_handle();

@@ -1,0 +1,61 @@
+//! The librdkafka client context of every client the gateway makes: librdkafka's logs go to
+//! `tracing`, and the errors it reports about the connection (a refused password, a failed
+//! TLS handshake, brokers down) are kept, so that health checks and errors can say why
+//! Kafka does not answer instead of only that it does not.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+
+/// The last connection-level error librdkafka reported, shared by all clients.
+#[derive(Debug, Default)]
+pub(crate) struct KafkaHealth {
+    last_error: Mutex<Option<(Instant, String)>>,
+}
+
+impl KafkaHealth {
+    fn record(&self, reason: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), reason));
+    }
+
+    /// Forgets past errors (Kafka answered).
+    pub(crate) fn clear(&self) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The last error librdkafka reported, if any since Kafka last answered.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, r)| r.clone())
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct GatewayContext {
+    pub(crate) health: Arc<KafkaHealth>,
+}
+
+impl ClientContext for GatewayContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+        self.health.record(reason.to_owned());
+    }
+}
+
+impl ConsumerContext for GatewayContext {}
