@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use kafkasocks::wire::{self, frame::Kind};
-use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, KeyField, Limits, ShutdownHandle, Streams};
+use kafkasocks::{
+    Gateway, GatewayConfig, KafkaConfig, KafkaTls, KeyField, Limits, Sasl, Secret, ShutdownHandle, Streams,
+};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
@@ -38,6 +40,76 @@ pub fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// Which of the local broker's listeners (`scripts/services up`) a gateway under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `$KAFKA_BOOTSTRAP`: no TLS, no authentication (a super user).
+    Plaintext,
+    /// `$KAFKA_SASL_SSL_BOOTSTRAP`, as the user "writer" with SCRAM-SHA-512.
+    SaslSsl,
+    /// `$KAFKA_MTLS_BOOTSTRAP`, with the client certificate of "writer".
+    Mtls,
+}
+
+/// The folder `scripts/services up` keeps the secured listeners' CA, certificates and
+/// passwords in (`$KAFKA_SECURE_DIR`).
+pub fn secure_dir() -> std::path::PathBuf {
+    if let Ok(d) = std::env::var("KAFKA_SECURE_DIR") {
+        return d.into();
+    }
+    let state = std::env::var("KAFKASOCKS_STATE")
+        .unwrap_or_else(|_| format!("{}/.local/state/kafkasocks", std::env::var("HOME").unwrap_or_default()));
+    std::path::Path::new(&state).join("kafka/secure")
+}
+
+/// `$KAFKA_SASL_SSL_BOOTSTRAP`, default what `scripts/services up` starts.
+pub fn sasl_ssl_bootstrap() -> String {
+    std::env::var("KAFKA_SASL_SSL_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19094".into())
+}
+
+/// `$KAFKA_MTLS_BOOTSTRAP`, default what `scripts/services up` starts.
+pub fn mtls_bootstrap() -> String {
+    std::env::var("KAFKA_MTLS_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19095".into())
+}
+
+/// SASL_SSL as `user` ("writer" or "reader") with this mechanism's constructor.
+pub fn sasl_ssl_as(user: &str, mechanism: fn(String, Secret) -> Sasl) -> KafkaConfig {
+    let dir = secure_dir();
+    KafkaConfig::new(sasl_ssl_bootstrap())
+        .tls(KafkaTls::new().ca_file(dir.join("ca.crt")))
+        .sasl(mechanism(user.to_owned(), Secret::from_file(dir.join(format!("{user}.password")))))
+}
+
+/// The mTLS listener with the client certificate `name` ("writer", or "untrusted" from
+/// another CA); `None`: no client certificate.
+pub fn mtls_as(name: Option<&str>) -> KafkaConfig {
+    let dir = secure_dir();
+    let mut tls = KafkaTls::new().ca_file(dir.join("ca.crt"));
+    if let Some(n) = name {
+        tls = tls.client_certificate(dir.join(format!("{n}.crt")), dir.join(format!("{n}.key")));
+    }
+    KafkaConfig::new(mtls_bootstrap()).tls(tls)
+}
+
+impl Listener {
+    /// The gateway's Kafka settings for this listener.
+    pub fn kafka(self) -> KafkaConfig {
+        match self {
+            Listener::Plaintext => KafkaConfig::new(bootstrap()),
+            Listener::SaslSsl => sasl_ssl_as("writer", |u, p| Sasl::scram_sha512(u, p)),
+            Listener::Mtls => mtls_as(Some("writer")),
+        }
+    }
+
+    /// A topic name no other test uses, that this listener's user may read and write.
+    pub fn topic(self, prefix: &str) -> String {
+        match self {
+            Listener::Plaintext => unique_topic(prefix),
+            Listener::SaslSsl | Listener::Mtls => unique_topic(&format!("secure-{prefix}")),
+        }
+    }
 }
 
 /// A topic name no other test uses.
@@ -210,7 +282,12 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(streams: Streams, limits: Limits) -> Result<TestGateway> {
-        Self::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())).limits(limits), streams, None).await
+        Self::start_on(Listener::Plaintext, streams, limits).await
+    }
+
+    /// A gateway connected to Kafka through `listener`.
+    pub async fn start_on(listener: Listener, streams: Streams, limits: Limits) -> Result<TestGateway> {
+        Self::start_with(GatewayConfig::new(listener.kafka()).limits(limits), streams, None).await
     }
 
     pub async fn start_with(config: GatewayConfig, streams: Streams, auth: Option<AuthFn>) -> Result<TestGateway> {

@@ -64,10 +64,19 @@ fn assert_exactly_once(got: &[Delivery], produced: &[(i32, i64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_records_through_twenty_disconnects() -> anyhow::Result<()> {
+    ten_thousand_records_through_twenty_disconnects_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_records_through_twenty_disconnects_over_sasl_ssl() -> anyhow::Result<()> {
+    ten_thousand_records_through_twenty_disconnects_on(Listener::SaslSsl).await
+}
+
+async fn ten_thousand_records_through_twenty_disconnects_on(listener: Listener) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("resume");
+    let topic = listener.topic("resume");
     create_topic(&topic, 3).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let proxy = std::sync::Arc::new(Proxy::start(gw.addr).await?);
     let client =
         Client::connect(ClientConfig::new(proxy.url()).backoff(Duration::from_millis(20), Duration::from_millis(200)));

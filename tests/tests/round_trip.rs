@@ -10,10 +10,19 @@ use kafkasocks_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them() -> anyhow::Result<()> {
+    publish_receipts_match_what_kafka_holds_and_subscribers_get_them_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them_over_sasl_ssl() -> anyhow::Result<()> {
+    publish_receipts_match_what_kafka_holds_and_subscribers_get_them_on(Listener::SaslSsl).await
+}
+
+async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them_on(listener: Listener) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("rt");
+    let topic = listener.topic("rt");
     create_topic(&topic, 3).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     // One subscriber for room "a" (key-filtered), one for everything.
     let mut room_a = client.subscribe(SUBSCRIBE, message("a", ""), StartAt::Latest);
@@ -79,10 +88,21 @@ async fn publish_receipts_match_what_kafka_holds_and_subscribers_get_them() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_idempotency_key_gets_the_first_receipt_and_produces_once() -> anyhow::Result<()> {
+    a_retried_idempotency_key_gets_the_first_receipt_and_produces_once_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_idempotency_key_gets_the_first_receipt_and_produces_once_over_sasl_ssl() -> anyhow::Result<()> {
+    a_retried_idempotency_key_gets_the_first_receipt_and_produces_once_on(Listener::SaslSsl).await
+}
+
+async fn a_retried_idempotency_key_gets_the_first_receipt_and_produces_once_on(
+    listener: Listener,
+) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("dedup");
+    let topic = listener.topic("dedup");
     create_topic(&topic, 1).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     let key = Bytes::from_static(b"order-42");
     let first = client.publish_with_key(PUBLISH, message("k", "once"), key.clone()).await?;

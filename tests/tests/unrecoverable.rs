@@ -32,10 +32,22 @@ async fn expect_data_loss(sub: &mut Subscription, want: Discontinuity) -> Status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_below_the_log_start_even_while_the_gateway_still_holds_the_records() -> anyhow::Result<()> {
+    offset_below_the_log_start_even_while_the_gateway_still_holds_the_records_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_below_the_log_start_even_while_the_gateway_still_holds_the_records_over_sasl_ssl() -> anyhow::Result<()>
+{
+    offset_below_the_log_start_even_while_the_gateway_still_holds_the_records_on(Listener::SaslSsl).await
+}
+
+async fn offset_below_the_log_start_even_while_the_gateway_still_holds_the_records_on(
+    listener: Listener,
+) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("lowmark");
+    let topic = listener.topic("lowmark");
     create_topic(&topic, 1).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     let mut first = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     let mut cursor = confirmed_cursor(&first).await;
@@ -62,10 +74,19 @@ async fn offset_below_the_log_start_even_while_the_gateway_still_holds_the_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_beyond_the_log_end() -> anyhow::Result<()> {
+    offset_beyond_the_log_end_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_beyond_the_log_end_over_sasl_ssl() -> anyhow::Result<()> {
+    offset_beyond_the_log_end_on(Listener::SaslSsl).await
+}
+
+async fn offset_beyond_the_log_end_on(listener: Listener) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("highmark");
+    let topic = listener.topic("highmark");
     create_topic(&topic, 2).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     let first = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     let mut cursor = confirmed_cursor(&first).await;
@@ -80,10 +101,19 @@ async fn offset_beyond_the_log_end() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_count_changed() -> anyhow::Result<()> {
+    partition_count_changed_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_count_changed_over_sasl_ssl() -> anyhow::Result<()> {
+    partition_count_changed_on(Listener::SaslSsl).await
+}
+
+async fn partition_count_changed_on(listener: Listener) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("grown");
+    let topic = listener.topic("grown");
     create_topic(&topic, 1).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     let mut live = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     let cursor = confirmed_cursor(&live).await;
@@ -100,10 +130,19 @@ async fn partition_count_changed() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_deleted_and_recreated() -> anyhow::Result<()> {
+    topic_deleted_and_recreated_on(Listener::Plaintext).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_deleted_and_recreated_over_sasl_ssl() -> anyhow::Result<()> {
+    topic_deleted_and_recreated_on(Listener::SaslSsl).await
+}
+
+async fn topic_deleted_and_recreated_on(listener: Listener) -> anyhow::Result<()> {
     init_tracing();
-    let topic = unique_topic("reborn");
+    let topic = listener.topic("reborn");
     create_topic(&topic, 1).await?;
-    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let gw = TestGateway::start_on(listener, streams(&topic), Limits::default()).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
     let mut live = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     let cursor = confirmed_cursor(&live).await;
