@@ -9,7 +9,7 @@ use std::time::Instant;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// The last connection-level error librdkafka reported, shared by all clients.
 #[derive(Debug, Default)]
@@ -18,8 +18,15 @@ pub(crate) struct KafkaHealth {
 }
 
 impl KafkaHealth {
-    fn record(&self, reason: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), reason));
+    /// Keeps `reason`, unless it only says that brokers are down and a more telling error
+    /// (a refused password, a failed TLS handshake) is already kept: that one says why.
+    fn record(&self, error: &KafkaError, reason: &str) {
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let only_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if only_down && last.is_some() {
+            return;
+        }
+        *last = Some((Instant::now(), reason.to_owned()));
     }
 
     /// Forgets past errors (Kafka answered).
@@ -54,7 +61,7 @@ impl ClientContext for GatewayContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(target: "librdkafka", error = %error, "{reason}");
-        self.health.record(reason.to_owned());
+        self.health.record(&error, reason);
     }
 }
 

@@ -300,7 +300,30 @@ impl Kafka {
                 timestamp_ms: d.timestamp.to_millis().unwrap_or(0),
                 duplicate: false,
             }),
-            Err((e, _)) => Err(self.status(&format!("producing to {topic:?}"), &e)),
+            Err((e, _)) => Err(self.produce_status(topic, &e)),
+        }
+    }
+
+    /// A failed produce. The idempotent producer stops for good on a fatal error (the
+    /// principal may not write idempotently, for example): say which, and map a missing
+    /// authorization to PERMISSION_DENIED rather than a retryable UNAVAILABLE.
+    fn produce_status(&self, topic: &str, e: &KafkaError) -> Status {
+        let what = format!("producing to {topic:?}");
+        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::Fatal) {
+            return self.status(&what, e);
+        }
+        match rdkafka::producer::Producer::client(&self.producer).fatal_error() {
+            Some((
+                RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+                why,
+            )) => Status::permission_denied(format!(
+                "{what}: the gateway's Kafka principal may not produce (idempotent publishes need Write on the \
+                 topic and IdempotentWrite on the cluster): {why}"
+            )),
+            Some((_, why)) => Status::unavailable(format!("{what}: the producer stopped after a fatal error: {why}")),
+            None => self.status(&what, e),
         }
     }
 
