@@ -98,7 +98,7 @@ impl Listener {
     pub fn kafka(self) -> KafkaConfig {
         match self {
             Listener::Plaintext => KafkaConfig::new(bootstrap()),
-            Listener::SaslSsl => sasl_ssl_as("writer", |u, p| Sasl::scram_sha512(u, p)),
+            Listener::SaslSsl => sasl_ssl_as("writer", Sasl::scram_sha512),
             Listener::Mtls => mtls_as(Some("writer")),
         }
     }

@@ -30,9 +30,9 @@ async fn publish_and_read_back(kafka: KafkaConfig, what: &str) -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mechanism_and_mtls_publish_with_receipts() -> anyhow::Result<()> {
     init_tracing();
-    publish_and_read_back(sasl_ssl_as("writer", |u, p| Sasl::scram_sha256(u, p)), "scram256").await?;
-    publish_and_read_back(sasl_ssl_as("writer", |u, p| Sasl::scram_sha512(u, p)), "scram512").await?;
-    publish_and_read_back(sasl_ssl_as("writer", |u, p| Sasl::plain(u, p)), "plain").await?;
+    publish_and_read_back(sasl_ssl_as("writer", Sasl::scram_sha256), "scram256").await?;
+    publish_and_read_back(sasl_ssl_as("writer", Sasl::scram_sha512), "scram512").await?;
+    publish_and_read_back(sasl_ssl_as("writer", Sasl::plain), "plain").await?;
     publish_and_read_back(mtls_as(Some("writer")), "mtls").await
 }
 
@@ -101,10 +101,10 @@ async fn what_the_principal_may_not_do_is_permission_denied() -> anyhow::Result<
     // "reader" may read secure-* but not write.
     let topic = Listener::SaslSsl.topic("readonly");
     create_topic(&topic, 1).await?;
-    let reader = sasl_ssl_as("reader", |u, p| Sasl::scram_sha512(u, p));
+    let reader = sasl_ssl_as("reader", Sasl::scram_sha512);
     let gw = TestGateway::start_with(GatewayConfig::new(reader), streams(&topic), None).await?;
     let client = Client::connect(ClientConfig::new(gw.url()));
-    let mut sub = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    let sub = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     while sub.cursor().is_none() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
