@@ -96,6 +96,15 @@ async fn mtls_without_a_trusted_client_certificate_is_reported() -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_broker_certificate_is_reported() -> anyhow::Result<()> {
+    init_tracing();
+    // The system CA store does not know the test CA that signed the broker's certificate.
+    let password = Secret::from_file(secure_dir().join("writer.password"));
+    let kafka = KafkaConfig::new(sasl_ssl_bootstrap()).tls(KafkaTls::new()).sasl(Sasl::scram_sha512("writer", password));
+    refused(kafka, &["certificate verify failed"]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_principal_may_not_do_is_permission_denied() -> anyhow::Result<()> {
     init_tracing();
     // "reader" may read secure-* but not write.
