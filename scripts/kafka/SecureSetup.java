@@ -3,12 +3,13 @@
 // super user of this test broker). Idempotent: credentials are upserted, ACLs re-created.
 //
 //   java -cp "$KAFKA_HOME/libs/*" scripts/kafka/SecureSetup.java BOOTSTRAP TOPIC_PREFIX \
-//        WRITER WRITER_PASSWORD_FILE READER READER_PASSWORD_FILE
+//        WRITER WRITER_PASSWORD_FILE READER READER_PASSWORD_FILE [EXAMPLE_PREFIX]
 //
 // WRITER may describe, read and write topics named TOPIC_PREFIX*, but not read those named
 // TOPIC_PREFIX + "noread-"*; READER may describe and read TOPIC_PREFIX* (no write); both may
 // use consumer groups named kafkasocks* and WRITER has IdempotentWrite on the cluster. Both get
-// SCRAM-SHA-256 and SCRAM-SHA-512 credentials.
+// SCRAM-SHA-256 and SCRAM-SHA-512 credentials. With EXAMPLE_PREFIX, WRITER may also
+// describe, read and write topics named EXAMPLE_PREFIX* (the chat example's "chat.").
 
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -34,7 +35,7 @@ import org.apache.kafka.common.resource.ResourceType;
 
 public class SecureSetup {
     public static void main(String[] args) throws Exception {
-        if (args.length != 6) {
+        if (args.length != 6 && args.length != 7) {
             System.err.println("usage: SecureSetup BOOTSTRAP TOPIC_PREFIX WRITER WRITER_PASSWORD_FILE READER READER_PASSWORD_FILE");
             System.exit(2);
         }
@@ -70,6 +71,12 @@ public class SecureSetup {
                 acls.add(allow(topics, reader, op));
             }
             acls.add(allow(groups, reader, AclOperation.READ));
+            if (args.length == 7) {
+                ResourcePattern example = new ResourcePattern(ResourceType.TOPIC, args[6], PatternType.PREFIXED);
+                for (AclOperation op : List.of(AclOperation.DESCRIBE, AclOperation.READ, AclOperation.WRITE)) {
+                    acls.add(allow(example, writer, op));
+                }
+            }
             admin.createAcls(acls).all().get(30, TimeUnit.SECONDS);
         }
         System.err.println("SecureSetup: users " + writer + " (read, write) and " + reader

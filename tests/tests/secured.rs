@@ -100,7 +100,8 @@ async fn an_untrusted_broker_certificate_is_reported() -> anyhow::Result<()> {
     init_tracing();
     // The system CA store does not know the test CA that signed the broker's certificate.
     let password = Secret::from_file(secure_dir().join("writer.password"));
-    let kafka = KafkaConfig::new(sasl_ssl_bootstrap()).tls(KafkaTls::new()).sasl(Sasl::scram_sha512("writer", password));
+    let kafka =
+        KafkaConfig::new(sasl_ssl_bootstrap()).tls(KafkaTls::new()).sasl(Sasl::scram_sha512("writer", password));
     refused(kafka, &["certificate verify failed"]).await
 }
 

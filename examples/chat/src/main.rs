@@ -75,16 +75,31 @@ fn addr(var: &str, default: &str) -> anyhow::Result<SocketAddr> {
     std::env::var(var).unwrap_or_else(|_| default.to_owned()).parse().with_context(|| format!("${var}"))
 }
 
-async fn ensure_topic(bootstrap: &str) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().context("Kafka admin client")?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in admin.create_topics(&[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))], &opts).await? {
-        match r {
-            Ok(_) => tracing::info!(topic = TOPIC, "created"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => anyhow::bail!("creating {t}: {e} (is Kafka up? scripts/services up)"),
+/// Creates the topic if it is missing, with the gateway's own Kafka settings. On a secured
+/// cluster the gateway's principal often may not create topics (create `chat.messages`
+/// beforehand, with 3 partitions): then this only warns, and the gateway reports a missing
+/// topic to its clients as NOT_FOUND.
+async fn ensure_topic(kafka: &KafkaConfig) -> anyhow::Result<()> {
+    let mut config = ClientConfig::new();
+    for (k, v) in kafka.to_librdkafka()? {
+        config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create().context("Kafka admin client")?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    let created = admin.create_topics(&[NewTopic::new(TOPIC, 3, TopicReplication::Fixed(1))], &opts).await;
+    match created.as_deref().map(|r| r.first()) {
+        Ok(Some(Ok(_))) => tracing::info!(topic = TOPIC, "created"),
+        Ok(Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists)))) | Ok(None) => {}
+        Ok(Some(Err((t, e)))) => {
+            tracing::warn!(topic = %t, error = %e, "could not create the topic; create it beforehand")
         }
+        Err(e) => tracing::warn!(
+            topic = TOPIC,
+            error = %e,
+            "could not create the topic (is Kafka up? scripts/services up); create it beforehand"
+        ),
     }
     Ok(())
 }
@@ -127,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let kafka = KafkaConfig::from_env()?;
-    ensure_topic(kafka.bootstrap()).await?;
+    ensure_topic(&kafka).await?;
     let streams = chat::ChatStreamsGateway::new(ChatRules).streams();
     let config = GatewayConfig::new(kafka)
         .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)

@@ -289,6 +289,14 @@ impl KafkaConfig {
         }
     }
 
+    /// The librdkafka settings of this configuration (bootstrap, security, raw options), to
+    /// give your own librdkafka clients (an admin client, say) the same access as the
+    /// gateway's. They include the secrets, read now: handle them as such.
+    pub fn to_librdkafka(&self) -> Result<Vec<(String, String)>, Error> {
+        let c = self.client_config()?;
+        Ok(c.config_map().into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+    }
+
     /// The librdkafka configuration every client starts from: bootstrap servers, security
     /// (secrets read now), then the raw options.
     pub(crate) fn client_config(&self) -> Result<ClientConfig, Error> {
