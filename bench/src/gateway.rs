@@ -60,6 +60,11 @@ impl InProcess {
         for (k, v) in kafka_options {
             kafka = kafka.option(*k, *v);
         }
+        InProcess::start_on(kafka, streams, limits).await
+    }
+
+    /// Connected to Kafka with these settings.
+    pub(crate) async fn start_on(kafka: KafkaConfig, streams: Streams, limits: Limits) -> Result<InProcess> {
         let config = GatewayConfig::new(kafka)
             .listen("127.0.0.1:0".parse()?)
             .metrics_listen("127.0.0.1:0".parse()?)

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use kafkasocks::{KafkaConfig, KafkaTls, Sasl, Secret};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -68,12 +69,30 @@ pub(crate) async fn delete_topics(names: &[String]) {
 
 /// A producer with the gateway's own settings: idempotent, `acks=all`, `linger.ms=1`.
 pub(crate) fn producer() -> Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "1")
-        .create()?)
+    producer_on(&KafkaConfig::new(bootstrap()))
+}
+
+/// An idempotent producer with the gateway's producer settings, on `kafka`'s listener and
+/// security.
+pub(crate) fn producer_on(kafka: &KafkaConfig) -> Result<FutureProducer> {
+    let mut c = ClientConfig::new();
+    for (k, v) in kafka.to_librdkafka()? {
+        c.set(k, v);
+    }
+    Ok(c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1").create()?)
+}
+
+/// The local broker's SASL_SSL listener (`scripts/services up`) as user "writer" with
+/// SCRAM-SHA-512, which may use topics named `secure-*`.
+pub(crate) fn sasl_ssl() -> KafkaConfig {
+    let dir = std::env::var("KAFKA_SECURE_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| {
+        let state = std::env::var("KAFKASOCKS_STATE")
+            .unwrap_or_else(|_| format!("{}/.local/state/kafkasocks", std::env::var("HOME").unwrap_or_default()));
+        std::path::Path::new(&state).join("kafka/secure")
+    });
+    KafkaConfig::new(std::env::var("KAFKA_SASL_SSL_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19094".into()))
+        .tls(KafkaTls::new().ca_file(dir.join("ca.crt")))
+        .sasl(Sasl::scram_sha512("writer", Secret::from_file(dir.join("writer.password"))))
 }
 
 /// A 100-byte record value: a protobuf message whose field 2 carries `n` and padding.

@@ -117,6 +117,8 @@ fn summary(doc: &Value) -> Value {
         "fanout_ratio_at_100_clients_cold_backoff_10ms": f["gateway_cold_backoff_10ms"]["ratio"],
         "fanout_target": ">= 0.5",
         "publish_p99_ratio": doc["publish"]["ratio_p99"],
+        "publish_sasl_ssl_p99_ratio": doc["publish"]["sasl_ssl"]["ratio_p99"],
+        "publish_tls_cost_gateway_p50": doc["publish"]["sasl_ssl"]["tls_cost_gateway_p50"],
         "publish_target": "<= 1.5",
         "memory_bytes_per_connection": doc["memory"]["gateway"]["bytes_per_connection"],
         "memory_bare_bytes_per_connection": doc["memory"]["bare"]["bytes_per_connection"],

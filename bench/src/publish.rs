@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::gateway::{InProcess, publish_method, streams};
-use crate::kafka::{create_topic, delete_topics, producer, unique_topic};
+use crate::kafka::{create_topic, delete_topics, producer, producer_on, sasl_ssl, unique_topic};
 use crate::procfs::{CpuWindow, round};
 use crate::stats::summary_ms;
 
@@ -29,74 +29,118 @@ fn request() -> Vec<u8> {
     v
 }
 
+/// One way of publishing: through a gateway (its Rust client) or straight to Kafka.
+enum Path {
+    Gateway(Client),
+    Direct(rdkafka::producer::FutureProducer),
+}
+
+impl Path {
+    async fn publish(&self, method: &str, topic: &str, payload: &[u8]) -> Result<()> {
+        match self {
+            Path::Gateway(client) => {
+                client.publish(method, payload.to_vec()).await.map_err(|s| anyhow::anyhow!("publish: {s}"))?;
+            }
+            Path::Direct(p) => {
+                let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(KEY).payload(payload);
+                p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(crate) async fn run(quick: bool) -> Result<Value> {
     let (count, warmup) = if quick { (200, 20) } else { (2000, 100) };
-    let topic = unique_topic("publish");
+    // "secure-": the SASL_SSL user may use it; the plaintext listener is a super user.
+    let topic = unique_topic("secure-publish");
     create_topic(&topic, 1).await?;
     // Sequential publishes never come near the default rate limit (1000/s); it is raised
     // anyway so that a fast broker cannot make the bucket part of the measurement.
     let limits = Limits::default().with_max_publishes_per_second(1_000_000);
-    let gw = InProcess::start(streams(&[("Publish", &topic)]), limits).await?;
-    // The client runs on the clients' runtime, as it would in another process.
-    let client = {
+    let plain_gw = InProcess::start(streams(&[("Publish", &topic)]), limits.clone()).await?;
+    let tls_gw = InProcess::start_on(sasl_ssl(), streams(&[("Publish", &topic)]), limits).await?;
+    // The clients run on the clients' runtime, as they would in another process.
+    let connect = |url: String| {
         let _in_client_runtime = crate::net::client_runtime().enter();
-        Client::connect(ClientConfig::new(gw.url()))
+        Client::connect(ClientConfig::new(url))
     };
-    if client.wait_open().await != ConnectionState::Open {
-        bail!("the client did not connect");
+    let (plain_client, tls_client) = (connect(plain_gw.url()), connect(tls_gw.url()));
+    for c in [&plain_client, &tls_client] {
+        if c.wait_open().await != ConnectionState::Open {
+            bail!("a client did not connect");
+        }
     }
-    let direct = producer()?;
+    // Gateway and rdkafka on plaintext, then on SASL_SSL (SCRAM-SHA-512, TLS 1.3).
+    let paths = [
+        Path::Gateway(plain_client.clone()),
+        Path::Direct(producer()?),
+        Path::Gateway(tls_client.clone()),
+        Path::Direct(producer_on(&sasl_ssl())?),
+    ];
     let method = publish_method("Publish");
     let payload = request();
 
-    let mut via_gateway = Vec::with_capacity(count);
-    let mut via_rdkafka = Vec::with_capacity(count);
-    eprintln!("publish: {warmup} warm-up + {count} sequential publishes each way, interleaved");
+    let mut took: Vec<Vec<Duration>> = vec![Vec::with_capacity(count); paths.len()];
+    eprintln!("publish: {warmup} warm-up + {count} sequential publishes each of 4 ways, interleaved");
     let cpu = CpuWindow::start();
     for i in 0..warmup + count {
-        let gateway_first = i % 2 == 0;
-        let mut pair = [Duration::ZERO; 2];
-        for leg in 0..2 {
-            let through_gateway = (leg == 0) == gateway_first;
+        // Rotate who goes first, so that no path always follows the same one.
+        for k in 0..paths.len() {
+            let which = (i + k) % paths.len();
             let t = Instant::now();
-            if through_gateway {
-                client.publish(&method, payload.clone()).await.map_err(|s| anyhow::anyhow!("publish: {s}"))?;
-                pair[0] = t.elapsed();
-            } else {
-                let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).key(KEY).payload(&payload);
-                direct.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
-                pair[1] = t.elapsed();
+            paths[which].publish(&method, &topic, &payload).await?;
+            if i >= warmup {
+                took[which].push(t.elapsed());
             }
-        }
-        if i >= warmup {
-            via_gateway.push(pair[0]);
-            via_rdkafka.push(pair[1]);
         }
     }
     let cpu = cpu.end();
-    client.close();
-    gw.stop().await;
+    drop(paths);
+    plain_client.close();
+    tls_client.close();
+    plain_gw.stop().await;
+    tls_gw.stop().await;
     delete_topics(&[topic]).await;
 
-    let gateway = summary_ms(&via_gateway);
-    let rdkafka = summary_ms(&via_rdkafka);
-    let ratio = |q: &str| round(gateway[q].as_f64().unwrap_or(0.0) / rdkafka[q].as_f64().unwrap_or(1.0).max(1e-9), 3);
-    let p99 = ratio("p99");
+    let [gateway, rdkafka, gateway_tls, rdkafka_tls] = [0, 1, 2, 3].map(|k| summary_ms(&took[k]));
+    let ratio =
+        |a: &Value, b: &Value, q: &str| round(a[q].as_f64().unwrap_or(0.0) / b[q].as_f64().unwrap_or(1.0).max(1e-9), 3);
+    let p99 = ratio(&gateway, &rdkafka, "p99");
+    let p99_tls = ratio(&gateway_tls, &rdkafka_tls, "p99");
     eprintln!(
-        "publish: p50 {} vs {} ms, p99 {} vs {} ms",
-        gateway["p50"], rdkafka["p50"], gateway["p99"], rdkafka["p99"]
+        "publish: plaintext p50 {} vs {} ms, p99 {} vs {} ms; SASL_SSL p50 {} vs {} ms, p99 {} vs {} ms",
+        gateway["p50"],
+        rdkafka["p50"],
+        gateway["p99"],
+        rdkafka["p99"],
+        gateway_tls["p50"],
+        rdkafka_tls["p50"],
+        gateway_tls["p99"],
+        rdkafka_tls["p99"]
     );
     Ok(json!({
         "what": "publish-to-receipt latency of sequential publishes: kafkasocks::client::Client::publish through an \
                  in-process gateway vs rdkafka FutureProducer::send awaited, both enable.idempotence=true, \
-                 acks=all, linger.ms=1, same broker, interleaved one by one",
+                 acks=all, linger.ms=1, same broker, on its plaintext listener and on its SASL_SSL listener \
+                 (SCRAM-SHA-512 over TLS), the four interleaved one by one",
         "record_bytes": crate::kafka::RECORD_BYTES,
         "warmup": warmup,
         "gateway_ms": gateway,
         "rdkafka_ms": rdkafka,
-        "ratio_p50": ratio("p50"),
+        "ratio_p50": ratio(&gateway, &rdkafka, "p50"),
         "ratio_p99": p99,
         "target_p99": { "bar": "gateway p99 <= 1.5 x rdkafka p99", "met": p99 <= 1.5 },
+        "sasl_ssl": {
+            "gateway_ms": gateway_tls,
+            "rdkafka_ms": rdkafka_tls,
+            "ratio_p50": ratio(&gateway_tls, &rdkafka_tls, "p50"),
+            "ratio_p99": p99_tls,
+            "tls_cost_gateway_p50": ratio(&gateway_tls, &gateway, "p50"),
+            "tls_cost_gateway_p99": ratio(&gateway_tls, &gateway, "p99"),
+            "tls_cost_rdkafka_p50": ratio(&rdkafka_tls, &rdkafka, "p50"),
+            "tls_cost_rdkafka_p99": ratio(&rdkafka_tls, &rdkafka, "p99"),
+        },
         "cpu": cpu,
     }))
 }
