@@ -53,7 +53,7 @@ impl Path {
 pub(crate) async fn run(quick: bool) -> Result<Value> {
     let (count, warmup) = if quick { (200, 20) } else { (2000, 100) };
     // "secure-": the SASL_SSL user may use it; the plaintext listener is a super user.
-    let topic = unique_topic("secure-publish");
+    let topic = format!("secure-{}", unique_topic("publish"));
     create_topic(&topic, 1).await?;
     // Sequential publishes never come near the default rate limit (1000/s); it is raised
     // anyway so that a fast broker cannot make the bucket part of the measurement.

@@ -289,51 +289,52 @@ impl KafkaConfig {
         }
     }
 
-    /// The librdkafka settings of this configuration (bootstrap, security, raw options), to
-    /// give your own librdkafka clients (an admin client, say) the same access as the
-    /// gateway's. They include the secrets, read now: handle them as such.
+    /// The librdkafka settings of this configuration (bootstrap, security, raw options), in
+    /// order, to give your own librdkafka clients (an admin client, say) the same access as
+    /// the gateway's. They include the secrets, read now: handle them as such.
     pub fn to_librdkafka(&self) -> Result<Vec<(String, String)>, Error> {
-        let c = self.client_config()?;
-        Ok(c.config_map().into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-    }
-
-    /// The librdkafka configuration every client starts from: bootstrap servers, security
-    /// (secrets read now), then the raw options.
-    pub(crate) fn client_config(&self) -> Result<ClientConfig, Error> {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.bootstrap);
-        c.set("security.protocol", self.security_protocol());
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut set = |k: &str, v: String| out.push((k.to_owned(), v));
+        set("bootstrap.servers", self.bootstrap.clone());
+        set("security.protocol", self.security_protocol().to_owned());
         if let Some(tls) = &self.tls {
             if let Some(ca) = &tls.ca_file {
-                c.set("ssl.ca.location", path(ca));
+                set("ssl.ca.location", path(ca));
             }
             if let Some((cert, key)) = &tls.client_cert {
-                c.set("ssl.certificate.location", path(cert));
-                c.set("ssl.key.location", path(key));
+                set("ssl.certificate.location", path(cert));
+                set("ssl.key.location", path(key));
             }
             if let Some(p) = &tls.key_password {
-                c.set("ssl.key.password", p.reveal()?);
+                set("ssl.key.password", p.reveal()?);
             }
         }
         match self.sasl.as_ref().map(|s| &s.0) {
             None => {}
             Some(SaslKind::Password { mechanism, username, password }) => {
-                c.set("sasl.mechanism", *mechanism);
-                c.set("sasl.username", username);
-                c.set("sasl.password", password.reveal()?);
+                set("sasl.mechanism", (*mechanism).to_owned());
+                set("sasl.username", username.clone());
+                set("sasl.password", password.reveal()?);
             }
             Some(SaslKind::Oidc { token_endpoint, client_id, client_secret, scope }) => {
-                c.set("sasl.mechanism", "OAUTHBEARER");
-                c.set("sasl.oauthbearer.method", "oidc");
-                c.set("sasl.oauthbearer.token.endpoint.url", token_endpoint);
-                c.set("sasl.oauthbearer.client.id", client_id);
-                c.set("sasl.oauthbearer.client.secret", client_secret.reveal()?);
+                set("sasl.mechanism", "OAUTHBEARER".to_owned());
+                set("sasl.oauthbearer.method", "oidc".to_owned());
+                set("sasl.oauthbearer.token.endpoint.url", token_endpoint.clone());
+                set("sasl.oauthbearer.client.id", client_id.clone());
+                set("sasl.oauthbearer.client.secret", client_secret.reveal()?);
                 if let Some(scope) = scope {
-                    c.set("sasl.oauthbearer.scope", scope);
+                    set("sasl.oauthbearer.scope", scope.clone());
                 }
             }
         }
-        for (k, v) in &self.options {
+        out.extend(self.options.iter().cloned());
+        Ok(out)
+    }
+
+    /// The librdkafka configuration every client starts from: [`KafkaConfig::to_librdkafka`].
+    pub(crate) fn client_config(&self) -> Result<ClientConfig, Error> {
+        let mut c = ClientConfig::new();
+        for (k, v) in self.to_librdkafka()? {
             c.set(k, v);
         }
         Ok(c)
@@ -403,6 +404,11 @@ mod tests {
         assert_eq!(rd.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(rd.get("sasl.password"), Some("s3cr3t-pw"));
         assert_eq!(rd.get("ssl.ca.location"), Some("/ca.pem"));
+        let settings = c.to_librdkafka().expect("settings");
+        assert!(
+            settings.contains(&("sasl.password".to_owned(), "s3cr3t-pw".to_owned())),
+            "the real secret, for clients"
+        );
         assert_eq!(c.partitioner_name(), "murmur2_random", "Java-compatible by default");
         let c = from(&[
             ("KAFKA_TLS_CERT_FILE", "/c.pem"),
