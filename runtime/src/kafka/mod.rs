@@ -83,6 +83,8 @@ pub(crate) struct Kafka {
     admin: Arc<BaseConsumer<GatewayContext>>,
     descriptions: Fresh<TopicInfo>,
     marks: Fresh<Vec<(i64, i64)>>,
+    /// Said once: the cluster gives no topic ids.
+    warned_no_ids: std::sync::atomic::AtomicBool,
 }
 
 /// What a peer is told about a Kafka error: the code it maps to and why. An error that only
@@ -141,6 +143,7 @@ impl Kafka {
             admin: Arc::new(admin),
             descriptions: Fresh::new(),
             marks: Fresh::new(),
+            warned_no_ids: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -205,11 +208,10 @@ impl Kafka {
         .map_err(|e| Status::new(Code::Internal, format!("metadata task: {e}")))?;
         let found = match described {
             Ok(mut found) => found.pop(),
-            Err(e) => {
-                let why =
-                    self.context.health.last_error().map(|w| format!(" (Kafka reported: {w})")).unwrap_or_default();
-                return Err(Status::unavailable(format!("describing topic {topic:?}: {e}{why}")));
-            }
+            // A cluster (or rdkafka's MockCluster) that does not answer DescribeTopics at all:
+            // ask plain metadata, which carries no topic id. Re-created topics are then
+            // detected only through offsets and partition counts.
+            Err(e) => return self.describe_without_id(topic, &e.to_string()).await,
         };
         self.context.health.clear();
         match found {
@@ -227,6 +229,33 @@ impl Kafka {
                 Some(code) => Err(Status::unavailable(format!("describing topic {topic:?}: {code:?}"))),
             },
             None => Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist"))),
+        }
+    }
+
+    async fn describe_without_id(&self, topic: &str, why: &str) -> Result<TopicInfo, Status> {
+        let admin = self.admin.clone();
+        let name = topic.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let md = admin.fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            Ok::<_, KafkaError>(md.topics().first().map(|t| (t.error(), t.partitions().len())))
+        })
+        .await
+        .map_err(|e| Status::new(Code::Internal, format!("metadata task: {e}")))?
+        .map_err(|e| self.status(&format!("describing topic {topic:?} ({why})"), &e))?;
+        if !self.warned_no_ids.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                topic,
+                error = why,
+                "Kafka did not answer DescribeTopics: without topic ids, a deleted and re-created topic is \
+                 detected only through offsets and partition counts"
+            );
+        }
+        match found {
+            Some((None, n)) if n > 0 => Ok(TopicInfo { id: Bytes::new(), partitions: n }),
+            Some((Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED), _)) => Err(
+                Status::permission_denied(format!("the gateway's Kafka principal may not describe topic {topic:?}")),
+            ),
+            _ => Err(Status::new(Code::NotFound, format!("topic {topic:?} does not exist"))),
         }
     }
 
