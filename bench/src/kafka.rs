@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use kafkasocks::{KafkaConfig, KafkaTls, Sasl, Secret};
+use kafkasocks::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -80,19 +80,6 @@ pub(crate) fn producer_on(kafka: &KafkaConfig) -> Result<FutureProducer> {
         c.set(k, v);
     }
     Ok(c.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "1").create()?)
-}
-
-/// The local broker's SASL_SSL listener (`scripts/services up`) as user "writer" with
-/// SCRAM-SHA-512, which may use topics named `secure-*`.
-pub(crate) fn sasl_ssl() -> KafkaConfig {
-    let dir = std::env::var("KAFKA_SECURE_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| {
-        let state = std::env::var("KAFKASOCKS_STATE")
-            .unwrap_or_else(|_| format!("{}/.local/state/kafkasocks", std::env::var("HOME").unwrap_or_default()));
-        std::path::Path::new(&state).join("kafka/secure")
-    });
-    KafkaConfig::new(std::env::var("KAFKA_SASL_SSL_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19094".into()))
-        .tls(KafkaTls::new().ca_file(dir.join("ca.crt")))
-        .sasl(Sasl::scram_sha512("writer", Secret::from_file(dir.join("writer.password"))))
 }
 
 /// A 100-byte record value: a protobuf message whose field 2 carries `n` and padding.

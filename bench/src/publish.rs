@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::gateway::{InProcess, publish_method, streams};
-use crate::kafka::{create_topic, delete_topics, producer, producer_on, sasl_ssl, unique_topic};
+use kafkasocks_tests::Listener;
+
+use crate::kafka::{create_topic, delete_topics, producer, producer_on};
 use crate::procfs::{CpuWindow, round};
 use crate::stats::summary_ms;
 
@@ -52,14 +54,14 @@ impl Path {
 
 pub(crate) async fn run(quick: bool) -> Result<Value> {
     let (count, warmup) = if quick { (200, 20) } else { (2000, 100) };
-    // "secure-": the SASL_SSL user may use it; the plaintext listener is a super user.
-    let topic = format!("secure-{}", unique_topic("publish"));
+    // A topic the SASL_SSL user may use; the plaintext listener is a super user.
+    let topic = Listener::SaslSsl.topic("bench-publish");
     create_topic(&topic, 1).await?;
     // Sequential publishes never come near the default rate limit (1000/s); it is raised
     // anyway so that a fast broker cannot make the bucket part of the measurement.
     let limits = Limits::default().with_max_publishes_per_second(1_000_000);
     let plain_gw = InProcess::start(streams(&[("Publish", &topic)]), limits.clone()).await?;
-    let tls_gw = InProcess::start_on(sasl_ssl(), streams(&[("Publish", &topic)]), limits).await?;
+    let tls_gw = InProcess::start_on(Listener::SaslSsl.kafka(), streams(&[("Publish", &topic)]), limits).await?;
     // The clients run on the clients' runtime, as they would in another process.
     let connect = |url: String| {
         let _in_client_runtime = crate::net::client_runtime().enter();
@@ -76,7 +78,7 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
         Path::Gateway(plain_client.clone()),
         Path::Direct(producer()?),
         Path::Gateway(tls_client.clone()),
-        Path::Direct(producer_on(&sasl_ssl())?),
+        Path::Direct(producer_on(&Listener::SaslSsl.kafka())?),
     ];
     let method = publish_method("Publish");
     let payload = request();

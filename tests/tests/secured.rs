@@ -33,7 +33,7 @@ async fn every_mechanism_and_mtls_publish_with_receipts() -> anyhow::Result<()> 
     publish_and_read_back(sasl_ssl_as("writer", Sasl::scram_sha256), "scram256").await?;
     publish_and_read_back(sasl_ssl_as("writer", Sasl::scram_sha512), "scram512").await?;
     publish_and_read_back(sasl_ssl_as("writer", Sasl::plain), "plain").await?;
-    publish_and_read_back(mtls_as(Some("writer")), "mtls").await
+    publish_and_read_back(Listener::Mtls.kafka(), "mtls").await
 }
 
 /// A gateway that Kafka does not accept: /healthz says why within a few seconds, and so do
