@@ -69,7 +69,7 @@ impl InProcess {
             .listen("127.0.0.1:0".parse()?)
             .metrics_listen("127.0.0.1:0".parse()?)
             .limits(limits.with_drain_timeout(Duration::from_secs(1)));
-        let gw = Gateway::builder(config).streams(streams).bind().await?;
+        let gw = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
         Ok(InProcess {
             addr: gw.local_addr(),
             metrics: gw.metrics_addr(),
@@ -197,7 +197,7 @@ pub(crate) async fn stdin_closed() {
 pub(crate) async fn serve_child(topic: &str, max_connections: usize) -> Result<()> {
     let limits = Limits::default().with_max_connections(max_connections);
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).listen("127.0.0.1:0".parse()?).limits(limits);
-    let gw = Gateway::builder(config).streams(streams(&[("Memory", topic)])).bind().await?;
+    let gw = Gateway::builder(config).streams(streams(&[("Memory", topic)])).allow_anonymous().bind().await?;
     println!("LISTENING {}", gw.local_addr());
     let stop = gw.shutdown_handle();
     tokio::spawn(async move {

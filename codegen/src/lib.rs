@@ -30,7 +30,7 @@
 //!     kafkasocks::include_streams!("chat.v1");
 //! }
 //! let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
-//! let gateway = kafkasocks::Gateway::builder(config).streams(streams).bind().await?;
+//! let gateway = kafkasocks::Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
 //! ```
 //!
 //! # Design

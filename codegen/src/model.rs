@@ -268,10 +268,24 @@ pub struct Method {
     pub key: Option<KeyField>,
     /// Schema Registry settings, for publishes that set `schema_subject`.
     pub schema: Option<RegistrySchema>,
+    /// Publishes: what happens to fields the request type does not declare.
+    pub unknown_fields: UnknownFields,
     /// Doc comments.
     pub comments: Comments,
     /// Where it is declared.
     pub location: Location,
+}
+
+/// The `unknown_fields` stream option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownFields {
+    /// Produce the decoded message, without them.
+    #[default]
+    Drop,
+    /// Refuse the publish.
+    Reject,
+    /// Produce the bytes as sent.
+    Keep,
 }
 
 /// The key field of a request message.
@@ -581,6 +595,7 @@ impl FileCtx<'_> {
             topic: opts.topic,
             key,
             schema,
+            unknown_fields: opts.unknown_fields,
             comments: self.comments(m.path()),
             location,
         })
@@ -679,6 +694,7 @@ struct StreamOptions {
     topic: String,
     key: String,
     schema_subject: String,
+    unknown_fields: UnknownFields,
 }
 
 fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor) -> Option<StreamOptions> {
@@ -694,7 +710,17 @@ fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
     };
-    Some(StreamOptions { topic: text("topic"), key: text("key"), schema_subject: text("schema_subject") })
+    let unknown_fields = match msg.get_field_by_name("unknown_fields").as_deref() {
+        Some(Value::EnumNumber(1)) => UnknownFields::Reject,
+        Some(Value::EnumNumber(2)) => UnknownFields::Keep,
+        _ => UnknownFields::Drop,
+    };
+    Some(StreamOptions {
+        topic: text("topic"),
+        key: text("key"),
+        schema_subject: text("schema_subject"),
+        unknown_fields,
+    })
 }
 
 fn topic_problem(topic: &str) -> Option<&'static str> {

@@ -22,7 +22,7 @@ use quote::{format_ident, quote};
 
 use crate::error::Error;
 use crate::load::Loaded;
-use crate::model::{KeyType, Method, Model, RpcKind, Service};
+use crate::model::{KeyType, Method, Model, RpcKind, Service, UnknownFields};
 
 /// What the Rust emitter is told by the builder, applied on top of the user's
 /// `prost_build::Config`.
@@ -40,7 +40,7 @@ pub(crate) const OPTIONS_RUST_PATH: &str = "::kafkasocks::codegen::options";
 /// The version of the contract between generated code and `kafkasocks::codegen`. Bump it
 /// when generated code needs something of the runtime that older runtimes lack, or uses
 /// it differently; the runtime's `supports_interface` says which numbers it serves.
-pub(crate) const CODEGEN_INTERFACE: u32 = 1;
+pub(crate) const CODEGEN_INTERFACE: u32 = 2;
 
 /// The runtime versions generated code is made for: the ones semver-compatible with this
 /// generator's version ("0.1.x" for 0.1.*, "1.x" for 1.*).
@@ -482,10 +482,10 @@ fn service_module(
                     )),
                     method_doc,
                     &text(
-                        "Default: the request unchanged. Return an error to refuse the publish. When the \
-                         returned message equals the request, the bytes the client sent are produced as they \
-                         are (unknown fields kept); otherwise the returned message is encoded. May be an \
-                         `async fn`.",
+                        "Default: the request unchanged. Return an error to refuse the publish. What is \
+                         produced is the returned message, encoded; fields the request type does not declare \
+                         are dropped, refused or kept as the stream's `unknown_fields` option says (default: \
+                         dropped). May be an `async fn`.",
                     ),
                 ]);
                 hook_methods.push(quote! {
@@ -500,6 +500,26 @@ fn service_module(
                     }
                 });
                 let key = key_expr.clone().unwrap_or_else(|| quote!(::core::option::Option::None));
+                let input_name = &m.input;
+                let unknown_check = match m.unknown_fields {
+                    UnknownFields::Reject => quote! {
+                        if __ks::prost::Message::encoded_len(&original) != payload.len() {
+                            return ::core::result::Result::Err(__ks::Status::invalid_argument(::std::format!(
+                                "the request has fields {} does not declare (or is not encoded canonically); \
+                                 this stream refuses them", #input_name
+                            )));
+                        }
+                    },
+                    UnknownFields::Drop | UnknownFields::Keep => quote!(),
+                };
+                let produced = match m.unknown_fields {
+                    UnknownFields::Keep => quote! {
+                        if request == original { payload } else { __ks::Bytes::from(__ks::prost::Message::encode_to_vec(&request)) }
+                    },
+                    UnknownFields::Drop | UnknownFields::Reject => quote! {
+                        __ks::Bytes::from(__ks::prost::Message::encode_to_vec(&request))
+                    },
+                };
                 adapters.push(quote! {
                     struct #adapter<H>(::std::sync::Arc<H>);
                     impl<H: #hooks> __ks::PublishHook for #adapter<H> {
@@ -512,12 +532,9 @@ fn service_module(
                             let ctx = ::core::clone::Clone::clone(ctx);
                             ::std::boxed::Box::pin(async move {
                                 let original: #input = __ks::decode(&payload)?;
+                                #unknown_check
                                 let request = hooks.#prepare(&ctx, ::core::clone::Clone::clone(&original)).await?;
-                                let payload = if request == original {
-                                    payload
-                                } else {
-                                    __ks::Bytes::from(__ks::prost::Message::encode_to_vec(&request))
-                                };
+                                let payload = #produced;
                                 ::core::result::Result::Ok(__ks::OutgoingRecord {
                                     key: #key,
                                     payload,
@@ -725,10 +742,10 @@ fn grpc_method(
 
                 async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<Self::#stream>, ::tonic::Status> {
                     use ::tonic::codegen::tokio_stream::StreamExt as _;
-                    let principal = (self.principal)(request.metadata())?;
+                    let (principal, handshake) = caller(&self.local, #route, &request).await?;
                     let start = __ks::start_from_metadata(metadata_text(request.metadata(), START_METADATA)).map_err(status)?;
                     let payload = __ks::prost::Message::encode_to_vec(request.get_ref());
-                    let records = self.local.subscribe(principal, #route, &payload, start).await.map_err(status)?;
+                    let records = self.local.subscribe_from(principal, ::core::option::Option::Some(&handshake), #route, &payload, start).await.map_err(status)?;
                     let values = records.map(|item| match item {
                         ::core::result::Result::Ok(d) => <#output as __ks::prost::Message>::decode(&d.payload[..]).map_err(|e| {
                             ::tonic::Status::internal(::std::format!(
@@ -743,11 +760,11 @@ fn grpc_method(
         }
         RpcKind::Unary => quote! {
             async fn #name(&self, request: ::tonic::Request<#input>) -> ::core::result::Result<::tonic::Response<#output>, ::tonic::Status> {
-                let principal = (self.principal)(request.metadata())?;
+                let (principal, handshake) = caller(&self.local, #route, &request).await?;
                 let key = metadata_text(request.metadata(), IDEMPOTENCY_METADATA).unwrap_or_default();
                 let key = __ks::Bytes::copy_from_slice(key.as_bytes());
                 let payload = __ks::Bytes::from(__ks::prost::Message::encode_to_vec(request.get_ref()));
-                let receipt = self.local.publish(principal, #route, payload, key).await.map_err(status)?;
+                let receipt = self.local.publish_from(principal, ::core::option::Option::Some(&handshake), #route, payload, key).await.map_err(status)?;
                 ::core::result::Result::Ok(::tonic::Response::new(receipt.into()))
             }
         },
@@ -773,19 +790,16 @@ fn grpc_items(
         /// Request metadata carrying a publish's idempotency key (at most 64 bytes of text).
         pub const IDEMPOTENCY_METADATA: &str = "kafkasocks-idempotency-key";
 
-        /// Who is calling, from the request metadata.
-        pub type PrincipalFn = ::std::sync::Arc<
-            dyn Fn(&::tonic::metadata::MetadataMap) -> ::core::result::Result<__ks::Principal, ::tonic::Status> + Send + Sync,
-        >;
-
         #[doc = #grpc_doc]
         /// server-streaming methods subscribe, unary methods publish and answer with the receipt.
         /// The service's hooks run inside the gateway (register `streams()` of the matching
-        /// gateway type on it), once per request, whichever transport it came by.
+        /// gateway type on it), once per request, whichever transport it came by. Each call
+        /// is authenticated by the gateway's authenticator with the bearer token of its
+        /// `authorization` metadata, and checked against the gateway's permissions and
+        /// per-principal publish budget, as a WebSocket session is.
         #[derive(Clone)]
         pub struct #grpc_ty {
             local: __ks::LocalStreams,
-            principal: PrincipalFn,
         }
 
         impl ::core::fmt::Debug for #grpc_ty {
@@ -795,29 +809,32 @@ fn grpc_items(
         }
 
         impl #grpc_ty {
-            /// Serves from `local` (`Gateway::local_streams()`); every caller is anonymous
-            /// until [`Self::with_principal`] says otherwise.
+            /// Serves from `local` (`Gateway::local_streams()`).
             pub fn new(local: __ks::LocalStreams) -> Self {
-                Self {
-                    local,
-                    principal: ::std::sync::Arc::new(|_| ::core::result::Result::Ok(__ks::Principal::anonymous())),
-                }
+                Self { local }
             }
 
-            /// Decides the principal of each call from its metadata (e.g. a bearer token);
-            /// an error refuses the call.
-            pub fn with_principal(
-                mut self,
-                f: impl Fn(&::tonic::metadata::MetadataMap) -> ::core::result::Result<__ks::Principal, ::tonic::Status> + Send + Sync + 'static,
-            ) -> Self {
-                self.principal = ::std::sync::Arc::new(f);
-                self
-            }
-
-            /// The tonic service, for `tonic::transport::Server::add_service`.
+            /// The tonic service, for `tonic::transport::Server::add_service`, with the
+            /// gateway's message size bound for requests and responses.
             pub fn into_service(self) -> super::#server_mod::#tonic_server<Self> {
-                super::#server_mod::#tonic_server::new(self)
+                let max = self.local.max_message_bytes();
+                super::#server_mod::#tonic_server::new(self).max_decoding_message_size(max).max_encoding_message_size(max)
             }
+        }
+
+        /// The caller of a request: its bearer token checked by the gateway's authenticator,
+        /// and its metadata and peer as the authenticator's handshake.
+        async fn caller<T>(
+            local: &__ks::LocalStreams,
+            route: &str,
+            request: &::tonic::Request<T>,
+        ) -> ::core::result::Result<(__ks::Principal, __ks::Handshake), ::tonic::Status> {
+            let headers = request.metadata().clone().into_headers();
+            let headers = headers.iter().filter_map(|(k, v)| ::core::option::Option::Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())));
+            let handshake = __ks::Handshake::new(__ks::Transport::Grpc, route, headers, request.remote_addr());
+            let token = __ks::LocalStreams::bearer_token(metadata_text(request.metadata(), "authorization"));
+            let principal = local.authenticate(token, &handshake).await.map_err(status)?;
+            ::core::result::Result::Ok((principal, handshake))
         }
 
         fn status(s: __ks::Status) -> ::tonic::Status {

@@ -68,6 +68,31 @@ pub struct Limits {
     /// clients overflowed the usual 128, costing them 1 s and 3 s SYN retries (measured in
     /// bench/). The kernel caps it at `net.core.somaxconn`.
     pub accept_backlog: u32,
+    /// Connections at once from one client address (the forwarded one behind a trusted
+    /// proxy). Default 256. More: HTTP 503 before the upgrade.
+    pub max_connections_per_address: usize,
+    /// Connections at once of one authenticated principal. Default 64. More: the new
+    /// session is refused with `RESOURCE_EXHAUSTED` and close 4013.
+    pub max_connections_per_principal: usize,
+    /// TCP connections still in their TLS or HTTP handshake at once. Default 1024. More
+    /// are closed at once, before reading a byte: a flood of half-open handshakes cannot
+    /// starve the connections already served.
+    pub max_pending_handshakes: usize,
+    /// Time a new TCP connection has for its TLS handshake and its WebSocket upgrade
+    /// request (headers included). Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Time an [`Authenticator`](crate::Authenticator) has for a token. Default 5 s;
+    /// when it is up the token is refused (`UNAVAILABLE`, close 4001).
+    pub auth_timeout: Duration,
+    /// Sustained publishes per second of one principal, over all its connections and its
+    /// gRPC calls (anonymous clients: per client address). Default 2000, burst the same.
+    pub max_publishes_per_second_per_principal: u32,
+    /// Record bytes queued for all connections together before subscriptions pause (each
+    /// connection may still hold one record). Default 512 MiB.
+    pub send_queue_bytes_total: usize,
+    /// Principals and addresses tracked for the per-principal and per-address limits.
+    /// Default 100,000; idle entries are dropped first.
+    pub max_tracked_clients: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +122,14 @@ impl Default for Limits {
             write_buffer_bytes: 16 << 10,
             checkpoint_interval: Duration::from_secs(5),
             accept_backlog: 4096,
+            max_connections_per_address: 256,
+            max_connections_per_principal: 64,
+            max_pending_handshakes: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            auth_timeout: Duration::from_secs(5),
+            max_publishes_per_second_per_principal: 2000,
+            send_queue_bytes_total: 512 << 20,
+            max_tracked_clients: 100_000,
         }
     }
 }
@@ -157,6 +190,22 @@ setters! {
     with_checkpoint_interval: checkpoint_interval: Duration;
     /// Sets [`Limits::accept_backlog`].
     with_accept_backlog: accept_backlog: u32;
+    /// Sets [`Limits::max_connections_per_address`].
+    with_max_connections_per_address: max_connections_per_address: usize;
+    /// Sets [`Limits::max_connections_per_principal`].
+    with_max_connections_per_principal: max_connections_per_principal: usize;
+    /// Sets [`Limits::max_pending_handshakes`].
+    with_max_pending_handshakes: max_pending_handshakes: usize;
+    /// Sets [`Limits::handshake_timeout`].
+    with_handshake_timeout: handshake_timeout: Duration;
+    /// Sets [`Limits::auth_timeout`].
+    with_auth_timeout: auth_timeout: Duration;
+    /// Sets [`Limits::max_publishes_per_second_per_principal`].
+    with_max_publishes_per_second_per_principal: max_publishes_per_second_per_principal: u32;
+    /// Sets [`Limits::send_queue_bytes_total`].
+    with_send_queue_bytes_total: send_queue_bytes_total: usize;
+    /// Sets [`Limits::max_tracked_clients`].
+    with_max_tracked_clients: max_tracked_clients: usize;
 }
 
 /// TLS for `wss://`: a PEM certificate chain and its PEM private key.
@@ -193,6 +242,67 @@ pub struct GatewayConfig {
     /// `http://127.0.0.1:18081/apis/ccompat/v7`). Default none: streams declared with a
     /// schema then fail to publish with `FAILED_PRECONDITION`.
     pub schema_registry: Option<String>,
+    /// Which web pages may open sessions, and under which `Host`. Default: no browser page
+    /// at all (clients that send no `Origin`, which browsers always send, are let in).
+    pub origins: OriginPolicy,
+    /// Proxies (addresses or CIDR blocks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` is
+    /// believed: behind them the client address (per-address limits, [`Handshake::client_ip`](crate::Handshake::client_ip))
+    /// is the forwarded one. Default none: the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Which web pages may open WebSocket sessions (the `Origin` header a browser sends) and,
+/// against DNS rebinding, under which `Host` names. Checked before the upgrade; a refusal
+/// is HTTP 403.
+///
+/// Origins match exactly: scheme, host and port, in the form browsers send
+/// (`https://chat.example.com`, `http://127.0.0.1:8080`; default ports left out, host in
+/// lower case, international names in punycode — configured names are normalized to that
+/// form, so `https://Bücher.example:443` may be configured). `null` never matches.
+///
+/// ```
+/// use kafkasocks::OriginPolicy;
+/// let origins = OriginPolicy::new().allow("https://chat.example.com").allow("http://localhost:8080");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    pub(crate) allowed: Vec<String>,
+    pub(crate) any: bool,
+    pub(crate) refuse_missing: bool,
+    pub(crate) hosts: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// No browser page may connect; clients without an `Origin` (not browsers) may.
+    pub fn new() -> OriginPolicy {
+        OriginPolicy::default()
+    }
+
+    /// Lets pages of this origin connect (checked when the gateway binds).
+    pub fn allow(mut self, origin: impl Into<String>) -> OriginPolicy {
+        self.allowed.push(origin.into());
+        self
+    }
+
+    /// Lets pages of any origin connect: any web site its users visit can then use their
+    /// sessions' credentials if those are ambient (cookies). Logged as a warning at start.
+    pub fn allow_any(mut self) -> OriginPolicy {
+        self.any = true;
+        self
+    }
+
+    /// Refuses clients that send no `Origin` (only browsers may connect).
+    pub fn refuse_missing(mut self) -> OriginPolicy {
+        self.refuse_missing = true;
+        self
+    }
+
+    /// Accepts upgrades only with one of these `Host` values (`host` or `host:port`; case
+    /// ignored), against DNS rebinding. Default: any host.
+    pub fn allow_host(mut self, host: impl Into<String>) -> OriginPolicy {
+        self.hosts.push(host.into().to_ascii_lowercase());
+        self
+    }
 }
 
 impl GatewayConfig {
@@ -206,7 +316,25 @@ impl GatewayConfig {
             limits: Limits::default(),
             server_id: format!("gw-{:016x}", rand::random::<u64>()),
             schema_registry: None,
+            origins: OriginPolicy::new(),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Sets which pages may connect.
+    pub fn origins(mut self, origins: OriginPolicy) -> GatewayConfig {
+        self.origins = origins;
+        self
+    }
+
+    /// Believes `X-Forwarded-For` from these proxies (addresses or CIDR blocks).
+    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> GatewayConfig
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.trusted_proxies = proxies.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Sets the WebSocket listener address (port 0: any free port).

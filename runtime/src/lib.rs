@@ -18,7 +18,8 @@
 //!     // unary: produce the request, keyed by its field 1, answer with the receipt
 //!     .publish("chat.v1.ChatStreams/Post", "chat.messages", KeyField::new(1));
 //! let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:8080".parse().unwrap());
-//! let gateway = Gateway::builder(config).streams(streams).bind().await?;
+//! // Who may connect: here anyone (on purpose; see `JwtAuthenticator` and docs/security.md).
+//! let gateway = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
 //! gateway.run().await
 //! # }
 //! ```
@@ -30,6 +31,8 @@
 //! | `server` | yes | the gateway: [`Gateway`], [`Streams`], [`LocalStreams`], Kafka (librdkafka), metrics and health over HTTP |
 //! | `tls` | yes | `wss://` for the gateway and the client (rustls with the ring provider) |
 //! | `registry` | yes | Confluent Schema Registry registration for publish streams with a schema |
+//! | `jwt` | yes | [`JwtAuthenticator`]: JWTs checked against PEM or JWK keys or a JWKS URL |
+//! | `conformance-echo` | no | test-only: an echo endpoint for the Autobahn WebSocket suite |
 //! | `client` | yes | [`client::Client`], a Rust client with reconnection and resume (no librdkafka) |
 //!
 //! `cargo build -p kafkasocks --no-default-features --features client` builds the client
@@ -93,9 +96,13 @@ pub use protocol::{
 };
 
 #[cfg(feature = "server")]
-pub use auth::{AllowAnonymous, Authenticator, Principal};
+pub use auth::{
+    AuthFuture, Authenticator, Claims, ClaimsError, Handshake, Operation, Permissions, Principal, Transport,
+};
+#[cfg(feature = "jwt")]
+// JWT_EXPORT pub use auth::jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
 #[cfg(feature = "server")]
-pub use config::{GatewayConfig, Limits, TlsConfig};
+pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(feature = "server")]

@@ -26,6 +26,15 @@ struct CodeLabel {
     code: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why a connection was refused before or at its Hello (the `reason` label).
+pub(crate) const REFUSAL_REASONS: &[&str] =
+    &["origin", "host", "connection_limit", "address_limit", "principal_limit", "handshakes", "unauthenticated"];
+
 /// Latency buckets: 0.5 ms doubling up to about 16 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -39,7 +48,8 @@ pub(crate) struct Metrics {
     extensions: Mutex<Vec<MetricsExtension>>,
     connections_open: Gauge,
     connections: Counter,
-    connections_rejected: Counter,
+    connections_rejected: Family<ReasonLabel, Counter>,
+    auth_refusals: Counter,
     subscriptions_open: Gauge,
     subscriptions: Counter,
     records_delivered: Counter,
@@ -76,7 +86,8 @@ impl Metrics {
             extensions: Mutex::default(),
             connections_open: Gauge::default(),
             connections: Counter::default(),
-            connections_rejected: Counter::default(),
+            connections_rejected: Family::default(),
+            auth_refusals: Counter::default(),
             subscriptions_open: Gauge::default(),
             subscriptions: Counter::default(),
             records_delivered: Counter::default(),
@@ -104,9 +115,10 @@ impl Metrics {
             r.register("connections", "WebSocket connections accepted.", m.connections.clone());
             r.register(
                 "connections_rejected",
-                "Connections refused at the connection limit.",
+                "Connections refused before their session began, by reason.",
                 m.connections_rejected.clone(),
             );
+            r.register("auth_refusals", "Tokens refused (Hello, TokenRefresh, gRPC).", m.auth_refusals.clone());
             r.register("subscriptions_open", "Open subscriptions.", m.subscriptions_open.clone());
             r.register("subscriptions", "Subscriptions opened.", m.subscriptions.clone());
             r.register("records_delivered", "Records written to clients.", m.records_delivered.clone());
@@ -143,6 +155,9 @@ impl Metrics {
                 m.first_record_latency.clone(),
             );
         }
+        for &reason in REFUSAL_REASONS {
+            let _ = m.connections_rejected.get_or_create(&ReasonLabel { reason });
+        }
         // Every code is listed from the first scrape on, at zero.
         for &code in Code::ALL {
             let _ = m.errors.get_or_create(&CodeLabel { code: code.as_str() });
@@ -167,11 +182,13 @@ impl Metrics {
     pub(crate) fn connection_closed(&self) {
         self.connections_open.dec();
     }
-    pub(crate) fn connections_open(&self) -> i64 {
-        self.connections_open.get()
+    /// A connection refused; `reason` is one of [`REFUSAL_REASONS`].
+    pub(crate) fn connection_rejected(&self, reason: &'static str) {
+        debug_assert!(REFUSAL_REASONS.contains(&reason));
+        self.connections_rejected.get_or_create(&ReasonLabel { reason }).inc();
     }
-    pub(crate) fn connection_rejected(&self) {
-        self.connections_rejected.inc();
+    pub(crate) fn auth_refused(&self) {
+        self.auth_refusals.inc();
     }
     pub(crate) fn subscription_opened(&self) {
         self.subscriptions_open.inc();

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -26,15 +26,31 @@ use crate::registry::RegistrySchema;
 
 /// What a hook knows about the caller.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RequestContext {
-    /// The authenticated principal.
+    /// The authenticated principal, with its claims.
     pub principal: Principal,
-    /// The session id sent in Welcome.
+    /// The session id sent in Welcome (for gRPC and in-process calls, one per call).
     pub session_id: String,
-    /// The peer address, when known.
+    /// The TCP peer, when known (a load balancer, when there is one).
     pub remote_addr: Option<SocketAddr>,
+    /// The client's address: the peer's, or the one a trusted proxy forwarded.
+    pub client_ip: Option<IpAddr>,
     /// The fully-qualified method.
     pub method: String,
+}
+
+impl RequestContext {
+    /// Whose idempotency keys these are: a principal's keys are its own on every
+    /// connection; an anonymous session's are its own only, so no client can see or
+    /// suppress another's publish by reusing its key.
+    pub(crate) fn dedup_scope(&self) -> String {
+        if self.principal.is_anonymous() {
+            format!("session:{}", self.session_id)
+        } else {
+            format!("principal:{}", self.principal.subject())
+        }
+    }
 }
 
 /// A per-record predicate applied after the key match.

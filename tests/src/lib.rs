@@ -290,13 +290,24 @@ impl TestGateway {
         Self::start_with(GatewayConfig::new(listener.kafka()).limits(limits), streams, None).await
     }
 
+    /// A gateway with this token check, or anonymous access when `auth` is `None`.
     pub async fn start_with(config: GatewayConfig, streams: Streams, auth: Option<AuthFn>) -> Result<TestGateway> {
+        Self::start_built(config, streams, move |b| match auth {
+            Some(a) => b.authenticator(move |token: &str, _: &kafkasocks::Handshake| a(token)),
+            None => b.allow_anonymous(),
+        })
+        .await
+    }
+
+    /// A gateway on a free port (and a free metrics port), configured further by `build`
+    /// (which must choose an authenticator or anonymous access).
+    pub async fn start_built(
+        config: GatewayConfig,
+        streams: Streams,
+        build: impl FnOnce(kafkasocks::GatewayBuilder) -> kafkasocks::GatewayBuilder,
+    ) -> Result<TestGateway> {
         let config = config.listen("127.0.0.1:0".parse()?).metrics_listen("127.0.0.1:0".parse()?);
-        let mut b = Gateway::builder(config).streams(streams);
-        if let Some(a) = auth {
-            b = b.authenticator(a);
-        }
-        let gw = b.bind().await?;
+        let gw = build(Gateway::builder(config).streams(streams)).bind().await?;
         Ok(TestGateway {
             addr: gw.local_addr(),
             local: gw.local_streams(),
@@ -325,6 +336,45 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let status = buf.get(9..12).context("short response")?.parse()?;
     let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// Sends a WebSocket upgrade request for `/streams` with the kafkasocks subprotocol and
+/// these extra header lines (raw, so odd bytes reach the gateway as they are), and returns
+/// the response's status code and its whole text (head and, for refusals, body).
+pub async fn raw_upgrade(addr: SocketAddr, extra: &[(&str, &str)]) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await?;
+    let mut req = format!(
+        "GET /streams HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: {}\r\n",
+        kafkasocks::SUBPROTOCOL
+    )
+    .into_bytes();
+    for (k, v) in extra {
+        req.extend_from_slice(k.as_bytes());
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(v.as_bytes());
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    s.write_all(&req).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // A refusal ends with the connection; a 101 ends the head and waits for frames.
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.context("no answer")??;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12).context("short response")?.parse()?;
+    Ok((status, text))
 }
 
 /// A TCP proxy in front of a gateway; `sever()` cuts every connection through it, as a

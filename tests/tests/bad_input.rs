@@ -304,15 +304,18 @@ async fn kafka_unreachable_at_start_gives_unavailable_not_a_panic() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_close_with_4013() -> anyhow::Result<()> {
+async fn connections_beyond_the_limit_get_503_before_the_upgrade() -> anyhow::Result<()> {
     init_tracing();
     let (gw, topic) = gateway(Limits::default().with_max_connections(2)).await?;
     let _a = RawClient::open(gw.addr).await?;
     let _b = RawClient::open(gw.addr).await?;
-    let mut c = RawClient::connect(gw.addr).await?;
-    assert_eq!(c.until_close().await.0, 4013);
+    // Refused before the upgrade, with when to come back: no WebSocket to accept and close.
+    let (status, response) = kafkasocks_tests::raw_upgrade(gw.addr, &[]).await?;
+    assert_eq!(status, 503, "{response}");
+    assert!(response.to_ascii_lowercase().contains("retry-after: 5"), "{response}");
+    assert!(response.contains("limit of 2 connections"), "{response}");
     let text = gw.metrics_text().await?;
-    assert!(text.contains("kafkasocks_connections_rejected_total 1"), "{text}");
+    assert!(text.contains("kafkasocks_connections_rejected_total{reason=\"connection_limit\"} 1"), "{text}");
     drop(_a);
     // A slot frees up once a connection ends.
     let mut ok = false;

@@ -6,6 +6,7 @@
 //! as few WebSocket messages as it can, and flushes once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -38,6 +39,33 @@ pub(crate) struct Outbox {
     ready: Notify,
     max_record_bytes: usize,
     max_frames: usize,
+    budget: Arc<SendBudget>,
+}
+
+/// Record bytes queued for every connection of a gateway together, and their bound.
+#[derive(Debug)]
+pub(crate) struct SendBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl SendBudget {
+    pub(crate) fn new(max: usize) -> Arc<SendBudget> {
+        Arc::new(SendBudget { used: AtomicUsize::new(0), max })
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self, more: usize) -> bool {
+        self.used() + more > self.max
+    }
+
+    /// Bytes a writer has written (or dropped) after taking them.
+    pub(crate) fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// The control-frame bound was hit: the peer does not read.
@@ -45,16 +73,22 @@ pub(crate) struct Outbox {
 pub(crate) struct Overflow;
 
 impl Outbox {
-    pub(crate) fn new(max_record_bytes: usize, max_frames: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), max_record_bytes, max_frames })
+    pub(crate) fn new(max_record_bytes: usize, max_frames: usize, budget: Arc<SendBudget>) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), max_record_bytes, max_frames, budget })
+    }
+
+    /// The gateway-wide bound this queue counts against.
+    pub(crate) fn budget(&self) -> &Arc<SendBudget> {
+        &self.budget
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a record for subscription `id` unless the byte bound is reached (a lone
-    /// record always fits, however large). On `false`, `wake` is notified once the queue
+    /// Queues a record for subscription `id` unless the byte bound of this queue, or the
+    /// gateway's over all queues, is reached (a lone record always fits, however large,
+    /// so every connection makes progress). On `false`, `wake` is notified once the queue
     /// drains.
     pub(crate) fn offer_record(&self, id: u32, wake: &Arc<Notify>, rec: &SharedRecord) -> bool {
         let mut s = self.lock();
@@ -62,12 +96,13 @@ impl Outbox {
             return false;
         }
         let len = rec.encoded.len();
-        if s.record_bytes > 0 && s.record_bytes + len > self.max_record_bytes {
+        if s.record_bytes > 0 && (s.record_bytes + len > self.max_record_bytes || self.budget.over(len)) {
             s.full_since.get_or_insert_with(Instant::now);
             s.waiting.push(Arc::downgrade(wake));
             return false;
         }
         s.record_bytes += len;
+        self.budget.used.fetch_add(len, Ordering::Relaxed);
         s.items.push_back(Item::Record(id, rec.clone()));
         drop(s);
         self.ready.notify_one();
@@ -118,13 +153,15 @@ impl Outbox {
         true
     }
 
-    /// Waits for items and takes them all; wakes subscriptions that were refused.
-    pub(crate) async fn take(&self) -> VecDeque<Item> {
+    /// Waits for items and takes them all; wakes subscriptions that were refused. The
+    /// taker owes [`SendBudget::release`] the returned record bytes once written.
+    pub(crate) async fn take(&self) -> (VecDeque<Item>, usize) {
         loop {
             let notified = self.ready.notified();
             {
                 let mut s = self.lock();
                 if !s.items.is_empty() {
+                    let bytes = s.record_bytes;
                     s.record_bytes = 0;
                     s.frames = 0;
                     s.full_since = None;
@@ -136,7 +173,7 @@ impl Outbox {
                             wake.notify_one();
                         }
                     }
-                    return items;
+                    return (items, bytes);
                 }
             }
             notified.await;

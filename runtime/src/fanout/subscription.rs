@@ -356,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn a_handle_ends_and_counts_a_subscription_once() {
         let (hubs, metrics) = hubs();
-        let outbox = Outbox::new(1 << 20, 64);
+        let outbox = Outbox::new(1 << 20, 64, crate::fanout::outbox::SendBudget::new(1 << 20));
         let refused: BoxFuture<_> = Box::pin(async { Err(Status::permission_denied("not yours")) });
         let pending: BoxFuture<_> = Box::pin(std::future::pending());
         let failing = SubscriptionHandle::open(&hubs, outbox.clone(), opening(1, refused), tracing::Span::none());
@@ -369,7 +369,7 @@ mod tests {
         })
         .await
         .expect("the refused subscription ends by itself");
-        let frames = outbox.take().await;
+        let (frames, _) = outbox.take().await;
         let refusal = frames.iter().find_map(|item| match item {
             crate::fanout::outbox::Item::Frame(b) => match wire::Frame::decode(b.clone()).ok()?.kind? {
                 frame::Kind::Error(e) => Some((e.subscription_id, Code::from_grpc(e.code))),

@@ -1,18 +1,26 @@
 //! The admin HTTP endpoint: `/metrics` (OpenMetrics text) and `/healthz` (503 when Kafka
-//! does not answer).
+//! does not answer). Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
+//! once (more are closed unread), and a request's headers must arrive within
+//! [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::kafka::Kafka;
 use crate::metrics::{self, Metrics};
+
+/// Connections the admin endpoint serves at once.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send a request's headers.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics` and `/healthz` until `shutdown` turns true.
 pub(crate) async fn serve(
@@ -21,6 +29,7 @@ pub(crate) async fn serve(
     kafka: Arc<Kafka>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -32,15 +41,24 @@ pub(crate) async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         let kafka = kafka.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let metrics = metrics.clone();
                 let kafka = kafka.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &kafka).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -1,44 +1,44 @@
 //! The top layer: the gateway's WebSocket listener (`ws://`, or `wss://` with rustls), the
-//! handshake (subprotocol, connection limit), the admin endpoint ([`admin`]), and
-//! graceful shutdown. It builds the layers below and hands each upgraded socket to a
+//! handshake (a bound on handshakes in progress and their time, the Origin and Host checks
+//! of [`door`], the connection limits, the subprotocol), the admin endpoint ([`admin`]),
+//! and graceful shutdown. It builds the layers below and hands each upgraded socket to a
 //! session.
 
 mod admin;
+mod door;
+#[cfg(feature = "conformance-echo")]
+mod echo;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 #[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::auth::{AllowAnonymous, Authenticator};
+use crate::auth::{AllowAnonymous, Authenticator, Handshake, Permissions, Transport};
 use crate::config::{GatewayConfig, Limits, TlsConfig};
 use crate::error::Error;
 use crate::fanout::context::FanoutContext;
 use crate::fanout::hubs::Hubs;
+use crate::fanout::outbox::SendBudget;
 use crate::kafka::Kafka;
 use crate::metrics::Metrics;
-use crate::protocol::{SUBPROTOCOL, close};
+use crate::protocol::SUBPROTOCOL;
+use crate::session::clients::{Clients, Full, Slot};
 use crate::session::connection;
 use crate::session::dedup::DedupWindow;
 use crate::session::local::LocalStreams;
 use crate::session::shared::Shared;
 use crate::stream::Streams;
-
-#[cfg(feature = "tls")]
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use door::Door;
 
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
@@ -48,8 +48,11 @@ enum TlsAcceptor {}
 pub struct GatewayBuilder {
     config: GatewayConfig,
     streams: Streams,
-    auth: Arc<dyn Authenticator>,
+    auth: Option<Arc<dyn Authenticator>>,
+    anonymous: bool,
+    permissions: Permissions,
     metrics: Arc<Metrics>,
+    echo_path: Option<String>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -68,9 +71,34 @@ impl GatewayBuilder {
         self
     }
 
-    /// Authenticates tokens with `auth`. Default: [`AllowAnonymous`].
+    /// Authenticates tokens with `auth` (for example a [`JwtAuthenticator`](crate::JwtAuthenticator)).
+    /// A gateway needs one, or [`GatewayBuilder::allow_anonymous`].
     pub fn authenticator(mut self, auth: impl Authenticator) -> GatewayBuilder {
-        self.auth = Arc::new(auth);
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Lets anyone in, without a token, as the anonymous principal: for a laptop, or a
+    /// gateway that only serves public data. Opened on purpose, and logged as a warning
+    /// at start. Without it (or an authenticator), [`GatewayBuilder::bind`] fails.
+    pub fn allow_anonymous(mut self) -> GatewayBuilder {
+        self.anonymous = true;
+        self
+    }
+
+    /// What principals may do on which streams, and with which keys. Default
+    /// [`Permissions::allow_all`]: every principal the authenticator accepts, every stream.
+    pub fn permissions(mut self, permissions: Permissions) -> GatewayBuilder {
+        self.permissions = permissions;
+        self
+    }
+
+    /// Test-only: WebSocket upgrades to `path` (no subprotocol needed) are served by an
+    /// echo loop, through the same listener, TLS, handshake checks and WebSocket limits as
+    /// sessions. For conformance suites (Autobahn); never in production.
+    #[cfg(feature = "conformance-echo")]
+    pub fn echo_for_conformance(mut self, path: &str) -> GatewayBuilder {
+        self.echo_path = Some(path.to_owned());
         self
     }
 
@@ -87,10 +115,22 @@ impl GatewayBuilder {
     /// Binds the listeners and connects the Kafka clients. Kafka need not be reachable
     /// yet: requests fail with `UNAVAILABLE` until it is.
     pub async fn bind(self) -> Result<Gateway, Error> {
-        let GatewayBuilder { config, streams, auth, metrics } = self;
+        let GatewayBuilder { config, streams, auth, anonymous, permissions, metrics, echo_path } = self;
         if streams.is_empty() {
             return Err(Error::Config("a gateway needs at least one stream".into()));
         }
+        let auth: Arc<dyn Authenticator> = match (auth, anonymous) {
+            (Some(a), _) => a,
+            (None, true) => Arc::new(AllowAnonymous),
+            (None, false) => {
+                return Err(Error::Config(
+                    "no authenticator: give one (GatewayBuilder::authenticator, e.g. a JwtAuthenticator), \
+                     or let anyone in on purpose with GatewayBuilder::allow_anonymous"
+                        .into(),
+                ));
+            }
+        };
+        let door = Door::new(&config)?;
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let listener = listen(config.listen, config.limits.accept_backlog)?;
         let metrics_listener = match config.metrics_listen {
@@ -104,6 +144,9 @@ impl GatewayBuilder {
             hubs,
             streams,
             auth,
+            permissions,
+            clients: Clients::new(config.limits.clone()),
+            send_budget: SendBudget::new(config.limits.send_queue_bytes_total),
             dedup: DedupWindow::new(config.limits.dedup_window, config.limits.dedup_capacity),
             #[cfg(feature = "registry")]
             registry: registry_client(config.schema_registry.as_deref()),
@@ -118,7 +161,9 @@ impl GatewayBuilder {
                 "a schema registry is configured but kafkasocks was built without `registry`".into(),
             ));
         }
-        Ok(Gateway { listener, metrics_listener, tls, shared, shutdown_tx })
+        let pending = Arc::new(Semaphore::new(config.limits.max_pending_handshakes));
+        let front = Arc::new(Front { door, tls, shared: shared.clone(), echo_path, anonymous, pending });
+        Ok(Gateway { listener, metrics_listener, front, shared, shutdown_tx })
     }
 }
 
@@ -163,11 +208,22 @@ fn tls_acceptor(_tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
     Err(Error::Config("wss:// needs the `tls` feature of kafkasocks".into()))
 }
 
+/// What the listener needs for each new connection.
+struct Front {
+    door: Door,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    echo_path: Option<String>,
+    anonymous: bool,
+    /// Permits for connections still in their TLS or HTTP handshake.
+    pending: Arc<Semaphore>,
+}
+
 /// A running gateway. See the crate docs for an example.
 pub struct Gateway {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    tls: Option<TlsAcceptor>,
+    front: Arc<Front>,
     shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -199,8 +255,11 @@ impl Gateway {
         GatewayBuilder {
             config,
             streams: Streams::new(),
-            auth: Arc::new(AllowAnonymous),
+            auth: None,
+            anonymous: false,
+            permissions: Permissions::allow_all(),
             metrics: Arc::new(Metrics::new()),
+            echo_path: None,
         }
     }
 
@@ -232,8 +291,20 @@ impl Gateway {
 
     /// Serves until the shutdown handle is used, then drains.
     pub async fn run(self) -> Result<(), Error> {
-        let Gateway { listener, metrics_listener, tls, shared, shutdown_tx } = self;
-        tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), server_id = %shared.server_id, "gateway listening");
+        let Gateway { listener, metrics_listener, front, shared, shutdown_tx } = self;
+        tracing::info!(addr = ?listener.local_addr().ok(), tls = front.tls.is_some(), server_id = %shared.server_id, "gateway listening");
+        if front.anonymous {
+            tracing::warn!(
+                "anonymous access is ON: anyone who can reach this port may use every stream (allow_anonymous)"
+            );
+        }
+        if front.tls.is_none() && !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
+            tracing::warn!("serving ws:// (no TLS) beyond loopback: tokens cross the network in clear text");
+        }
+        front.door.log();
+        if front.echo_path.is_some() {
+            tracing::warn!("the conformance echo endpoint is ON (test-only)");
+        }
         // Say at once when Kafka refuses this configuration (a wrong password, an untrusted
         // certificate), instead of only when the first request times out.
         let kafka = shared.kafka().clone();
@@ -255,10 +326,17 @@ impl Gateway {
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((tcp, remote)) => {
-                        let _ = tcp.set_nodelay(true);
-                        conns.spawn(accept(tcp, remote, tls.clone(), shared.clone()));
-                    }
+                    Ok((tcp, remote)) => match front.pending.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let _ = tcp.set_nodelay(true);
+                            conns.spawn(accept(tcp, remote, permit, front.clone()));
+                        }
+                        // Too many handshakes in progress: close at once, read nothing.
+                        Err(_) => {
+                            shared.metrics.connection_rejected("handshakes");
+                            drop(tcp);
+                        }
+                    },
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
@@ -283,14 +361,18 @@ impl Gateway {
 /// One accepted connection, for its whole life. Each branch is boxed: a task's memory is
 /// sized for the largest state of its future, and the TLS handshake's state (rustls, held
 /// inline) would otherwise cost every connection, `ws://` included, about 9 KB for as long
-/// as it lives (measured with heaptrack in bench/).
-async fn accept(tcp: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
-    match tls {
+/// as it lives (measured with heaptrack in bench/). The handshake (TLS and the upgrade
+/// request) has [`Limits::handshake_timeout`] and holds one of the
+/// [`Limits::max_pending_handshakes`] permits until it is done.
+async fn accept(tcp: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit, front: Arc<Front>) {
+    match front.tls.clone() {
         #[cfg(feature = "tls")]
         Some(acceptor) => {
             Box::pin(async move {
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => upgrade(stream, remote, shared).await,
+                let started = tokio::time::Instant::now();
+                let timeout = front.shared.limits.handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => upgrade(stream, remote, permit, started + timeout, front).await,
                     Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                 }
@@ -299,7 +381,10 @@ async fn accept(tcp: TcpStream, remote: SocketAddr, tls: Option<TlsAcceptor>, sh
         }
         #[cfg(not(feature = "tls"))]
         Some(never) => match never {},
-        None => Box::pin(upgrade(tcp, remote, shared)).await,
+        None => {
+            let deadline = tokio::time::Instant::now() + front.shared.limits.handshake_timeout;
+            Box::pin(upgrade(tcp, remote, permit, deadline, front)).await
+        }
     }
 }
 
@@ -312,8 +397,69 @@ pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_message_bytes))
 }
 
+/// What the upgrade request decided.
+enum Admitted {
+    /// A session, with its handshake context and connection slot.
+    Session(Handshake, Slot),
+    /// The conformance echo.
+    #[cfg(feature = "conformance-echo")]
+    Echo(Slot),
+}
+
+fn refuse(status: StatusCode, body: String, retry_after: Option<u64>) -> ErrorResponse {
+    let mut err = ErrorResponse::new(Some(body + "\n"));
+    *err.status_mut() = status;
+    if let Some(secs) = retry_after {
+        err.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    err
+}
+
+/// The checks on the upgrade request, in order: Origin and Host (403), the gateway's
+/// state and connection limits (503 with Retry-After), the subprotocol (400).
 #[allow(clippy::result_large_err)]
-fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+fn admit(
+    front: &Front,
+    remote: SocketAddr,
+    req: &Request,
+    mut resp: Response,
+) -> Result<(Response, Admitted), ErrorResponse> {
+    let shared = &front.shared;
+    let text = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let origin = match req.headers().get(header::ORIGIN) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| refuse(StatusCode::FORBIDDEN, "the Origin is not text".into(), None))?),
+    };
+    if let Err(why) = front.door.check_origin(origin) {
+        shared.metrics.connection_rejected("origin");
+        tracing::debug!(%remote, %why, "refused");
+        return Err(refuse(StatusCode::FORBIDDEN, why, None));
+    }
+    if let Err(why) = front.door.check_host(text(header::HOST)) {
+        shared.metrics.connection_rejected("host");
+        return Err(refuse(StatusCode::FORBIDDEN, why, None));
+    }
+    if shared.draining() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway shutting down; reconnect elsewhere".into(),
+            Some(1),
+        ));
+    }
+    let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let client_ip = front.door.client_ip(remote.ip(), forwarded);
+    let slot = shared.clients.connect(Some(client_ip)).map_err(|full| {
+        shared.metrics.connection_rejected(match full {
+            Full::Address => "address_limit",
+            _ => "connection_limit",
+        });
+        let status = full.status(&shared.limits);
+        refuse(StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned(), Some(5))
+    })?;
+    #[cfg(feature = "conformance-echo")]
+    if front.echo_path.as_deref() == Some(req.uri().path()) {
+        return Ok((resp, Admitted::Echo(slot)));
+    }
     let offered = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -322,22 +468,36 @@ fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorRespons
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     if !offered {
-        let mut err = ErrorResponse::new(Some(format!("offer the WebSocket subprotocol {SUBPROTOCOL}\n")));
-        *err.status_mut() = StatusCode::BAD_REQUEST;
-        return Err(err);
+        return Err(refuse(StatusCode::BAD_REQUEST, format!("offer the WebSocket subprotocol {SUBPROTOCOL}"), None));
     }
     resp.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
-    Ok(resp)
+    let headers = req.headers().iter().filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())));
+    let handshake =
+        Handshake::new(Transport::WebSocket, req.uri().path(), headers, Some(remote)).with_client_ip(client_ip);
+    Ok((resp, Admitted::Session(handshake, slot)))
 }
 
-async fn upgrade<S>(stream: S, remote: SocketAddr, shared: Arc<Shared>)
-where
+async fn upgrade<S>(
+    stream: S,
+    remote: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+    front: Arc<Front>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let shared = front.shared.clone();
     let config = ws_config(&shared.limits);
-    let ws = match tokio::time::timeout(
-        shared.limits.hello_timeout,
-        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config)),
+    let mut admitted = None;
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        let (resp, a) = admit(&front, remote, req, resp)?;
+        admitted = Some(a);
+        Ok(resp)
+    };
+    let ws = match tokio::time::timeout_at(
+        deadline,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
     )
     .await
     {
@@ -346,22 +506,22 @@ where
             tracing::debug!(%remote, error = %e, "WebSocket handshake failed");
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            tracing::debug!(%remote, "WebSocket handshake timed out");
+            return;
+        }
     };
-    if shared.metrics.connections_open() >= shared.limits.max_connections as i64 || *shared.shutdown.borrow() {
-        shared.metrics.connection_rejected();
-        let mut ws = ws;
-        let _ = ws
-            .send(Message::Close(Some(CloseFrame {
-                code: CloseCode::from(close::OVERLOADED),
-                reason: "gateway at its connection limit".into(),
-            })))
-            .await;
-        return;
+    drop(permit);
+    match admitted {
+        Some(Admitted::Session(handshake, slot)) => {
+            shared.metrics.connection_opened();
+            connection::serve(ws, shared.clone(), handshake, Some(slot)).await;
+            shared.metrics.connection_closed();
+        }
+        #[cfg(feature = "conformance-echo")]
+        Some(Admitted::Echo(slot)) => echo::serve(ws, slot).await,
+        None => {}
     }
-    shared.metrics.connection_opened();
-    connection::serve(ws, shared.clone(), Some(remote)).await;
-    shared.metrics.connection_closed();
 }
 
 #[cfg(test)]
@@ -373,11 +533,16 @@ mod tests {
     #[tokio::test]
     async fn the_per_connection_task_stays_small() {
         let (shared, _shutdown) = crate::session::shared::test_shared(Limits::default());
+        let config = GatewayConfig::new(crate::kafka::config::KafkaConfig::new("127.0.0.1:9"));
+        let pending = Arc::new(Semaphore::new(1));
+        let permit = pending.clone().try_acquire_owned().expect("permit");
+        let door = Door::new(&config).expect("door");
+        let front = Arc::new(Front { door, tls: None, shared, echo_path: None, anonymous: false, pending });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (tcp, remote) = listener.accept().await.expect("accept");
-        let task = accept(tcp, remote, None, shared);
+        let task = accept(tcp, remote, permit, front);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 256, "accept future is {size} bytes");
     }

@@ -3,7 +3,6 @@
 //! the same over TCP, TLS, or an in-memory pipe in tests.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,10 +18,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
+use super::clients::Slot;
+use super::local::pinned_plan;
 use super::publish::{PublishRequest, publish};
 use super::rate::TokenBucket;
 use super::shared::Shared;
-use crate::auth::Principal;
+use crate::auth::{Handshake, Operation, Principal};
 use crate::config::Limits;
 use crate::fanout::outbox::{Item, Outbox};
 use crate::fanout::subscriber::SubscriberSpec;
@@ -41,16 +42,21 @@ fn now_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves one accepted WebSocket until it closes.
-pub(crate) async fn serve<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, remote: Option<SocketAddr>)
+/// Serves one accepted WebSocket until it closes. `slot` is its place in the gateway's
+/// connection counts (none for in-memory tests).
+pub(crate) async fn serve<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, handshake: Handshake, slot: Option<Slot>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let session_id = format!("{:016x}", rand::random::<u64>());
-    let span = tracing::info_span!("connection", session = %session_id, remote = ?remote);
+    // 128 random bits: session ids scope anonymous idempotency keys, so they must not be guessable.
+    let session_id = format!("{:032x}", rand::random::<u128>());
+    let remote = handshake.peer();
+    let span =
+        tracing::info_span!("connection", session = %session_id, remote = ?remote, client = ?handshake.client_ip());
     async move {
         let (sink, mut stream) = ws.split();
-        let outbox = Outbox::new(shared.limits.send_queue_bytes, shared.limits.send_queue_frames);
+        let outbox =
+            Outbox::new(shared.limits.send_queue_bytes, shared.limits.send_queue_frames, shared.send_budget.clone());
         let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.metrics.clone()).in_current_span());
         let mut session = Session {
             inflight: Arc::new(Semaphore::new(shared.limits.max_inflight_publishes)),
@@ -58,7 +64,8 @@ where
             shared,
             outbox,
             session_id,
-            remote,
+            handshake,
+            slot,
             principal: Principal::anonymous(),
             subs: HashMap::new(),
             last_heard: Instant::now(),
@@ -83,7 +90,8 @@ struct Session {
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
     session_id: String,
-    remote: Option<SocketAddr>,
+    handshake: Handshake,
+    slot: Option<Slot>,
     principal: Principal,
     /// Open subscriptions; ones that ended by themselves (an Error frame was sent) are
     /// swept on the watchdog tick and when their id is reused.
@@ -173,12 +181,20 @@ impl Session {
             );
             return;
         }
-        match self.shared.auth.authenticate(&hello.token) {
+        match self.shared.authenticate(&hello.token, &self.handshake).await {
             Ok(p) => self.principal = p,
             Err(status) => {
+                self.shared.metrics.connection_rejected("unauthenticated");
                 self.fail(status, close::UNAUTHENTICATED, "unauthenticated");
                 return;
             }
+        }
+        if let Some(slot) = &mut self.slot
+            && let Err(full) = slot.bind_principal(self.principal.subject())
+        {
+            self.shared.metrics.connection_rejected("principal_limit");
+            self.fail(full.status(&limits), close::OVERLOADED, "too many connections");
+            return;
         }
         tracing::debug!(client = %hello.client, subject = %self.principal.subject(), "hello");
         let welcome = wire::Welcome {
@@ -212,6 +228,7 @@ impl Session {
                     Some(m) => {
                         self.last_heard = Instant::now();
                         match self.frame_of(m) {
+                            Incoming::Frame(Kind::TokenRefresh(t)) => self.refresh(&t.token).await,
                             Incoming::Frame(kind) => self.handle(kind),
                             Incoming::Unknown => self.send_error(&Status::new(Code::Unimplemented, "unknown frame type"), 0, 0),
                             Incoming::End => Flow::Stop,
@@ -300,6 +317,16 @@ impl Session {
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {
                 Incoming::Frame(Kind::Pong(wire::Pong { nonce: 0 }))
             }
+            Err(tungstenite::Error::Protocol(e)) => {
+                // RFC 6455 §7.4.1: 1002 for a protocol violation (an unmasked frame, RSV
+                // bits, a reserved opcode, a fragmented or oversized control frame…).
+                self.fail(
+                    Status::invalid_argument(format!("WebSocket protocol violation: {e}")),
+                    close::PROTOCOL,
+                    "protocol violation",
+                );
+                Incoming::End
+            }
             Err(tungstenite::Error::Capacity(e)) => {
                 self.fail(
                     Status::new(
@@ -322,8 +349,29 @@ impl Session {
         RequestContext {
             principal: self.principal.clone(),
             session_id: self.session_id.clone(),
-            remote_addr: self.remote,
+            remote_addr: self.handshake.peer(),
+            client_ip: self.handshake.client_ip(),
             method: method.to_owned(),
+        }
+    }
+
+    /// A new token for the session: checked like the first; it must name the same subject
+    /// (subscriptions and receipts were granted to that one).
+    async fn refresh(&mut self, token: &str) -> Flow {
+        match self.shared.authenticate(token, &self.handshake).await {
+            Ok(p) if p.subject() == self.principal.subject() => {
+                self.principal = p;
+                self.send(Kind::TokenAccepted(wire::TokenAccepted {
+                    token_expires_at_ms: self.principal.expiry().map_or(0, now_ms),
+                    server_time_ms: now_ms(SystemTime::now()),
+                }))
+            }
+            Ok(_) => self.fail(
+                Status::permission_denied("a refreshed token must name the session's subject"),
+                close::UNAUTHENTICATED,
+                "token subject changed",
+            ),
+            Err(status) => self.fail(status, close::UNAUTHENTICATED, "unauthenticated"),
         }
     }
 
@@ -341,16 +389,8 @@ impl Session {
                 }
                 Flow::Continue
             }
-            Kind::TokenRefresh(t) => match self.shared.auth.authenticate(&t.token) {
-                Ok(p) => {
-                    self.principal = p;
-                    self.send(Kind::TokenAccepted(wire::TokenAccepted {
-                        token_expires_at_ms: self.principal.expiry().map_or(0, now_ms),
-                        server_time_ms: now_ms(SystemTime::now()),
-                    }))
-                }
-                Err(status) => self.fail(status, close::UNAUTHENTICATED, "unauthenticated"),
-            },
+            // Answered in `run` (the authenticator is async); never reaches here.
+            Kind::TokenRefresh(_) => Flow::Continue,
             Kind::Ping(p) => self.send(Kind::Pong(wire::Pong { nonce: p.nonce })),
             Kind::Pong(_) => Flow::Continue,
             Kind::Hello(_) => {
@@ -395,7 +435,9 @@ impl Session {
                 )));
             }
             let (def, hook) = self.shared.streams.subscription(&s.method).map_err(refuse)?;
-            let plan = hook.plan(&self.context(&s.method), s.request.clone());
+            let ctx = self.context(&s.method);
+            self.shared.authorize(&ctx, Operation::Subscribe).map_err(refuse)?;
+            let plan = pinned_plan(&self.shared, &ctx, hook.plan(&ctx, s.request.clone()));
             Ok((def.topic.clone(), plan))
         })();
         let (topic, plan) = match checked {
@@ -479,12 +521,23 @@ impl Session {
     }
 }
 
+/// Gives a taken batch's record bytes back to the gateway's send budget once written (or
+/// dropped, when the writer stops).
+struct Release<'a>(&'a crate::fanout::outbox::SendBudget, usize);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
 async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, outbox: Arc<Outbox>, metrics: Arc<Metrics>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let items = outbox.take().await;
+        let (items, bytes) = outbox.take().await;
+        let _release = Release(outbox.budget(), bytes);
         let mut batch: Vec<&Bytes> = Vec::new();
         let (mut batch_id, mut batch_bytes) = (0u32, 0usize);
         let (mut records, mut frames) = (0u64, 0u64);
@@ -566,7 +619,13 @@ mod tests {
         async fn connect(&self) -> (WebSocketStream<tokio::io::DuplexStream>, JoinHandle<()>) {
             let (server_io, client_io) = tokio::io::duplex(64 << 10);
             let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-            let task = tokio::spawn(serve(server, self.shared.clone(), None));
+            let handshake = Handshake::new(
+                crate::auth::Transport::WebSocket,
+                "/streams",
+                std::iter::empty::<(String, String)>(),
+                None,
+            );
+            let task = tokio::spawn(serve(server, self.shared.clone(), handshake, None));
             (WebSocketStream::from_raw_socket(client_io, Role::Client, None).await, task)
         }
     }

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::protocol::{Code, Receipt, Status};
 
-/// (principal subject, method, idempotency key).
+/// (scope: the principal, or the session when anonymous; method; idempotency key).
 pub(crate) type DedupKey = (String, String, Bytes);
 
 enum Slot {

@@ -12,7 +12,7 @@ use prost::Message as _;
 
 use super::publish::{PublishRequest, publish};
 use super::shared::Shared;
-use crate::auth::Principal;
+use crate::auth::{Handshake, Operation, Principal};
 use crate::fanout::outbox::{Item, Outbox};
 use crate::fanout::subscriber::SubscriberSpec;
 use crate::fanout::subscription::{Opening, SubscriptionHandle};
@@ -35,16 +35,59 @@ impl std::fmt::Debug for LocalStreams {
     }
 }
 
-fn context(principal: Principal, method: &str) -> RequestContext {
+fn context(principal: Principal, method: &str, handshake: Option<&Handshake>) -> RequestContext {
     RequestContext {
         principal,
-        session_id: format!("local-{:08x}", rand::random::<u32>()),
-        remote_addr: None,
+        session_id: format!("local-{:016x}", rand::random::<u64>()),
+        remote_addr: handshake.and_then(Handshake::peer),
+        client_ip: handshake.and_then(Handshake::client_ip),
         method: method.to_owned(),
     }
 }
 
+/// A subscribe hook's plan, then the key pins of the principal's permissions on it.
+pub(crate) fn pinned_plan(
+    shared: &Arc<Shared>,
+    ctx: &RequestContext,
+    plan: crate::stream::BoxFuture<Result<crate::stream::SubscriptionPlan, Status>>,
+) -> crate::stream::BoxFuture<Result<crate::stream::SubscriptionPlan, Status>> {
+    if !shared.permissions.pins(&ctx.method) {
+        return plan;
+    }
+    let (shared, principal, method) = (shared.clone(), ctx.principal.clone(), ctx.method.clone());
+    Box::pin(async move {
+        let plan = plan.await?;
+        shared.permissions.check_key(&principal, &method, plan.key.as_deref())?;
+        Ok(plan)
+    })
+}
+
 impl LocalStreams {
+    /// Checks a bearer token with the gateway's authenticator, as the WebSocket `Hello`
+    /// does (within [`Limits::auth_timeout`](crate::Limits::auth_timeout)): what generated
+    /// gRPC services call with the `authorization` metadata of each call.
+    pub async fn authenticate(&self, token: &str, handshake: &Handshake) -> Result<Principal, Status> {
+        self.shared.authenticate(token, handshake).await
+    }
+
+    /// The largest request or response message, as for WebSocket messages
+    /// ([`Limits::max_message_bytes`](crate::Limits::max_message_bytes)).
+    pub fn max_message_bytes(&self) -> usize {
+        self.shared.limits.max_message_bytes
+    }
+
+    /// The `Bearer` token of an `authorization` header or metadata value (empty when
+    /// there is none or it is not a bearer token).
+    pub fn bearer_token(authorization: Option<&str>) -> &str {
+        authorization
+            .and_then(|v| {
+                let v = v.trim();
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .unwrap_or("")
+    }
+
     /// Subscribes as `principal` to a server-streaming method, once the stream's subscribe
     /// hook accepted the request (its refusal is this call's error). The stream is paced by
     /// its consumer: credit is returned as records are taken, as a WebSocket client does.
@@ -55,10 +98,25 @@ impl LocalStreams {
         request: &[u8],
         start: StartAt,
     ) -> Result<RecordStream, Status> {
+        self.subscribe_from(principal, None, method, request, start).await
+    }
+
+    /// [`LocalStreams::subscribe`] for a request that came through `handshake` (a gRPC
+    /// call's peer and metadata).
+    pub async fn subscribe_from(
+        &self,
+        principal: Principal,
+        handshake: Option<&Handshake>,
+        method: &str,
+        request: &[u8],
+        start: StartAt,
+    ) -> Result<RecordStream, Status> {
         let (def, hook) = self.shared.streams.subscription(method)?;
-        let plan = hook.plan(&context(principal, method), Bytes::copy_from_slice(request)).await?;
+        let ctx = context(principal, method, handshake);
+        self.shared.authorize(&ctx, Operation::Subscribe)?;
+        let plan = pinned_plan(&self.shared, &ctx, hook.plan(&ctx, Bytes::copy_from_slice(request))).await?;
         let limits = &self.shared.limits;
-        let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames);
+        let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames, self.shared.send_budget.clone());
         let credit = limits.default_credit;
         let opening = Opening {
             spec: SubscriberSpec { id: 1, credit, max_credit: limits.max_credit },
@@ -98,7 +156,10 @@ impl LocalStreams {
                             Item::Close(..) => return None,
                         }
                     }
-                    items = outbox.take().await;
+                    let (taken, bytes) = outbox.take().await;
+                    // Decoded into deliveries below: their bytes leave the send budget now.
+                    outbox.budget().release(bytes);
+                    items = taken;
                 }
             },
         )))
@@ -112,9 +173,28 @@ impl LocalStreams {
         payload: Bytes,
         idempotency_key: Bytes,
     ) -> Result<Receipt, Status> {
+        self.publish_from(principal, None, method, payload, idempotency_key).await
+    }
+
+    /// [`LocalStreams::publish`] for a request that came through `handshake` (a gRPC
+    /// call's peer and metadata).
+    pub async fn publish_from(
+        &self,
+        principal: Principal,
+        handshake: Option<&Handshake>,
+        method: &str,
+        payload: Bytes,
+        idempotency_key: Bytes,
+    ) -> Result<Receipt, Status> {
         let (def, hook) = self.shared.streams.publication(method)?;
+        if payload.len() > self.shared.limits.max_message_bytes {
+            return Err(Status::new(
+                crate::protocol::Code::ResourceExhausted,
+                format!("message too big: the limit is {} bytes", self.shared.limits.max_message_bytes),
+            ));
+        }
         let req = PublishRequest {
-            ctx: context(principal, method),
+            ctx: context(principal, method, handshake),
             topic: &def.topic,
             hook: hook.clone(),
             schema: def.schema.as_ref(),

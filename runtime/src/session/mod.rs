@@ -1,8 +1,10 @@
 //! The session layer: the WebSocket session state machine ([`connection`]), publishes
-//! with their dedup window ([`publish`], [`dedup`]) and rate limit ([`rate`]), and the
+//! with their dedup window ([`publish`], [`dedup`]) and rate limits ([`rate`], [`clients`]),
+//! the per-client connection bounds ([`clients`]), and the
 //! same streams in process ([`local`]). Sessions open subscriptions on the fan-out layer
 //! below and produce through the Kafka layer.
 
+pub(crate) mod clients;
 pub(crate) mod connection;
 pub(crate) mod dedup;
 pub(crate) mod local;

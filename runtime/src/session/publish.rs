@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use super::clients::BudgetKey;
 use super::dedup::Claim;
 use super::shared::Shared;
+use crate::auth::Operation;
 use crate::protocol::wire;
 use crate::protocol::{Code, Receipt, Status};
 use crate::registry::RegistrySchema;
@@ -19,10 +21,14 @@ pub(crate) struct PublishRequest<'a> {
     pub(crate) publish: wire::Publish,
 }
 
-/// Produces the publish (or answers it from the dedup window) and counts the outcome.
+/// Checks the principal may publish here and has budget left, produces the publish (or
+/// answers it from the dedup window), and counts the outcome.
 pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
     let started = std::time::Instant::now();
-    let result = produce(shared, req).await;
+    let result = match admit(shared, &req.ctx) {
+        Ok(()) => produce(shared, req).await,
+        Err(status) => Err(status),
+    };
     match &result {
         Ok(r) => shared.metrics.published(r.duplicate, started.elapsed()),
         Err(status) => {
@@ -33,10 +39,23 @@ pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<
     result
 }
 
+/// The permission to publish on this stream, and the principal's publish budget (shared
+/// by all its connections and its gRPC calls; anonymous clients': per address).
+fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Status> {
+    shared.authorize(ctx, Operation::Publish)?;
+    let key = if ctx.principal.is_anonymous() {
+        BudgetKey::Anonymous(ctx.client_ip)
+    } else {
+        BudgetKey::Principal(ctx.principal.subject().to_owned())
+    };
+    shared.clients.take_publish(key).map_err(|wait| {
+        Status::new(Code::ResourceExhausted, "publish rate limit of this principal").with_retry_after(wait)
+    })
+}
+
 async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
     let PublishRequest { ctx, topic, hook, schema, publish: p } = req;
-    let key = (!p.idempotency_key.is_empty())
-        .then(|| (ctx.principal.subject().to_owned(), p.method.clone(), p.idempotency_key.clone()));
+    let key = (!p.idempotency_key.is_empty()).then(|| (ctx.dedup_scope(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
         Some(k) => match shared.dedup.claim(k).await? {
             Claim::Done(r) => return Ok(Receipt { duplicate: true, ..r }),
@@ -46,6 +65,7 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
     };
     let result = async {
         let mut record = hook.prepare(&ctx, p.payload).await?;
+        shared.permissions.check_key(&ctx.principal, &ctx.method, record.key.as_deref())?;
         if let Some(schema) = schema {
             let id = schema_id(shared, schema).await?;
             record.payload = wire::add_confluent_framing(id, &schema.message_indexes, &record.payload);

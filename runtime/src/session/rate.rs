@@ -26,4 +26,9 @@ impl TokenBucket {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate.max(1e-9)))
         }
     }
+
+    /// True when the bucket has refilled completely (nothing to remember about it).
+    pub(crate) fn is_full(&self) -> bool {
+        self.tokens + self.at.elapsed().as_secs_f64() * self.rate >= self.rate
+    }
 }

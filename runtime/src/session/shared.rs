@@ -1,22 +1,29 @@
-//! What every session of one gateway shares: the fan-out, the streams, the authenticator,
-//! the dedup window, the registry client, limits, metrics and the shutdown signal.
+//! What every session of one gateway shares: the fan-out, the streams, the authenticator
+//! and permissions, the client bounds, the dedup window, the registry client, limits,
+//! metrics and the shutdown signal.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::clients::Clients;
 use super::dedup::DedupWindow;
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Handshake, Operation, Permissions, Principal};
 use crate::config::Limits;
 use crate::fanout::hubs::Hubs;
+use crate::fanout::outbox::SendBudget;
 use crate::kafka::Kafka;
 use crate::metrics::Metrics;
-use crate::stream::Streams;
+use crate::protocol::{Code, Status};
+use crate::stream::{RequestContext, Streams};
 
 pub(crate) struct Shared {
     pub(crate) hubs: Arc<Hubs>,
     pub(crate) streams: Streams,
     pub(crate) auth: Arc<dyn Authenticator>,
+    pub(crate) permissions: Permissions,
+    pub(crate) clients: Arc<Clients>,
+    pub(crate) send_budget: Arc<SendBudget>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) server_id: String,
@@ -34,6 +41,30 @@ impl Shared {
     pub(crate) fn draining(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// Runs the authenticator within [`Limits::auth_timeout`]; every failure is a refusal.
+    pub(crate) async fn authenticate(&self, token: &str, handshake: &Handshake) -> Result<Principal, Status> {
+        match tokio::time::timeout(self.limits.auth_timeout, self.auth.authenticate(token, handshake)).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(status)) => {
+                self.metrics.auth_refused();
+                Err(match status.code() {
+                    Code::Unauthenticated | Code::PermissionDenied | Code::Unavailable => status,
+                    _ => Status::unauthenticated(status.message().to_owned()),
+                })
+            }
+            Err(_) => {
+                self.metrics.auth_refused();
+                tracing::warn!(timeout = ?self.limits.auth_timeout, "the authenticator did not answer in time");
+                Err(Status::unavailable("the token could not be checked in time"))
+            }
+        }
+    }
+
+    /// Whether the context's principal may do `op` on its method.
+    pub(crate) fn authorize(&self, ctx: &RequestContext, op: Operation) -> Result<(), Status> {
+        self.permissions.check(&ctx.principal, op, &ctx.method)
+    }
 }
 
 /// A gateway's shared state for unit tests: Kafka is configured but never reached, the
@@ -49,6 +80,9 @@ pub(crate) fn test_shared(limits: Limits) -> (Arc<Shared>, watch::Sender<bool>) 
         hubs: Hubs::new(ctx),
         streams: Streams::new().subscribe("a.B/C", "t", crate::stream::KeyField::none()),
         auth: Arc::new(crate::auth::AllowAnonymous),
+        permissions: Permissions::allow_all(),
+        clients: Clients::new(limits.clone()),
+        send_budget: SendBudget::new(limits.send_queue_bytes_total),
         dedup: DedupWindow::new(limits.dedup_window, 10),
         #[cfg(feature = "registry")]
         registry: None,

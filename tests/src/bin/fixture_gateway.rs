@@ -3,8 +3,11 @@
 //! missing), serves `test.v1.Records/Watch` and `test.v1.Records/Put` on it (key: field 1
 //! of the request) on a free port, and prints `LISTENING <addr>` once it accepts
 //! connections. Stops (gracefully) on stdin EOF.
+//!
+//! Anonymous access (a test fixture). Browser pages may connect from the origins listed,
+//! comma-separated, in `$FIXTURE_ORIGINS` (none by default: browsers are refused).
 
-use kafkasocks::{Gateway, GatewayConfig, KafkaConfig};
+use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, OriginPolicy};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
@@ -17,8 +20,11 @@ async fn main() -> anyhow::Result<()> {
     {
         return Err(e);
     }
-    let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:0".parse()?);
-    let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).bind().await?;
+    let origins = std::env::var("FIXTURE_ORIGINS").unwrap_or_default();
+    let origins =
+        origins.split(',').map(str::trim).filter(|o| !o.is_empty()).fold(OriginPolicy::new(), OriginPolicy::allow);
+    let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:0".parse()?).origins(origins);
+    let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).allow_anonymous().bind().await?;
     println!("LISTENING {}", gw.local_addr());
     let stop = gw.shutdown_handle();
     tokio::spawn(async move {

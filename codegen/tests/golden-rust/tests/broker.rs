@@ -81,7 +81,12 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     let config = GatewayConfig::new(KafkaConfig::new(kafkasocks_tests::bootstrap()))
         .schema_registry(registry_url())
         .listen("127.0.0.1:0".parse()?);
-    let gateway = Gateway::builder(config).streams(streams).bind().await?;
+    // A test authenticator: the token is the subject (none: anonymous). The gRPC service
+    // below is authenticated by the same one, from its `authorization` metadata.
+    let auth = |token: &str, _: &kafkasocks::Handshake| -> Result<Principal, Status> {
+        Ok(if token.is_empty() { Principal::anonymous() } else { Principal::new(token) })
+    };
+    let gateway = Gateway::builder(config).streams(streams).authenticator(auth).bind().await?;
     let local = gateway.local_streams();
     let url = format!("ws://{}/streams", gateway.local_addr());
     let shutdown = gateway.shutdown_handle();
@@ -137,22 +142,19 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
 
     // --- the generated tonic service, in process ----------------------------------------------
     use every::chat_streams_server::ChatStreams as _;
-    let grpc = every::ChatStreamsGrpc::new(local.clone()).with_principal(|md| {
-        let who = md.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("anonymous");
-        Ok(Principal::new(who))
-    });
+    let grpc = every::ChatStreamsGrpc::new(local.clone());
     let grpc_room = format!("grpc-{:x}", rand::random::<u64>());
     let mut request = tonic::Request::new(every::RoomFilter { room: grpc_room.clone() });
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 - 5_000;
     request.metadata_mut().insert("kafkasocks-start", format!("ts:{start_ms}").parse()?);
     let mut stream = grpc.messages(request).await?.into_inner();
     let mut post = tonic::Request::new(msg(&grpc_room, "over grpc"));
-    post.metadata_mut().insert("x-user", "-ada".parse()?);
+    post.metadata_mut().insert("authorization", "Bearer -ada".parse()?);
     post.metadata_mut().insert("kafkasocks-idempotency-key", "post-1".parse()?);
     let receipt = grpc.post(post).await?.into_inner();
     assert_eq!(receipt.topic, "every.chat");
     let mut again = tonic::Request::new(msg(&grpc_room, "over grpc"));
-    again.metadata_mut().insert("x-user", "-ada".parse()?);
+    again.metadata_mut().insert("authorization", "Bearer -ada".parse()?);
     again.metadata_mut().insert("kafkasocks-idempotency-key", "post-1".parse()?);
     let duplicate = grpc.post(again).await?.into_inner();
     assert!(duplicate.duplicate && duplicate.offset == receipt.offset, "same idempotency key: one record");

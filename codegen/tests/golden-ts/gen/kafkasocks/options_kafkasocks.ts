@@ -13,6 +13,28 @@ type $Require<Ok extends true> = Ok;
  */
 export type $KafkaSocksRuntimeCheck = $Require<1 extends typeof $ks.CODEGEN_INTERFACE ? true : "KafkaSocks: this file was generated for code generation interface 1 of @kafkasocks/runtime (^0.1.0), which the installed runtime does not implement: regenerate it with the kafkasocks-gen that matches your runtime, or upgrade @kafkasocks/runtime">;
 
+/** `kafkasocks.UnknownFields` */
+export const UnknownFields = {
+  /**
+   * The default: produce the message as the gateway decoded it, without them
+   * (at every depth). What reaches Kafka is exactly the declared type.
+   */
+  UNKNOWN_FIELDS_DROP: 0,
+  /**
+   * Refuse the publish with INVALID_ARGUMENT. The request must then also be
+   * encoded canonically (each field once, repeated scalars packed), as the
+   * generated clients do.
+   */
+  UNKNOWN_FIELDS_REJECT: 1,
+  /**
+   * Produce the bytes as the client sent them, unknown fields included (up to
+   * the gateway's message size bound).
+   */
+  UNKNOWN_FIELDS_KEEP: 2,
+} as const;
+/** A `kafkasocks.UnknownFields` value. Open: numbers this schema does not know (from newer writers) are kept as they are. */
+export type UnknownFields = (typeof UnknownFields)[keyof typeof UnknownFields] | (number & {});
+
 /** `kafkasocks.StreamOptions` */
 export interface StreamOptions {
   /** The Kafka topic the RPC reads (server streaming) or writes (unary). */
@@ -29,6 +51,11 @@ export interface StreamOptions {
    * are written with the Confluent framing and read with it removed.
    */
   schemaSubject: string;
+  /**
+   * Publish: what to do with fields of the request that its message type does
+   * not declare (sent by a newer client, or by a hostile one).
+   */
+  unknownFields: UnknownFields;
   /** Fields this schema does not know, kept as read (tag included) and written back on encode. */
   $unknown?: Uint8Array[] | undefined;
 }
@@ -37,7 +64,7 @@ export interface StreamOptions {
 export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
   typeName: "kafkasocks.StreamOptions",
   create(): StreamOptions {
-    return { topic: "", key: "", schemaSubject: "" };
+    return { topic: "", key: "", schemaSubject: "", unknownFields: 0 };
   },
   encode(value: StreamOptions): Uint8Array<ArrayBuffer> {
     const w = new $ks.Writer();
@@ -57,6 +84,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
     if (m.schemaSubject !== "") {
       w.uint32(26).string(m.schemaSubject);
     }
+    if (m.unknownFields !== 0) {
+      w.uint32(32).int32(m.unknownFields);
+    }
     if (m.$unknown !== undefined) for (const u of m.$unknown) w.raw(u);
   },
   read(r: $ks.Reader, endGroup = 0, into?: StreamOptions): StreamOptions {
@@ -72,6 +102,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
           break;
         case 26:
           m.schemaSubject = r.string();
+          break;
+        case 32:
+          m.unknownFields = r.int32();
           break;
         default:
           if (t === endGroup) return m;
@@ -92,6 +125,7 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
     if (m.topic !== "") o["topic"] = m.topic;
     if (m.key !== "") o["key"] = m.key;
     if (m.schemaSubject !== "") o["schemaSubject"] = m.schemaSubject;
+    if (m.unknownFields !== 0) o["unknownFields"] = $j.writeEnum(m.unknownFields, UnknownFields);
     return o;
   },
   fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): StreamOptions {
@@ -112,6 +146,14 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
           case "schema_subject":
             $j.once(seen, 3, "schema_subject");
             if (v !== null) m.schemaSubject = $j.readString(v);
+            break;
+          case "unknownFields":
+          case "unknown_fields":
+            $j.once(seen, 4, "unknown_fields");
+            if (v !== null) {
+              const e = $j.readEnum(v, UnknownFields, "kafkasocks.UnknownFields", options);
+              if (e !== undefined) m.unknownFields = e;
+            }
             break;
           default:
             $j.unknownField(key, "kafkasocks.StreamOptions", options);
