@@ -78,6 +78,9 @@ pub struct Limits {
     /// are closed at once, before reading a byte: a flood of half-open handshakes cannot
     /// starve the connections already served.
     pub max_pending_handshakes: usize,
+    /// TCP connections still in their handshake at once from one peer address. Default
+    /// 64: one address's slowloris cannot take the gateway-wide pool from others.
+    pub max_pending_handshakes_per_address: usize,
     /// Time a new TCP connection has for its TLS handshake and its WebSocket upgrade
     /// request (headers included). Default 5 s.
     pub handshake_timeout: Duration,
@@ -125,6 +128,7 @@ impl Default for Limits {
             max_connections_per_address: 256,
             max_connections_per_principal: 64,
             max_pending_handshakes: 1024,
+            max_pending_handshakes_per_address: 64,
             handshake_timeout: Duration::from_secs(5),
             auth_timeout: Duration::from_secs(5),
             max_publishes_per_second_per_principal: 2000,
@@ -196,6 +200,8 @@ setters! {
     with_max_connections_per_principal: max_connections_per_principal: usize;
     /// Sets [`Limits::max_pending_handshakes`].
     with_max_pending_handshakes: max_pending_handshakes: usize;
+    /// Sets [`Limits::max_pending_handshakes_per_address`].
+    with_max_pending_handshakes_per_address: max_pending_handshakes_per_address: usize;
     /// Sets [`Limits::handshake_timeout`].
     with_handshake_timeout: handshake_timeout: Duration;
     /// Sets [`Limits::auth_timeout`].

@@ -108,50 +108,50 @@ impl Metrics {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
             r.register(
                 "build",
-                "The KafkaSocks runtime version.",
+                "The KafkaSocks runtime version",
                 Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
             );
-            r.register("connections_open", "Open WebSocket connections.", m.connections_open.clone());
-            r.register("connections", "WebSocket connections accepted.", m.connections.clone());
+            r.register("connections_open", "Open WebSocket connections", m.connections_open.clone());
+            r.register("connections", "WebSocket connections accepted", m.connections.clone());
             r.register(
                 "connections_rejected",
-                "Connections refused before their session began, by reason.",
+                "Connections refused before their session began, by reason",
                 m.connections_rejected.clone(),
             );
-            r.register("auth_refusals", "Tokens refused (Hello, TokenRefresh, gRPC).", m.auth_refusals.clone());
-            r.register("subscriptions_open", "Open subscriptions.", m.subscriptions_open.clone());
-            r.register("subscriptions", "Subscriptions opened.", m.subscriptions.clone());
-            r.register("records_delivered", "Records written to clients.", m.records_delivered.clone());
-            r.register("data_frames", "Data frames written to clients.", m.data_frames.clone());
+            r.register("auth_refusals", "Tokens refused (Hello, TokenRefresh, gRPC)", m.auth_refusals.clone());
+            r.register("subscriptions_open", "Open subscriptions", m.subscriptions_open.clone());
+            r.register("subscriptions", "Subscriptions opened", m.subscriptions.clone());
+            r.register("records_delivered", "Records written to clients", m.records_delivered.clone());
+            r.register("data_frames", "Data frames written to clients", m.data_frames.clone());
             r.register(
                 "replay_records",
-                "Records served to catching-up subscribers from memory.",
+                "Records served to catching-up subscribers from memory",
                 m.replay_served.clone(),
             );
-            r.register("catch_up_reads", "Records read from Kafka by catch-up readers.", m.catch_up_reads.clone());
+            r.register("catch_up_reads", "Records read from Kafka by catch-up readers", m.catch_up_reads.clone());
             r.register(
                 "subscription_pauses",
-                "Times a subscription paused (no credit or full send queue).",
+                "Times a subscription paused (no credit or full send queue)",
                 m.paused.clone(),
             );
-            r.register("publishes", "Publishes acknowledged.", m.publishes.clone());
-            r.register("publish_duplicates", "Publishes answered from the dedup window.", m.publish_duplicates.clone());
-            r.register("publish_failures", "Publishes answered with an error.", m.publish_failures.clone());
+            r.register("publishes", "Publishes acknowledged", m.publishes.clone());
+            r.register("publish_duplicates", "Publishes answered from the dedup window", m.publish_duplicates.clone());
+            r.register("publish_failures", "Publishes answered with an error", m.publish_failures.clone());
             r.register(
                 "slow_consumer_disconnects",
-                "Connections closed with 4008.",
+                "Connections closed with 4008",
                 m.slow_consumer_disconnects.clone(),
             );
-            r.register("kafka_errors", "Errors reported by Kafka readers.", m.kafka_errors.clone());
-            r.register("errors", "Error frames sent, by code.", m.errors.clone());
+            r.register("kafka_errors", "Errors reported by Kafka readers", m.kafka_errors.clone());
+            r.register("errors", "Error frames sent, by code", m.errors.clone());
             r.register(
                 "publish_latency_seconds",
-                "From a publish's arrival to its receipt (Kafka's acknowledgement or the dedup window).",
+                "From a publish's arrival to its receipt (Kafka's acknowledgement or the dedup window)",
                 m.publish_latency.clone(),
             );
             r.register(
                 "first_record_latency_seconds",
-                "From a subscribe's arrival to its first record queued for the client.",
+                "From a subscribe's arrival to its first record queued for the client",
                 m.first_record_latency.clone(),
             );
         }

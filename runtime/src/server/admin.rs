@@ -1,9 +1,12 @@
 //! The admin HTTP endpoint: `/metrics` (OpenMetrics text) and `/healthz` (503 when Kafka
 //! does not answer). Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
-//! once (more are closed unread), and a request's headers must arrive within
+//! once, [`MAX_CONNECTIONS_PER_ADDRESS`] of them from one address (more are closed
+//! unread), and a request's headers must arrive within
 //! [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +22,8 @@ use crate::metrics::{self, Metrics};
 
 /// Connections the admin endpoint serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// Of those, from one address.
+pub(crate) const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 /// Time a client has to send a request's headers.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -30,8 +35,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let by_addr: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -45,6 +51,17 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
+        let ip = peer.ip();
+        {
+            let mut m = by_addr.lock().unwrap_or_else(|p| p.into_inner());
+            let n = m.entry(ip).or_insert(0);
+            if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+                drop(stream);
+                continue;
+            }
+            *n += 1;
+        }
+        let by_addr = by_addr.clone();
         let metrics = metrics.clone();
         let kafka = kafka.clone();
         tokio::spawn(async move {
@@ -59,6 +76,13 @@ pub(crate) async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            let mut m = by_addr.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
         });
     }
 }

@@ -9,8 +9,9 @@ mod door;
 #[cfg(feature = "conformance-echo")]
 mod echo;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -162,7 +163,15 @@ impl GatewayBuilder {
             ));
         }
         let pending = Arc::new(Semaphore::new(config.limits.max_pending_handshakes));
-        let front = Arc::new(Front { door, tls, shared: shared.clone(), echo_path, anonymous, pending });
+        let front = Arc::new(Front {
+            door,
+            tls,
+            shared: shared.clone(),
+            echo_path,
+            anonymous,
+            pending,
+            pending_by_addr: Mutex::default(),
+        });
         Ok(Gateway { listener, metrics_listener, front, shared, shutdown_tx })
     }
 }
@@ -217,6 +226,42 @@ struct Front {
     anonymous: bool,
     /// Permits for connections still in their TLS or HTTP handshake.
     pending: Arc<Semaphore>,
+    /// The same, per peer address.
+    pending_by_addr: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place among the handshakes in progress; given back when dropped.
+struct Pending {
+    front: Arc<Front>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Front {
+    /// A place for a new handshake from `ip`, unless the pool or that address's share of it
+    /// is full.
+    fn pending(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
+        let permit = self.pending.clone().try_acquire_owned().ok()?;
+        let mut by_addr = self.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_addr.entry(ip).or_insert(0);
+        if *n >= self.shared.limits.max_pending_handshakes_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(Pending { front: self.clone(), ip, _permit: permit })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut by_addr = self.front.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_addr.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_addr.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A running gateway. See the crate docs for an example.
@@ -326,13 +371,13 @@ impl Gateway {
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((tcp, remote)) => match front.pending.clone().try_acquire_owned() {
-                        Ok(permit) => {
+                    Ok((tcp, remote)) => match front.pending(remote.ip()) {
+                        Some(permit) => {
                             let _ = tcp.set_nodelay(true);
                             conns.spawn(accept(tcp, remote, permit, front.clone()));
                         }
                         // Too many handshakes in progress: close at once, read nothing.
-                        Err(_) => {
+                        None => {
                             shared.metrics.connection_rejected("handshakes");
                             drop(tcp);
                         }
@@ -364,7 +409,7 @@ impl Gateway {
 /// as it lives (measured with heaptrack in bench/). The handshake (TLS and the upgrade
 /// request) has [`Limits::handshake_timeout`] and holds one of the
 /// [`Limits::max_pending_handshakes`] permits until it is done.
-async fn accept(tcp: TcpStream, remote: SocketAddr, permit: OwnedSemaphorePermit, front: Arc<Front>) {
+async fn accept(tcp: TcpStream, remote: SocketAddr, permit: Pending, front: Arc<Front>) {
     match front.tls.clone() {
         #[cfg(feature = "tls")]
         Some(acceptor) => {
@@ -428,7 +473,10 @@ fn admit(
     let text = |name: header::HeaderName| req.headers().get(name).and_then(|v| v.to_str().ok());
     let origin = match req.headers().get(header::ORIGIN) {
         None => None,
-        Some(v) => Some(v.to_str().map_err(|_| refuse(StatusCode::FORBIDDEN, "the Origin is not text".into(), None))?),
+        Some(v) => Some(v.to_str().map_err(|_| {
+            shared.metrics.connection_rejected("origin");
+            refuse(StatusCode::FORBIDDEN, "the Origin is not ASCII text".into(), None)
+        })?),
     };
     if let Err(why) = front.door.check_origin(origin) {
         shared.metrics.connection_rejected("origin");
@@ -477,13 +525,8 @@ fn admit(
     Ok((resp, Admitted::Session(handshake, slot)))
 }
 
-async fn upgrade<S>(
-    stream: S,
-    remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    deadline: tokio::time::Instant,
-    front: Arc<Front>,
-) where
+async fn upgrade<S>(stream: S, remote: SocketAddr, permit: Pending, deadline: tokio::time::Instant, front: Arc<Front>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = front.shared.clone();
@@ -535,9 +578,17 @@ mod tests {
         let (shared, _shutdown) = crate::session::shared::test_shared(Limits::default());
         let config = GatewayConfig::new(crate::kafka::config::KafkaConfig::new("127.0.0.1:9"));
         let pending = Arc::new(Semaphore::new(1));
-        let permit = pending.clone().try_acquire_owned().expect("permit");
         let door = Door::new(&config).expect("door");
-        let front = Arc::new(Front { door, tls: None, shared, echo_path: None, anonymous: false, pending });
+        let front = Arc::new(Front {
+            door,
+            tls: None,
+            shared,
+            echo_path: None,
+            anonymous: false,
+            pending,
+            pending_by_addr: Mutex::default(),
+        });
+        let permit = front.pending("127.0.0.1".parse().expect("ip")).expect("permit");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");

@@ -23,7 +23,8 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate.max(1e-9)))
+            // At least 1 ms: a retry-after of 0 reads as "none" on the wire.
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate.max(1e-9)).max(Duration::from_millis(1)))
         }
     }
 
