@@ -466,8 +466,13 @@ impl RawClient {
 
     /// Connects and completes Hello/Welcome.
     pub async fn open(addr: SocketAddr) -> Result<RawClient> {
+        Self::open_with_token(addr, "").await
+    }
+
+    /// Connects and completes Hello/Welcome with this token.
+    pub async fn open_with_token(addr: SocketAddr, token: &str) -> Result<RawClient> {
         let mut c = Self::connect(addr).await?;
-        c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "raw-test".into() }))
+        c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: token.into(), client: "raw-test".into() }))
             .await?;
         match c.recv().await? {
             Some(Kind::Welcome(_)) => Ok(c),
