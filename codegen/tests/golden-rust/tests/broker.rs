@@ -77,7 +77,7 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     let streams = every::ChatStreamsGateway::new(ChatRules)
         .streams()
         .merge(every::SensorsGateway::new(every::SensorsDefaultHooks).streams());
-    assert_eq!(streams.len(), 7);
+    assert_eq!(streams.len(), 9);
     let config = GatewayConfig::new(KafkaConfig::new(kafkasocks_tests::bootstrap()))
         .schema_registry(registry_url())
         .listen("127.0.0.1:0".parse()?);
@@ -139,6 +139,38 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     assert_eq!((d.partition, d.offset), (receipt.partition, receipt.offset));
     assert_eq!(d.key, sensor.to_string().as_bytes(), "integer keys are decimal text");
     assert_eq!(every::Reading::decode(&d.payload[..])?, reading, "unchanged requests are produced as sent");
+
+    // --- fields the request type does not declare: dropped (default), refused, or kept ------
+    let mut bloated = reading.encode_to_vec();
+    let unknown = vec![b'x'; 300_000];
+    bloated.push((99 << 3 | 2) as u8 | 0x80); // field 99, length-delimited: tag 0x9a 0x06
+    bloated.push(6);
+    prost::encoding::encode_varint(unknown.len() as u64, &mut bloated);
+    bloated.extend_from_slice(&unknown);
+    let dropped = local
+        .publish(Principal::anonymous(), "every.v1.Sensors/Record", bloated.clone().into(), Default::default())
+        .await?;
+    let strict = local
+        .publish(Principal::anonymous(), "every.v1.Sensors/RecordStrict", bloated.clone().into(), Default::default())
+        .await;
+    let status = strict.expect_err("REJECT refuses undeclared fields");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("does not declare"), "{status}");
+    local
+        .publish(
+            Principal::anonymous(),
+            "every.v1.Sensors/RecordStrict",
+            reading.encode_to_vec().into(),
+            Default::default(),
+        )
+        .await?;
+    let kept = local
+        .publish(Principal::anonymous(), "every.v1.Sensors/RecordRaw", bloated.clone().into(), Default::default())
+        .await?;
+    let (_, produced) = kafkasocks_tests::read_back("every.readings", dropped.partition, dropped.offset).await?;
+    assert_eq!(produced, reading.encode_to_vec(), "DROP produced exactly the declared Reading");
+    let (_, produced) = kafkasocks_tests::read_back("every.readings", kept.partition, kept.offset).await?;
+    assert_eq!(produced, bloated, "KEEP produced the bytes as sent");
 
     // --- the generated tonic service, in process ----------------------------------------------
     use every::chat_streams_server::ChatStreams as _;

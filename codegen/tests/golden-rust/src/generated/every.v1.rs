@@ -791,7 +791,7 @@ pub mod chat_streams_kafkasocks {
         }
     }
     /// The `.proto` source registered with the Schema Registry.
-    const SCHEMA_0: &str = "// Every feature the generators support, in one place: the golden tests and the\n// cross-language compatibility tests use it.\nsyntax = \"proto3\";\n\npackage every.v1;\n\nimport \"kafkasocks/options.proto\";\nimport \"google/protobuf/any.proto\";\nimport \"google/protobuf/duration.proto\";\nimport \"google/protobuf/empty.proto\";\nimport \"google/protobuf/struct.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/protobuf/wrappers.proto\";\nimport \"every/v1/legacy.proto\";\n\n// A colour, with a comment that mentions */ to test escaping.\nenum Color {\n  COLOR_UNSPECIFIED = 0;\n  // Like a fire truck.\n  COLOR_RED = 1;\n  COLOR_GREEN = 2;\n  COLOR_BLUE = -3;\n}\n\n// Every scalar type with implicit presence.\nmessage Scalars {\n  double f_double = 1;\n  float f_float = 2;\n  int32 f_int32 = 3;\n  int64 f_int64 = 4;\n  uint32 f_uint32 = 5;\n  uint64 f_uint64 = 6;\n  sint32 f_sint32 = 7;\n  sint64 f_sint64 = 8;\n  fixed32 f_fixed32 = 9;\n  fixed64 f_fixed64 = 10;\n  sfixed32 f_sfixed32 = 11;\n  sfixed64 f_sfixed64 = 12;\n  bool f_bool = 13;\n  string f_string = 14;\n  bytes f_bytes = 15;\n  Color f_color = 16;\n}\n\n// The same with explicit presence (proto3 `optional`).\nmessage Optionals {\n  optional double o_double = 1;\n  optional float o_float = 2;\n  optional int32 o_int32 = 3;\n  optional int64 o_int64 = 4;\n  optional uint32 o_uint32 = 5;\n  optional uint64 o_uint64 = 6;\n  optional sint32 o_sint32 = 7;\n  optional sint64 o_sint64 = 8;\n  optional fixed32 o_fixed32 = 9;\n  optional fixed64 o_fixed64 = 10;\n  optional sfixed32 o_sfixed32 = 11;\n  optional sfixed64 o_sfixed64 = 12;\n  optional bool o_bool = 13;\n  optional string o_string = 14;\n  optional bytes o_bytes = 15;\n  optional Color o_color = 16;\n}\n\nmessage Repeated {\n  repeated double r_double = 1;\n  repeated float r_float = 2;\n  repeated int32 r_int32 = 3;\n  repeated int64 r_int64 = 4;\n  repeated uint32 r_uint32 = 5;\n  repeated uint64 r_uint64 = 6;\n  repeated sint32 r_sint32 = 7;\n  repeated sint64 r_sint64 = 8;\n  repeated fixed32 r_fixed32 = 9;\n  repeated fixed64 r_fixed64 = 10;\n  repeated sfixed32 r_sfixed32 = 11;\n  repeated sfixed64 r_sfixed64 = 12;\n  repeated bool r_bool = 13;\n  repeated string r_string = 14;\n  repeated bytes r_bytes = 15;\n  repeated Color r_color = 16;\n  // Unpacked on the wire although proto3 packs by default.\n  repeated int32 r_unpacked_int32 = 17 [packed = false];\n  repeated sint64 r_unpacked_sint64 = 18 [packed = false];\n  repeated Scalars r_message = 19;\n}\n\nmessage Maps {\n  map<string, int32> string_int32 = 1;\n  map<int64, string> int64_string = 2;\n  map<bool, bytes> bool_bytes = 3;\n  map<uint32, Scalars> uint32_message = 4;\n  map<sint64, Color> sint64_enum = 5;\n  map<fixed32, double> fixed32_double = 6;\n  map<sfixed64, float> sfixed64_float = 7;\n  map<int32, uint64> int32_uint64 = 8;\n}\n\n// Nesting, oneofs, recursion, well-known types and awkward names.\nmessage Everything {\n  // A nested message.\n  message Inner {\n    // A doubly nested enum.\n    enum Mood {\n      MOOD_UNSPECIFIED = 0;\n      MOOD_HAPPY = 1;\n    }\n    string label = 1;\n    Mood mood = 2;\n    // Recursion through a nested type.\n    Everything parent = 3;\n  }\n\n  Scalars scalars = 1;\n  Optionals optionals = 2;\n  Repeated repeated = 3;\n  Maps maps = 4;\n  Inner inner = 5;\n  repeated Inner inners = 6;\n\n  // One of several kinds of payload.\n  oneof payload {\n    // Text.\n    string text = 7;\n    bytes blob = 8;\n    Inner inner_choice = 9;\n    Color color_choice = 10;\n    int64 big_choice = 11;\n  }\n  // A oneof whose members have lower numbers than other fields after it.\n  oneof second {\n    double second_double = 30;\n    Scalars second_message = 31;\n  }\n  int32 after_oneof = 20;\n\n  google.protobuf.Timestamp created_at = 12;\n  google.protobuf.Duration ttl = 13;\n  google.protobuf.StringValue maybe_string = 14;\n  google.protobuf.Int64Value maybe_int64 = 15;\n  google.protobuf.Struct attributes = 16;\n  google.protobuf.Any extra = 17;\n  google.protobuf.Empty nothing = 18;\n  legacy.v1.Legacy legacy = 19;\n\n  // Names that are reserved words in TypeScript or Rust.\n  string class = 21;\n  int32 type = 22;\n  bool default = 23;\n  Object object = 24;\n  Map map = 25;\n  string constructor = 26;\n}\n\n// A message named like a JavaScript global.\nmessage Object {\n  string in = 1;\n}\n\n// A message named like a TypeScript built-in type.\nmessage Map {\n  map<string, string> entries = 1;\n}\n\n// --- Streams ----------------------------------------------------------------\n\n// A chat room message.\nmessage ChatMessage {\n  string room = 1;\n  string user = 2;\n  string text = 3;\n  google.protobuf.Timestamp sent_at = 4;\n}\n\nmessage RoomFilter {\n  // The room; empty for every room.\n  string room = 1;\n}\n\nmessage Reading {\n  int64 sensor_id = 1;\n  double value = 2;\n  optional bytes device = 3;\n}\n\nmessage SensorFilter {\n  int64 sensor_id = 1;\n}\n\nmessage DeviceFilter {\n  optional bytes device = 1;\n}\n\n// Chat rooms over Kafka.\nservice ChatStreams {\n  // Every message of a room, resumable.\n  rpc Messages(RoomFilter) returns (stream ChatMessage) {\n    option (kafkasocks.stream) = { topic: \"every.chat\" key: \"room\" };\n  }\n  // Post a message; acknowledged with the record's partition and offset.\n  rpc Post(ChatMessage) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.chat\" key: \"room\" schema_subject: \"every.chat-value\" };\n  }\n}\n\n// Sensor readings keyed by an integer, and by optional bytes.\nservice Sensors {\n  rpc Watch(SensorFilter) returns (stream Reading) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" };\n  }\n  rpc ByDevice(DeviceFilter) returns (stream Reading) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"device\" };\n  }\n  rpc Record(Reading) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" };\n  }\n  // Everything, no key: Kafka picks the partition.\n  rpc Firehose(google.protobuf.Empty) returns (stream Everything) {\n    option (kafkasocks.stream) = { topic: \"every.all\" };\n  }\n  rpc Dump(Everything) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.all\" };\n  }\n}\n\n// A plain gRPC service without stream options: not generated.\nservice Plain {\n  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);\n}\n";
+    const SCHEMA_0: &str = "// Every feature the generators support, in one place: the golden tests and the\n// cross-language compatibility tests use it.\nsyntax = \"proto3\";\n\npackage every.v1;\n\nimport \"kafkasocks/options.proto\";\nimport \"google/protobuf/any.proto\";\nimport \"google/protobuf/duration.proto\";\nimport \"google/protobuf/empty.proto\";\nimport \"google/protobuf/struct.proto\";\nimport \"google/protobuf/timestamp.proto\";\nimport \"google/protobuf/wrappers.proto\";\nimport \"every/v1/legacy.proto\";\n\n// A colour, with a comment that mentions */ to test escaping.\nenum Color {\n  COLOR_UNSPECIFIED = 0;\n  // Like a fire truck.\n  COLOR_RED = 1;\n  COLOR_GREEN = 2;\n  COLOR_BLUE = -3;\n}\n\n// Every scalar type with implicit presence.\nmessage Scalars {\n  double f_double = 1;\n  float f_float = 2;\n  int32 f_int32 = 3;\n  int64 f_int64 = 4;\n  uint32 f_uint32 = 5;\n  uint64 f_uint64 = 6;\n  sint32 f_sint32 = 7;\n  sint64 f_sint64 = 8;\n  fixed32 f_fixed32 = 9;\n  fixed64 f_fixed64 = 10;\n  sfixed32 f_sfixed32 = 11;\n  sfixed64 f_sfixed64 = 12;\n  bool f_bool = 13;\n  string f_string = 14;\n  bytes f_bytes = 15;\n  Color f_color = 16;\n}\n\n// The same with explicit presence (proto3 `optional`).\nmessage Optionals {\n  optional double o_double = 1;\n  optional float o_float = 2;\n  optional int32 o_int32 = 3;\n  optional int64 o_int64 = 4;\n  optional uint32 o_uint32 = 5;\n  optional uint64 o_uint64 = 6;\n  optional sint32 o_sint32 = 7;\n  optional sint64 o_sint64 = 8;\n  optional fixed32 o_fixed32 = 9;\n  optional fixed64 o_fixed64 = 10;\n  optional sfixed32 o_sfixed32 = 11;\n  optional sfixed64 o_sfixed64 = 12;\n  optional bool o_bool = 13;\n  optional string o_string = 14;\n  optional bytes o_bytes = 15;\n  optional Color o_color = 16;\n}\n\nmessage Repeated {\n  repeated double r_double = 1;\n  repeated float r_float = 2;\n  repeated int32 r_int32 = 3;\n  repeated int64 r_int64 = 4;\n  repeated uint32 r_uint32 = 5;\n  repeated uint64 r_uint64 = 6;\n  repeated sint32 r_sint32 = 7;\n  repeated sint64 r_sint64 = 8;\n  repeated fixed32 r_fixed32 = 9;\n  repeated fixed64 r_fixed64 = 10;\n  repeated sfixed32 r_sfixed32 = 11;\n  repeated sfixed64 r_sfixed64 = 12;\n  repeated bool r_bool = 13;\n  repeated string r_string = 14;\n  repeated bytes r_bytes = 15;\n  repeated Color r_color = 16;\n  // Unpacked on the wire although proto3 packs by default.\n  repeated int32 r_unpacked_int32 = 17 [packed = false];\n  repeated sint64 r_unpacked_sint64 = 18 [packed = false];\n  repeated Scalars r_message = 19;\n}\n\nmessage Maps {\n  map<string, int32> string_int32 = 1;\n  map<int64, string> int64_string = 2;\n  map<bool, bytes> bool_bytes = 3;\n  map<uint32, Scalars> uint32_message = 4;\n  map<sint64, Color> sint64_enum = 5;\n  map<fixed32, double> fixed32_double = 6;\n  map<sfixed64, float> sfixed64_float = 7;\n  map<int32, uint64> int32_uint64 = 8;\n}\n\n// Nesting, oneofs, recursion, well-known types and awkward names.\nmessage Everything {\n  // A nested message.\n  message Inner {\n    // A doubly nested enum.\n    enum Mood {\n      MOOD_UNSPECIFIED = 0;\n      MOOD_HAPPY = 1;\n    }\n    string label = 1;\n    Mood mood = 2;\n    // Recursion through a nested type.\n    Everything parent = 3;\n  }\n\n  Scalars scalars = 1;\n  Optionals optionals = 2;\n  Repeated repeated = 3;\n  Maps maps = 4;\n  Inner inner = 5;\n  repeated Inner inners = 6;\n\n  // One of several kinds of payload.\n  oneof payload {\n    // Text.\n    string text = 7;\n    bytes blob = 8;\n    Inner inner_choice = 9;\n    Color color_choice = 10;\n    int64 big_choice = 11;\n  }\n  // A oneof whose members have lower numbers than other fields after it.\n  oneof second {\n    double second_double = 30;\n    Scalars second_message = 31;\n  }\n  int32 after_oneof = 20;\n\n  google.protobuf.Timestamp created_at = 12;\n  google.protobuf.Duration ttl = 13;\n  google.protobuf.StringValue maybe_string = 14;\n  google.protobuf.Int64Value maybe_int64 = 15;\n  google.protobuf.Struct attributes = 16;\n  google.protobuf.Any extra = 17;\n  google.protobuf.Empty nothing = 18;\n  legacy.v1.Legacy legacy = 19;\n\n  // Names that are reserved words in TypeScript or Rust.\n  string class = 21;\n  int32 type = 22;\n  bool default = 23;\n  Object object = 24;\n  Map map = 25;\n  string constructor = 26;\n}\n\n// A message named like a JavaScript global.\nmessage Object {\n  string in = 1;\n}\n\n// A message named like a TypeScript built-in type.\nmessage Map {\n  map<string, string> entries = 1;\n}\n\n// --- Streams ----------------------------------------------------------------\n\n// A chat room message.\nmessage ChatMessage {\n  string room = 1;\n  string user = 2;\n  string text = 3;\n  google.protobuf.Timestamp sent_at = 4;\n}\n\nmessage RoomFilter {\n  // The room; empty for every room.\n  string room = 1;\n}\n\nmessage Reading {\n  int64 sensor_id = 1;\n  double value = 2;\n  optional bytes device = 3;\n}\n\nmessage SensorFilter {\n  int64 sensor_id = 1;\n}\n\nmessage DeviceFilter {\n  optional bytes device = 1;\n}\n\n// Chat rooms over Kafka.\nservice ChatStreams {\n  // Every message of a room, resumable.\n  rpc Messages(RoomFilter) returns (stream ChatMessage) {\n    option (kafkasocks.stream) = { topic: \"every.chat\" key: \"room\" };\n  }\n  // Post a message; acknowledged with the record's partition and offset.\n  rpc Post(ChatMessage) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.chat\" key: \"room\" schema_subject: \"every.chat-value\" };\n  }\n}\n\n// Sensor readings keyed by an integer, and by optional bytes.\nservice Sensors {\n  rpc Watch(SensorFilter) returns (stream Reading) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" };\n  }\n  rpc ByDevice(DeviceFilter) returns (stream Reading) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"device\" };\n  }\n  rpc Record(Reading) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" };\n  }\n  // Everything, no key: Kafka picks the partition.\n  rpc Firehose(google.protobuf.Empty) returns (stream Everything) {\n    option (kafkasocks.stream) = { topic: \"every.all\" };\n  }\n  rpc Dump(Everything) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.all\" };\n  }\n  // Refuses readings with fields Reading does not declare.\n  rpc RecordStrict(Reading) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" unknown_fields: UNKNOWN_FIELDS_REJECT };\n  }\n  // Produces readings as sent, undeclared fields included.\n  rpc RecordRaw(Reading) returns (kafkasocks.Receipt) {\n    option (kafkasocks.stream) = { topic: \"every.readings\" key: \"sensor_id\" unknown_fields: UNKNOWN_FIELDS_KEEP };\n  }\n}\n\n// A plain gRPC service without stream options: not generated.\nservice Plain {\n  rpc Ping(google.protobuf.Empty) returns (google.protobuf.Empty);\n}\n";
     /// Request metadata naming where a subscription starts: `latest` (default),
     /// `earliest`, `ts:<unix ms>` or `cursor:<base64 of Cursor::to_bytes()>`.
     pub const START_METADATA: &str = "kafkasocks-start";
@@ -1017,6 +1017,22 @@ pub mod sensors_server {
         async fn dump(
             &self,
             request: tonic::Request<super::Everything>,
+        ) -> std::result::Result<
+            tonic::Response<::kafkasocks::codegen::options::Receipt>,
+            tonic::Status,
+        >;
+        /// Refuses readings with fields Reading does not declare.
+        async fn record_strict(
+            &self,
+            request: tonic::Request<super::Reading>,
+        ) -> std::result::Result<
+            tonic::Response<::kafkasocks::codegen::options::Receipt>,
+            tonic::Status,
+        >;
+        /// Produces readings as sent, undeclared fields included.
+        async fn record_raw(
+            &self,
+            request: tonic::Request<super::Reading>,
         ) -> std::result::Result<
             tonic::Response<::kafkasocks::codegen::options::Receipt>,
             tonic::Status,
@@ -1318,6 +1334,92 @@ pub mod sensors_server {
                     };
                     Box::pin(fut)
                 }
+                "/every.v1.Sensors/RecordStrict" => {
+                    #[allow(non_camel_case_types)]
+                    struct RecordStrictSvc<T: Sensors>(pub Arc<T>);
+                    impl<T: Sensors> tonic::server::UnaryService<super::Reading>
+                    for RecordStrictSvc<T> {
+                        type Response = ::kafkasocks::codegen::options::Receipt;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Reading>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Sensors>::record_strict(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RecordStrictSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/every.v1.Sensors/RecordRaw" => {
+                    #[allow(non_camel_case_types)]
+                    struct RecordRawSvc<T: Sensors>(pub Arc<T>);
+                    impl<T: Sensors> tonic::server::UnaryService<super::Reading>
+                    for RecordRawSvc<T> {
+                        type Response = ::kafkasocks::codegen::options::Receipt;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::Reading>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Sensors>::record_raw(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RecordRawSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 _ => {
                     Box::pin(async move {
                         let mut response = http::Response::new(
@@ -1484,6 +1586,36 @@ pub mod sensors_kafkasocks {
             let _ = ctx;
             ::core::future::ready(::core::result::Result::Ok(request))
         }
+        /// Validates and enriches a publish to `every.v1.Sensors/RecordStrict` (topic `every.readings`) before it is produced.
+        ///
+        /// Refuses readings with fields Reading does not declare.
+        ///
+        /// Default: the request unchanged. Return an error to refuse the publish. What is produced is the returned message, encoded; fields the request type does not declare are dropped, refused or kept as the stream's `unknown_fields` option says (default: dropped). May be an `async fn`.
+        fn prepare_record_strict(
+            &self,
+            ctx: &__ks::RequestContext,
+            request: super::Reading,
+        ) -> impl ::core::future::Future<
+            Output = ::core::result::Result<super::Reading, __ks::Status>,
+        > + ::core::marker::Send {
+            let _ = ctx;
+            ::core::future::ready(::core::result::Result::Ok(request))
+        }
+        /// Validates and enriches a publish to `every.v1.Sensors/RecordRaw` (topic `every.readings`) before it is produced.
+        ///
+        /// Produces readings as sent, undeclared fields included.
+        ///
+        /// Default: the request unchanged. Return an error to refuse the publish. What is produced is the returned message, encoded; fields the request type does not declare are dropped, refused or kept as the stream's `unknown_fields` option says (default: dropped). May be an `async fn`.
+        fn prepare_record_raw(
+            &self,
+            ctx: &__ks::RequestContext,
+            request: super::Reading,
+        ) -> impl ::core::future::Future<
+            Output = ::core::result::Result<super::Reading, __ks::Status>,
+        > + ::core::marker::Send {
+            let _ = ctx;
+            ::core::future::ready(::core::result::Result::Ok(request))
+        }
     }
     /// Hooks that keep every default: key match only, requests produced unchanged.
     #[derive(Debug, Clone, Copy, Default)]
@@ -1529,6 +1661,8 @@ pub mod sensors_kafkasocks {
         /// `every.v1.Sensors/Record` -> topic `every.readings`
         /// `every.v1.Sensors/Firehose` -> topic `every.all`
         /// `every.v1.Sensors/Dump` -> topic `every.all`
+        /// `every.v1.Sensors/RecordStrict` -> topic `every.readings`
+        /// `every.v1.Sensors/RecordRaw` -> topic `every.readings`
         pub fn streams(&self) -> __ks::Streams {
             __ks::Streams::new()
                 .subscribe(
@@ -1555,6 +1689,16 @@ pub mod sensors_kafkasocks {
                     "every.v1.Sensors/Dump",
                     "every.all",
                     DumpPublish(::std::sync::Arc::clone(&self.hooks)),
+                )
+                .publish(
+                    "every.v1.Sensors/RecordStrict",
+                    "every.readings",
+                    RecordStrictPublish(::std::sync::Arc::clone(&self.hooks)),
+                )
+                .publish(
+                    "every.v1.Sensors/RecordRaw",
+                    "every.readings",
+                    RecordRawPublish(::std::sync::Arc::clone(&self.hooks)),
                 )
         }
     }
@@ -1712,6 +1856,73 @@ pub mod sensors_kafkasocks {
                 );
                 ::core::result::Result::Ok(__ks::OutgoingRecord {
                     key: ::core::option::Option::None,
+                    payload,
+                    headers: ::std::vec::Vec::new(),
+                })
+            })
+        }
+    }
+    struct RecordStrictPublish<H>(::std::sync::Arc<H>);
+    impl<H: SensorsHooks> __ks::PublishHook for RecordStrictPublish<H> {
+        fn prepare(
+            &self,
+            ctx: &__ks::RequestContext,
+            payload: __ks::Bytes,
+        ) -> __ks::BoxFuture<
+            ::core::result::Result<__ks::OutgoingRecord, __ks::Status>,
+        > {
+            let hooks = ::std::sync::Arc::clone(&self.0);
+            let ctx = ::core::clone::Clone::clone(ctx);
+            ::std::boxed::Box::pin(async move {
+                let original: super::Reading = __ks::decode(&payload)?;
+                if __ks::prost::Message::encoded_len(&original) != payload.len() {
+                    return ::core::result::Result::Err(
+                        __ks::Status::invalid_argument(
+                            ::std::format!(
+                                "the request has fields {} does not declare (or is not encoded canonically); \
+                                 this stream refuses them",
+                                "every.v1.Reading"
+                            ),
+                        ),
+                    );
+                }
+                let request = hooks
+                    .prepare_record_strict(&ctx, ::core::clone::Clone::clone(&original))
+                    .await?;
+                let payload = __ks::Bytes::from(
+                    __ks::prost::Message::encode_to_vec(&request),
+                );
+                ::core::result::Result::Ok(__ks::OutgoingRecord {
+                    key: __ks::key_from_int(request.sensor_id),
+                    payload,
+                    headers: ::std::vec::Vec::new(),
+                })
+            })
+        }
+    }
+    struct RecordRawPublish<H>(::std::sync::Arc<H>);
+    impl<H: SensorsHooks> __ks::PublishHook for RecordRawPublish<H> {
+        fn prepare(
+            &self,
+            ctx: &__ks::RequestContext,
+            payload: __ks::Bytes,
+        ) -> __ks::BoxFuture<
+            ::core::result::Result<__ks::OutgoingRecord, __ks::Status>,
+        > {
+            let hooks = ::std::sync::Arc::clone(&self.0);
+            let ctx = ::core::clone::Clone::clone(ctx);
+            ::std::boxed::Box::pin(async move {
+                let original: super::Reading = __ks::decode(&payload)?;
+                let request = hooks
+                    .prepare_record_raw(&ctx, ::core::clone::Clone::clone(&original))
+                    .await?;
+                let payload = if request == original {
+                    payload
+                } else {
+                    __ks::Bytes::from(__ks::prost::Message::encode_to_vec(&request))
+                };
+                ::core::result::Result::Ok(__ks::OutgoingRecord {
+                    key: __ks::key_from_int(request.sensor_id),
                     payload,
                     headers: ::std::vec::Vec::new(),
                 })
@@ -2010,6 +2221,70 @@ pub mod sensors_kafkasocks {
                     principal,
                     ::core::option::Option::Some(&handshake),
                     "every.v1.Sensors/Dump",
+                    payload,
+                    key,
+                )
+                .await
+                .map_err(status)?;
+            ::core::result::Result::Ok(::tonic::Response::new(receipt.into()))
+        }
+        async fn record_strict(
+            &self,
+            request: ::tonic::Request<super::Reading>,
+        ) -> ::core::result::Result<
+            ::tonic::Response<::kafkasocks::codegen::options::Receipt>,
+            ::tonic::Status,
+        > {
+            let (principal, handshake) = caller(
+                    &self.local,
+                    "every.v1.Sensors/RecordStrict",
+                    &request,
+                )
+                .await?;
+            let key = metadata_text(request.metadata(), IDEMPOTENCY_METADATA)
+                .unwrap_or_default();
+            let key = __ks::Bytes::copy_from_slice(key.as_bytes());
+            let payload = __ks::Bytes::from(
+                __ks::prost::Message::encode_to_vec(request.get_ref()),
+            );
+            let receipt = self
+                .local
+                .publish_from(
+                    principal,
+                    ::core::option::Option::Some(&handshake),
+                    "every.v1.Sensors/RecordStrict",
+                    payload,
+                    key,
+                )
+                .await
+                .map_err(status)?;
+            ::core::result::Result::Ok(::tonic::Response::new(receipt.into()))
+        }
+        async fn record_raw(
+            &self,
+            request: ::tonic::Request<super::Reading>,
+        ) -> ::core::result::Result<
+            ::tonic::Response<::kafkasocks::codegen::options::Receipt>,
+            ::tonic::Status,
+        > {
+            let (principal, handshake) = caller(
+                    &self.local,
+                    "every.v1.Sensors/RecordRaw",
+                    &request,
+                )
+                .await?;
+            let key = metadata_text(request.metadata(), IDEMPOTENCY_METADATA)
+                .unwrap_or_default();
+            let key = __ks::Bytes::copy_from_slice(key.as_bytes());
+            let payload = __ks::Bytes::from(
+                __ks::prost::Message::encode_to_vec(request.get_ref()),
+            );
+            let receipt = self
+                .local
+                .publish_from(
+                    principal,
+                    ::core::option::Option::Some(&handshake),
+                    "every.v1.Sensors/RecordRaw",
                     payload,
                     key,
                 )

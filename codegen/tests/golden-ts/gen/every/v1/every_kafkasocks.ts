@@ -2708,6 +2708,28 @@ export const Sensors = /* @__PURE__ */ $ks.defineService({
       input: Everything,
       output: kafkasocks_options.Receipt,
     },
+    /**
+     * Refuses readings with fields Reading does not declare.
+     *
+     * Publishes to topic `every.readings`; resolves with the Kafka receipt (key: field `sensor_id`).
+     */
+    recordStrict: {
+      name: "every.v1.Sensors/RecordStrict",
+      kind: "publish",
+      input: Reading,
+      output: kafkasocks_options.Receipt,
+    },
+    /**
+     * Produces readings as sent, undeclared fields included.
+     *
+     * Publishes to topic `every.readings`; resolves with the Kafka receipt (key: field `sensor_id`).
+     */
+    recordRaw: {
+      name: "every.v1.Sensors/RecordRaw",
+      kind: "publish",
+      input: Reading,
+      output: kafkasocks_options.Receipt,
+    },
   },
 });
 /** The typed client of `every.v1.Sensors`: `createClient(Sensors, connection)`. */
@@ -2725,5 +2747,7 @@ export const SensorsJson: $j.ServiceJson = {
     "every.v1.Sensors/Record": { input: ReadingJson, output: kafkasocks_options.ReceiptJson },
     "every.v1.Sensors/Firehose": { input: google_protobuf_empty.EmptyJson, output: EverythingJson },
     "every.v1.Sensors/Dump": { input: EverythingJson, output: kafkasocks_options.ReceiptJson },
+    "every.v1.Sensors/RecordStrict": { input: ReadingJson, output: kafkasocks_options.ReceiptJson },
+    "every.v1.Sensors/RecordRaw": { input: ReadingJson, output: kafkasocks_options.ReceiptJson },
   },
 };
