@@ -189,3 +189,32 @@ impl Outbox {
         self.lock().closed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: usize) -> SharedRecord {
+        SharedRecord::new(0, 0, 0, b"", &[], &vec![7u8; len])
+    }
+
+    /// Queues that each have room still stop taking records once the gateway-wide bound
+    /// is reached; each keeps one record (progress), and the bound frees as writers drain.
+    #[tokio::test]
+    async fn the_gateway_wide_bound_pauses_every_queue_until_writers_drain() {
+        let budget = SendBudget::new(3_000);
+        let (a, b) = (Outbox::new(1 << 20, 64, budget.clone()), Outbox::new(1 << 20, 64, budget.clone()));
+        let wake = Arc::new(Notify::new());
+        let rec = record(1_000);
+        let len = rec.encoded.len();
+        assert!(a.offer_record(1, &wake, &rec) && a.offer_record(1, &wake, &rec));
+        assert!(b.offer_record(1, &wake, &rec), "an empty queue always takes one record");
+        assert!(!a.offer_record(1, &wake, &rec) && !b.offer_record(1, &wake, &rec), "over the gateway-wide bound");
+        assert_eq!(budget.used(), 3 * len);
+        let (items, bytes) = a.take().await;
+        assert_eq!((items.len(), bytes), (2, 2 * len));
+        budget.release(bytes);
+        assert!(b.offer_record(1, &wake, &rec), "room again once a writer wrote what it took");
+        assert_eq!(budget.used(), 2 * len);
+    }
+}
