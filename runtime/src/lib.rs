@@ -100,7 +100,7 @@ pub use auth::{
     AuthFuture, Authenticator, Claims, ClaimsError, Handshake, Operation, Permissions, Principal, Transport,
 };
 #[cfg(feature = "jwt")]
-// JWT_EXPORT pub use auth::jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
+pub use auth::jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
 #[cfg(feature = "server")]
 pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
