@@ -95,12 +95,12 @@ pub use protocol::{
     Status, wire,
 };
 
+#[cfg(feature = "jwt")]
+pub use auth::jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
 #[cfg(feature = "server")]
 pub use auth::{
     AuthFuture, Authenticator, Claims, ClaimsError, Handshake, Operation, Permissions, Principal, Transport,
 };
-#[cfg(feature = "jwt")]
-pub use auth::jwt::{JwtAlgorithm, JwtAuthenticator, JwtConfig};
 #[cfg(feature = "server")]
 pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
