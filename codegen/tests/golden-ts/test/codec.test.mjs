@@ -80,7 +80,7 @@ test("service descriptors route to the gateway's method names", () => {
   assert.equal(ChatStreams.methods.messages.name, "every.v1.ChatStreams/Messages");
   assert.equal(ChatStreams.methods.messages.kind, "subscribe");
   assert.equal(ChatStreams.methods.post.kind, "publish");
-  assert.deepEqual(Object.keys(Sensors.methods), ["watch", "byDevice", "record", "firehose", "dump"]);
+  assert.deepEqual(Object.keys(Sensors.methods), ["watch", "byDevice", "record", "firehose", "dump", "recordStrict", "recordRaw"]);
 });
 
 test("malformed input is a WireError, not a crash", () => {
