@@ -5,37 +5,56 @@
 //! side (messages, the `ChatStreamsHooks` trait, `ChatStreamsGateway`, the tonic service), and
 //! `kafkasocks-gen ts` generated the page's client in `web/gen/`.
 //!
+//! * `http://127.0.0.1:8080/`: the web page and `POST /token` (`CHAT_HTTP_ADDR`, [`page`])
 //! * `ws://127.0.0.1:8081/streams`: the KafkaSocks gateway (`CHAT_WS_ADDR`)
 //! * `127.0.0.1:8082`: the same streams over gRPC (`CHAT_GRPC_ADDR`)
-//! * `http://127.0.0.1:8080/`: the web page (`CHAT_HTTP_ADDR`)
 //! * `http://127.0.0.1:9090/metrics`: Prometheus metrics (`CHAT_METRICS_ADDR`)
 //!
 //! Kafka is `$KAFKA_BOOTSTRAP` (default `127.0.0.1:19092`); the topic `chat.messages` is
 //! created with 3 partitions if it does not exist.
+//!
+//! # Who may chat
+//!
+//! Every WebSocket session and every gRPC call needs a JWT, checked by the gateway's
+//! `JwtAuthenticator` against the public half of a key this process makes at start. The
+//! page gets its token from `POST /token` ([`token`]), **a stand-in for an identity
+//! provider that gives anyone a token for any name**: it shows the flow, it proves nobody's
+//! identity. The author of a message is the token's subject, whatever the browser wrote;
+//! the rooms are pinned to the token's `rooms` claim; only the page's own origin may open
+//! sessions from a browser.
+
+mod grpc;
+mod page;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, RequestContext, Status};
+use kafkasocks::{
+    Gateway, GatewayConfig, JwtAlgorithm, JwtAuthenticator, JwtConfig, KafkaConfig, OriginPolicy, Permissions,
+    RequestContext, Status,
+};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
+use token::TokenIssuer;
+
 const TOPIC: &str = "chat.messages";
+/// Longest message text, in characters.
+const MAX_TEXT_CHARS: usize = 500;
 
 #[allow(missing_docs, unreachable_pub, clippy::all, missing_debug_implementations)]
 mod chat {
     kafkasocks::include_streams!("chat.v1");
 }
 
-/// The chat's rules, on top of the generated defaults.
+/// The chat's rules, on top of the generated defaults and the gateway's permissions (which
+/// have already checked the token and pinned the room to its `rooms` claim).
 struct ChatRules;
 
 impl chat::ChatStreamsHooks for ChatRules {
@@ -44,16 +63,20 @@ impl chat::ChatStreamsHooks for ChatRules {
         valid_room(&request.room)
     }
 
-    /// Validate and enrich before Kafka sees it: a message needs a room, a user and some
-    /// text (at most 500 characters); the gateway stamps the time if the browser did not.
-    async fn prepare_post(&self, _ctx: &RequestContext, mut m: chat::ChatMessage) -> Result<chat::ChatMessage, Status> {
+    /// Validate and enrich before Kafka sees it: a message needs a room and some text (at
+    /// most 500 characters); its author is the token's subject, never what the browser
+    /// wrote; the gateway stamps the time if the browser did not.
+    async fn prepare_post(&self, ctx: &RequestContext, mut m: chat::ChatMessage) -> Result<chat::ChatMessage, Status> {
         valid_room(&m.room)?;
-        m.user = m.user.trim().to_owned();
-        m.text = m.text.trim().to_owned();
-        if m.user.is_empty() || m.text.is_empty() {
-            return Err(Status::invalid_argument("a message needs a user and some text"));
+        m.user = ctx.principal.subject().to_owned();
+        if m.user.is_empty() {
+            return Err(Status::unauthenticated("a message needs a signed-in author"));
         }
-        if m.text.chars().count() > 500 {
+        m.text = m.text.trim().to_owned();
+        if m.text.is_empty() {
+            return Err(Status::invalid_argument("a message needs some text"));
+        }
+        if m.text.chars().count() > MAX_TEXT_CHARS {
             return Err(Status::invalid_argument("messages are at most 500 characters"));
         }
         if m.sent_at_ms == 0 {
@@ -104,34 +127,22 @@ async fn ensure_topic(kafka: &KafkaConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_page(listener: tokio::net::TcpListener, web: PathBuf) -> anyhow::Result<()> {
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let web = web.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let web = web.clone();
-                async move {
-                    let (file, ctype) = match req.uri().path() {
-                        "/" | "/index.html" => ("index.html", "text/html; charset=utf-8"),
-                        "/app.js" => ("dist/app.js", "text/javascript"),
-                        _ => ("", ""),
-                    };
-                    let resp = match tokio::fs::read(web.join(file)).await {
-                        Ok(body) if !file.is_empty() => Response::builder()
-                            .header("content-type", ctype)
-                            .header("cache-control", "no-store")
-                            .body(Full::new(Bytes::from(body))),
-                        _ => Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Full::new(Bytes::from_static(b"not found (did scripts/demo build the page?)\n"))),
-                    };
-                    Ok::<_, hyper::http::Error>(resp.unwrap_or_default())
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-        });
+/// The browser origins that may open sessions: the page's own (`http://CHAT_HTTP_ADDR`,
+/// and `http://localhost:PORT` beside a loopback address), then `CHAT_ALLOWED_ORIGINS`
+/// (comma-separated, e.g. `https://chat.example.com`).
+fn page_origins(page: SocketAddr) -> Vec<String> {
+    let mut origins = Vec::new();
+    if page.ip().is_unspecified() {
+        tracing::warn!(%page, "the page listens on every address: name its origin in CHAT_ALLOWED_ORIGINS");
+    } else {
+        origins.push(format!("http://{page}"));
+        if page.ip().is_loopback() {
+            origins.push(format!("http://localhost:{}", page.port()));
+        }
     }
+    let extra = std::env::var("CHAT_ALLOWED_ORIGINS").unwrap_or_default();
+    origins.extend(extra.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned));
+    origins
 }
 
 #[tokio::main]
@@ -143,27 +154,52 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let kafka = KafkaConfig::from_env()?;
     ensure_topic(&kafka).await?;
-    let streams = chat::ChatStreamsGateway::new(ChatRules).streams();
-    let config = GatewayConfig::new(kafka)
-        .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)
-        .metrics_listen(addr("CHAT_METRICS_ADDR", "127.0.0.1:9090")?);
-    let gateway = Gateway::builder(config).streams(streams).bind().await?;
+
+    // Who may chat: tokens signed by this process's own key (the demo's identity provider).
+    let issuer = Arc::new(TokenIssuer::from_env()?);
+    let jwt: JwtAuthenticator = JwtConfig::new()
+        .issuer(token::ISSUER)
+        .audience(token::AUDIENCE)
+        .key_pem(issuer.public_pem().as_bytes(), JwtAlgorithm::EdDsa)
+        .build()
+        .context("the JWT authenticator")?;
+    // Both streams for every signed-in user, on the rooms of the token's `rooms` claim only.
+    let permissions =
+        Permissions::none().grant_all_operations("chat.v1.ChatStreams/*").pin_keys("chat.v1.ChatStreams/*", "rooms");
+
+    // The page's port first (it may be 0): the gateway lets in pages of that origin only.
     let http_addr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080")?;
     let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
     let http_addr = http.local_addr()?;
+    let origins = page_origins(http_addr).into_iter().fold(OriginPolicy::new(), OriginPolicy::allow);
+
+    let streams = chat::ChatStreamsGateway::new(ChatRules).streams();
+    let config = GatewayConfig::new(kafka)
+        .listen(addr("CHAT_WS_ADDR", "127.0.0.1:8081")?)
+        .metrics_listen(addr("CHAT_METRICS_ADDR", "127.0.0.1:9090")?)
+        .origins(origins);
+    let gateway = Gateway::builder(config).streams(streams).authenticator(jwt).permissions(permissions).bind().await?;
+
+    tracing::warn!(
+        "DEMO ONLY: POST http://{http_addr}/token gives anyone a token for any name; a real deployment \
+         takes its tokens from its identity provider (docs/security.md)"
+    );
+    tracing::info!(ttl = ?issuer.ttl(), rooms = ?issuer.rooms(), "tokens: EdDSA JWTs, key made at start");
     let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
+    let page_issuer = issuer.clone();
     tokio::spawn(async move {
-        if let Err(e) = serve_page(http, web).await {
+        if let Err(e) = page::serve(http, web, page_issuer).await {
             tracing::error!(error = %e, "web page server stopped");
         }
     });
-    // The same streams over gRPC, fed by the gateway's own Kafka readers.
-    let grpc_incoming = tonic::transport::server::TcpIncoming::bind(addr("CHAT_GRPC_ADDR", "127.0.0.1:8082")?)
-        .map_err(|e| anyhow::anyhow!("binding the gRPC port: {e}"))?;
+
+    // The same streams over gRPC, fed by the gateway's own Kafka readers; every call
+    // carries `authorization: Bearer <token>`, checked like a WebSocket session's.
+    let grpc_incoming = grpc::bind(addr("CHAT_GRPC_ADDR", "127.0.0.1:8082")?)?;
     let grpc_addr = grpc_incoming.local_addr()?;
     let grpc = chat::ChatStreamsGrpc::new(gateway.local_streams()).into_service();
     tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder().add_service(grpc).serve_with_incoming(grpc_incoming).await {
+        if let Err(e) = grpc::server().add_service(grpc).serve_with_incoming(grpc_incoming).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });

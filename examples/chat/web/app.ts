@@ -2,8 +2,14 @@
 // the typed client generated from proto/chat/v1/chat.proto (web/gen/, checked in;
 // `kafkasocks-gen ts --check` in the tests keeps it current). Its cursor is saved in
 // localStorage after every message, so a reload resumes exactly where the page stopped.
+//
+// Signing in: the name in the box goes to the page server's `POST /token`, which answers
+// with a JWT for it. That endpoint is the demo's stand-in for an identity provider (anyone
+// gets a token for any name); a real page gets its token from its login (OIDC) instead.
+// The client calls `token` again before every reconnect and before the token expires, so
+// a session outlives any one token. The gateway takes each message's author from the token.
 import { ChatStreams, type ChatMessage } from "./gen/chat/v1/chat_kafkasocks.js";
-import { connect, createClient, encodeCursor, type Subscription } from "@kafkasocks/runtime";
+import { connect, createClient, encodeCursor, type Client, type Connection, type ConnectionState, type Subscription } from "@kafkasocks/runtime";
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const log = $<HTMLDivElement>("log");
@@ -11,14 +17,12 @@ const stateEl = $<HTMLSpanElement>("state");
 const cursorEl = $<HTMLSpanElement>("cursor");
 const receiptEl = $<HTMLParagraphElement>("receipt");
 const userEl = $<HTMLInputElement>("user");
+const roomEl = $<HTMLInputElement>("room");
 userEl.value = localStorage.getItem("chat-user") ?? `guest${Math.floor(Math.random() * 1000)}`;
 
 // The gateway's address comes from `?ws=host:port` (the gateway prints the full page URL),
 // else the example's default port.
 const gateway = new URLSearchParams(location.search).get("ws") ?? `${location.hostname}:8081`;
-const conn = connect({ url: `ws://${gateway}/streams` });
-conn.on("state", (s) => { stateEl.textContent = s; stateEl.className = s; });
-const chat = createClient(ChatStreams, conn);
 
 function line(html: string, cls = "msg"): void {
   const div = document.createElement("div");
@@ -29,12 +33,75 @@ function line(html: string, cls = "msg"): void {
 }
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
+function showState(s: ConnectionState): void {
+  stateEl.textContent = s;
+  stateEl.className = s;
+}
+
+/** A token for `user` from the page server, or an Error with the server's reason. */
+async function fetchToken(user: string): Promise<string> {
+  const res = await fetch("/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user }),
+  });
+  const body = (await res.json().catch(() => ({}))) as { token?: string; error?: string };
+  if (!res.ok || !body.token) throw new Error(body.error ?? `the token endpoint answered HTTP ${res.status}`);
+  return body.token;
+}
+
+let conn: Connection | undefined;
+let chat: Client<typeof ChatStreams> | undefined;
+let signedInAs = "";
+let unwatch: (() => void)[] = [];
+let signIns = 0;
 let current: Subscription<ChatMessage> | undefined;
 let currentRoom = "";
 
-function join(room: string): void {
+/**
+ * Connects as `user` (nothing to do when connected as them already): a first token, which
+ * also checks the name, then a new connection whose `token` function fetches fresh ones.
+ * False when the name was refused or a later sign-in overtook this one.
+ */
+async function signIn(user: string): Promise<boolean> {
+  if (conn && user === signedInAs) return true;
+  const attempt = ++signIns;
+  showState("connecting");
+  let first: string | undefined;
+  try {
+    first = await fetchToken(user);
+  } catch (e) {
+    if (attempt === signIns) {
+      line(`cannot sign in as “${esc(user)}”: ${esc((e as Error).message)}`, "warn");
+      showState(conn?.state ?? "closed");
+    }
+    return false;
+  }
+  if (attempt !== signIns) return false;
   current?.unsubscribe();
-  log.textContent = "";
+  current = undefined;
+  for (const stop of unwatch) stop();
+  conn?.close();
+  signedInAs = user;
+  localStorage.setItem("chat-user", user);
+  conn = connect({
+    url: `ws://${gateway}/streams`,
+    // The first token once, then a fresh one for every reconnect and every refresh.
+    token: async () => {
+      const token = first ?? (await fetchToken(user));
+      first = undefined;
+      return token;
+    },
+  });
+  unwatch = [conn.on("state", showState), conn.on("error", (e) => line(`connection: ${esc(e.message)}`, "warn"))];
+  chat = createClient(ChatStreams, conn);
+  return true;
+}
+
+function join(room: string, clear = true): void {
+  if (!chat) return;
+  current?.unsubscribe();
+  if (clear) log.textContent = "";
   currentRoom = room;
   roomEl.value = room;
   localStorage.setItem("chat-room", room);
@@ -57,17 +124,26 @@ function join(room: string): void {
   sub.on("error", (e) => line(`error: ${esc(e.message)}`, "warn"));
 }
 
-const roomEl = $<HTMLInputElement>("room");
-$<HTMLButtonElement>("join").onclick = () => join(roomEl.value.trim() || "general");
+/** Signs in with the name in the box (when it changed), then joins `room`. */
+async function enter(room: string, clear = true): Promise<boolean> {
+  if (!(await signIn(userEl.value.trim()))) return false;
+  join(room, clear);
+  return true;
+}
+
+$<HTMLButtonElement>("join").onclick = () => void enter(roomEl.value.trim() || "general");
 $<HTMLFormElement>("post").onsubmit = async (ev) => {
   ev.preventDefault();
   const form = ev.target as HTMLFormElement;
   const input = form.elements.namedItem("text") as HTMLInputElement;
   const text = input.value;
   input.value = "";
-  localStorage.setItem("chat-user", userEl.value);
+  // Another name in the box: sign in as it first; the room carries on from its cursor.
+  if (userEl.value.trim() !== signedInAs && !(await enter(currentRoom || "general", false))) return;
+  if (!chat) return;
   try {
-    const receipt = await chat.post({ room: currentRoom, user: userEl.value, text, sentAtMs: BigInt(Date.now()) });
+    // The gateway writes the token's subject as the author, whatever `user` says.
+    const receipt = await chat.post({ room: currentRoom, user: signedInAs, text, sentAtMs: BigInt(Date.now()) });
     receiptEl.textContent = `sent: ${receipt.topic} p${receipt.partition}@${receipt.offset}${receipt.duplicate ? " (duplicate)" : ""}`;
   } catch (e) {
     line(`not sent: ${esc((e as Error).message)}`, "warn");
@@ -75,4 +151,4 @@ $<HTMLFormElement>("post").onsubmit = async (ev) => {
 };
 // Back to the room of the last visit, from its saved cursor: what was posted meanwhile
 // shows up once, what was already shown does not.
-join(localStorage.getItem("chat-room") ?? "general");
+void enter(localStorage.getItem("chat-room") ?? "general");

@@ -79,10 +79,15 @@ export interface GatewayProcess {
   output(): string;
 }
 
-/** Starts `fixture-gateway TOPIC [PARTITIONS]` and waits for its `LISTENING host:port` line. */
-export function startGateway(topic: string, partitions?: number): Promise<GatewayProcess> {
+/**
+ * Starts `fixture-gateway TOPIC [PARTITIONS]` and waits for its `LISTENING host:port` line.
+ * Browser pages of `origins` may connect (`FIXTURE_ORIGINS`); pages of any other origin get
+ * HTTP 403 (clients that send no Origin, like Node's, are let in).
+ */
+export function startGateway(topic: string, partitions?: number, origins: readonly string[] = []): Promise<GatewayProcess> {
   const args = partitions === undefined ? [topic] : [topic, String(partitions)];
-  const child = spawn(bin("fixture-gateway"), args, { stdio: ["pipe", "pipe", "pipe"] });
+  const env = { ...process.env, FIXTURE_ORIGINS: origins.join(",") };
+  const child = spawn(bin("fixture-gateway"), args, { env, stdio: ["pipe", "pipe", "pipe"] });
   let output = "";
   let exited = false;
   const exit = new Promise<void>((resolve) =>

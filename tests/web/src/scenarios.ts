@@ -725,6 +725,29 @@ async function offlineOnline(env: Env) {
   }
 }
 
+/**
+ * A page of an origin the gateway does not allow: each attempt is refused before the upgrade
+ * (HTTP 403, which a browser reports only as a failed WebSocket: `error`, then close 1006),
+ * and the runtime keeps retrying with backoff without ever opening. Runs until `attempts`
+ * sockets have closed.
+ */
+async function refusedOrigin(env: Env, params: { attempts: number }) {
+  const s = open(env, { backoff: { initialMs: 50, maxMs: 200 } });
+  const closeCodes = () => s.log.entries.filter((e) => e.message === "socket closed").map((e) => Number(e.fields?.["code"]));
+  try {
+    await waitFor(`${params.attempts} refused attempts`, () => closeCodes().length >= params.attempts, 20_000, s.log.tail);
+    return {
+      closeCodes: closeCodes(),
+      states: s.states.map((x) => x.state),
+      opens: s.opens(),
+      welcomed: s.conn.welcome !== undefined,
+      connState: s.conn.state,
+    };
+  } finally {
+    s.conn.close();
+  }
+}
+
 export const scenarios = {
   publishReceipt,
   manyRecordsWithDisconnects,
@@ -732,6 +755,7 @@ export const scenarios = {
   offlineQueue,
   offlineFrozenSocket,
   offlineOnline,
+  refusedOrigin,
 };
 
 export type Scenarios = typeof scenarios;

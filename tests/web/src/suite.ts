@@ -13,6 +13,8 @@ import { IDEMPOTENCY_HEADER, type Control, type Produced, type Row, type Scenari
 export interface Runner {
   /** "node" or "chromium": prefixes the test names. */
   readonly name: string;
+  /** The origins of the pages the runner serves (the gateway lets in browsers of these only). */
+  readonly origins?: readonly string[];
   run<K extends ScenarioName>(
     t: TestContext,
     fixture: Fixture,
@@ -81,11 +83,14 @@ export interface Fixture {
   url: string;
 }
 
-/** A fresh topic with `partitions`, its gateway and a proxy in front; all torn down after the test. */
-export async function setup(t: TestContext, partitions: number): Promise<Fixture> {
+/**
+ * A fresh topic with `partitions`, its gateway (letting in browser pages of `origins`) and a
+ * proxy in front; all torn down after the test.
+ */
+export async function setup(t: TestContext, partitions: number, origins: readonly string[] = []): Promise<Fixture> {
   const defer = cleanups(t);
   const topic = uniqueTopic("web");
-  const gateway = await startGateway(topic, partitions);
+  const gateway = await startGateway(topic, partitions, origins);
   defer(() => fixtureKafka("delete", topic));
   const proxy = await TcpProxy.start({ host: gateway.host, port: gateway.port });
   const f: Fixture = {
@@ -94,7 +99,7 @@ export async function setup(t: TestContext, partitions: number): Promise<Fixture
     proxy,
     control: new NodeControl(topic, proxy, async () => {
       await f.gateway.stop();
-      f.gateway = await startGateway(topic);
+      f.gateway = await startGateway(topic, undefined, origins);
       proxy.retarget({ host: f.gateway.host, port: f.gateway.port });
     }),
     defer,
@@ -164,7 +169,7 @@ export function sharedTests(runner: Runner): void {
   const name = (s: string) => `${runner.name}: ${s}`;
 
   test(name("publish resolves with a receipt; a subscriber receives the record at that (partition, offset); a repeat is deduplicated"), { timeout: 60_000 }, async (t) => {
-    const f = await setup(t, 3);
+    const f = await setup(t, 3, runner.origins);
     const r = await runner.run(t, f, "publishReceipt", undefined);
     assert.equal(r.topic, f.topic, "Subscribed names the fixture topic");
     assert.deepEqual({ topic: r.receipt.topic, duplicate: r.receipt.duplicate }, { topic: f.topic, duplicate: false });
@@ -180,7 +185,7 @@ export function sharedTests(runner: Runner): void {
   });
 
   test(name("10,000 records on 3 partitions with 20 forced disconnects: every record exactly once, in offset order per partition"), { timeout: 150_000 }, async (t) => {
-    const f = await setup(t, 3);
+    const f = await setup(t, 3, runner.origins);
     const total = 10_000;
     const severs = 20;
     const r = await runner.run(t, f, "manyRecordsWithDisconnects", { total, severs });
@@ -201,14 +206,14 @@ export function sharedTests(runner: Runner): void {
   });
 
   test(name("a cursor whose records were deleted: resubscribing fails with unrecoverable OFFSET_BELOW_LOG_START, state failed"), { timeout: 60_000 }, async (t) => {
-    const f = await setup(t, 3);
+    const f = await setup(t, 3, runner.origins);
     const r = await runner.run(t, f, "unrecoverableCursor", { restartGateway: true });
     assertUnrecoverable(f, r);
     assert.ok(f.proxy.accepted >= 2, "two visits, two connections");
   });
 
   test(name("offline queue: a publish made while the gateway is unreachable waits, resolves after reconnect, and is in Kafka once"), { timeout: 60_000 }, async (t) => {
-    const f = await setup(t, 3);
+    const f = await setup(t, 3, runner.origins);
     const r = await runner.run(t, f, "offlineQueue", undefined);
     t.diagnostic(`publish waited ${r.waitedMs} ms; ${r.whileBlocked.refused} reconnect attempts refused`);
     assert.ok(r.cut >= 1, "the block cut the open connection");

@@ -1,7 +1,8 @@
 /**
  * The same scenarios in real headless Chromium (playwright-core, /usr/bin/chromium): the
  * runtime (@kafkasocks/runtime, a file: dependency on ../../ts-templates) is bundled by esbuild (entry src/harness.ts), served by a
- * Node http server on 127.0.0.1:0, and run inside the page with the browser's own WebSocket.
+ * Node http server on 127.0.0.1:0 (one for this file: its origin is the one the gateways let
+ * in), and run inside the page with the browser's own WebSocket.
  * The page reaches the test's Control (proxy, fixture-kafka, network emulation) through
  * functions exposed with page.exposeFunction. Each test launches its own browser with a fresh
  * user-data dir and closes everything it started.
@@ -12,7 +13,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test, type TestContext } from "node:test";
+import { after, test, type TestContext } from "node:test";
 import { build } from "esbuild";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { CHROMIUM, CHROMIUM_ARGS, webRoot } from "../src/fixtures.ts";
@@ -46,7 +47,7 @@ const PAGE = `<!doctype html>
 <body><script type="module" src="/harness.js"></script></body></html>`;
 
 /** Serves the test page and the bundle on 127.0.0.1:0. */
-async function servePage(): Promise<{ url: string; close(): Promise<void> }> {
+async function servePage(): Promise<{ url: string; origin: string; close(): Promise<void> }> {
   const js = await harnessBundle();
   const server = http.createServer((req, res) => {
     if (req.url === "/") res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(PAGE);
@@ -55,8 +56,10 @@ async function servePage(): Promise<{ url: string; close(): Promise<void> }> {
     else res.writeHead(404).end();
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    url: `${origin}/`,
+    origin,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
@@ -65,6 +68,10 @@ async function servePage(): Promise<{ url: string; close(): Promise<void> }> {
   };
 }
 
+/** The pages of every test, from one origin: the one the tests' gateways let in (FIXTURE_ORIGINS). */
+const pages = await servePage();
+after(() => pages.close());
+
 interface Browser {
   context: BrowserContext;
   page: Page;
@@ -72,12 +79,13 @@ interface Browser {
   console: string[];
 }
 
-/** A fresh Chromium (own user-data dir) with the test page loaded and the fixture's Control exposed. */
-async function openPage(f: Fixture): Promise<Browser> {
+/**
+ * A fresh Chromium (own user-data dir) with the test page loaded from `server` (default: the
+ * allowed origin) and the fixture's Control exposed.
+ */
+async function openPage(f: Fixture, server: { url: string } = pages): Promise<Browser> {
   const userDataDir = await mkdtemp(join(tmpdir(), "kafkasocks-chromium-"));
   f.defer(() => rm(userDataDir, { recursive: true, force: true }));
-  const server = await servePage();
-  f.defer(() => server.close());
   const context = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   f.defer(() => context.close());
   f.control.offline = (offline) => context.setOffline(offline);
@@ -93,8 +101,13 @@ async function openPage(f: Fixture): Promise<Browser> {
   return { context, page, console: lines };
 }
 
-async function runInPage<K extends ScenarioName>(f: Fixture, name: K, params: ScenarioParams<K>): Promise<{ result: ScenarioResult<K>; browser: Browser }> {
-  const browser = await openPage(f);
+async function runInPage<K extends ScenarioName>(
+  f: Fixture,
+  name: K,
+  params: ScenarioParams<K>,
+  server?: { url: string },
+): Promise<{ result: ScenarioResult<K>; browser: Browser }> {
+  const browser = await openPage(f, server);
   try {
     const result = await browser.page.evaluate(
       ({ name, url, topic, params }) =>
@@ -114,6 +127,7 @@ async function runInPage<K extends ScenarioName>(f: Fixture, name: K, params: Sc
 
 const runner: Runner = {
   name: "chromium",
+  origins: [pages.origin],
   run<K extends ScenarioName>(_t: TestContext, f: Fixture, name: K, params: ScenarioParams<K>): Promise<ScenarioResult<K>> {
     return runInPage(f, name, params).then((x) => x.result);
   },
@@ -131,7 +145,7 @@ function assertWholeTopic(rows: readonly Row[], expected: readonly Produced[], w
 }
 
 test("chromium: setOffline(true) holds an open WebSocket's traffic without closing it; a reset behind held data surfaces when back online; nothing lost, nothing twice", { timeout: 90_000 }, async (t) => {
-  const f = await setup(t, 3);
+  const f = await setup(t, 3, [pages.origin]);
   const { result: r } = await runInPage(f, "offlineFrozenSocket", undefined);
   t.diagnostic(
     `phase A (offline, socket intact): records arrived while offline: ${r.phaseA.arrivedWhileOffline}; held records arrived ${r.phaseA.heldRecordsMs} ms after going online; reconnects ${r.phaseA.reconnects}. ` +
@@ -165,7 +179,7 @@ test("chromium: setOffline(true) holds an open WebSocket's traffic without closi
 });
 
 test("chromium: offline, then the connection is reset: attempts fail in the browser, the publish is queued, the `online` event reconnects at once; no gap, no duplicate", { timeout: 90_000 }, async (t) => {
-  const f = await setup(t, 3);
+  const f = await setup(t, 3, [pages.origin]);
   const { result: r } = await runInPage(f, "offlineOnline", undefined);
   t.diagnostic(
     `${r.offlineAttempts} attempts failed while offline (proxy accepted ${r.statsAtOffline.accepted} → ${r.statsOffline.accepted}); ` +
@@ -194,4 +208,53 @@ test("chromium: offline, then the connection is reset: attempts fail in the brow
   const batches = f.control.batches;
   assert.equal(batches.length, 3, "batches: before, while offline, tail");
   assertWholeTopic(r.rows, [...batches.flat(), r.published], "chromium offline/online");
+});
+
+/** The gateway's answer to a WebSocket upgrade from a page of `origin` (101 when it went through). */
+function upgradeStatus(wsUrl: string, origin: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(wsUrl.replace(/^ws:/, "http:"), {
+      headers: {
+        connection: "Upgrade",
+        upgrade: "websocket",
+        origin,
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-protocol": "kafkasocks.v1",
+      },
+    });
+    req.on("upgrade", (res, socket) => {
+      socket.destroy();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("response", (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+test("chromium: a page of an origin the gateway does not allow cannot connect: HTTP 403 before the upgrade, retried, never open", { timeout: 60_000 }, async (t) => {
+  const f = await setup(t, 3, [pages.origin]);
+  // The same page from another origin (another port is another origin).
+  const elsewhere = await servePage();
+  f.defer(() => elsewhere.close());
+  const attempts = 3;
+  const { result: r, browser } = await runInPage(f, "refusedOrigin", { attempts }, elsewhere);
+  t.diagnostic(`close codes ${r.closeCodes.join(",")}; states ${r.states.join(",")}`);
+  assert.equal(r.opens, 0, "never open");
+  assert.equal(r.welcomed, false, "no Welcome");
+  assert.ok(!r.states.includes("open"), `states ${r.states.join(",")}`);
+  assert.equal(r.connState, "reconnecting", "the runtime reports a failed connection and keeps retrying");
+  assert.ok(r.closeCodes.length >= attempts && r.closeCodes.every((c) => c === 1006), `each attempt ended in close 1006 (${r.closeCodes.join(",")})`);
+  // The attempts reached the gateway (through the proxy), which refused them before the upgrade.
+  assert.ok(f.proxy.accepted >= attempts, `the proxy forwarded ${f.proxy.accepted} connections`);
+  const refusals = browser.console.filter((l) => /WebSocket connection to .* failed: .*Unexpected response code: 403/.test(l));
+  assert.ok(refusals.length >= attempts, `Chromium saw HTTP 403 for each attempt:\n${browser.console.slice(-10).join("\n")}`);
+  // The gateway's answer, asked directly: 403 for that origin, the upgrade for the allowed one.
+  assert.equal(await upgradeStatus(f.url, elsewhere.origin), 403);
+  assert.equal(await upgradeStatus(f.url, "null"), 403);
+  assert.equal(await upgradeStatus(f.url, pages.origin), 101);
 });
