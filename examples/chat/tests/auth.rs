@@ -308,3 +308,69 @@ async fn the_token_endpoint_takes_sane_names_and_small_bodies() -> anyhow::Resul
     assert_eq!(common::http(chat.http, "GET", "/token", "text/plain", b"").await?.0, 405);
     chat.stop().await
 }
+
+/// A TCP connection from a chosen loopback address (all of 127/8 is loopback).
+async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
+fn p99(mut latencies: Vec<Duration>) -> f64 {
+    latencies.sort();
+    latencies[((latencies.len() - 1) as f64 * 0.99).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// Slowloris on the example's own ports: 300 connections from 5 other addresses that
+/// trickle a request header (the page) or never send the HTTP/2 preface (gRPC). A
+/// legitimate page load, token and gRPC call from elsewhere are still served (their p99
+/// printed), and the page port cuts the slow ones at its header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_grpc_ports_survive_a_slowloris() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chat = Chat::start(&[]).await?;
+    let mut slow = Vec::new();
+    for i in 0..300u32 {
+        let from = std::net::Ipv4Addr::new(127, 0, 3, 1 + (i % 5) as u8);
+        let to = if i % 2 == 0 { chat.http } else { chat.grpc };
+        if let Ok(mut s) = connect_from(from, to).await {
+            if to == chat.http {
+                let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a").await;
+            }
+            slow.push((to, s));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut pages, mut calls) = (Vec::new(), Vec::new());
+    let token = chat.token("ada").await?;
+    let room = unique_room("slow");
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let (status, _) = common::http(chat.http, "GET", "/", "text/plain", b"").await?;
+        assert_eq!(status, 200);
+        pages.push(started.elapsed());
+        let started = std::time::Instant::now();
+        grpc_post(chat.grpc, Some(&token), message(&room, "", "during a slowloris")).await??;
+        calls.push(started.elapsed());
+    }
+    println!(
+        "chat ports, 300 slowloris connections: page GET p99 {:.1} ms, gRPC Post p99 {:.1} ms",
+        p99(pages),
+        p99(calls)
+    );
+    // The page port closes the trickling ones at its header timeout (10 s).
+    let started = std::time::Instant::now();
+    let mut cut = 0;
+    for (to, mut s) in slow {
+        if to != chat.http {
+            continue;
+        }
+        let mut b = [0u8; 256];
+        if let Ok(Ok(_) | Err(_)) = tokio::time::timeout(Duration::from_secs(15), s.read(&mut b)).await {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 150, "every slow page connection is closed");
+    println!("the 150 slow page connections were closed within {:.1} s", started.elapsed().as_secs_f64());
+    chat.stop().await
+}
