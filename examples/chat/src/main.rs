@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
     let grpc_addr = grpc_incoming.local_addr()?;
     let grpc = chat::ChatStreamsGrpc::new(gateway.local_streams()).into_service();
     tokio::spawn(async move {
-        if let Err(e) = grpc::server().add_service(grpc).serve_with_incoming(grpc_incoming).await {
+        if let Err(e) = grpc::server().add_service(grpc).serve_with_incoming(grpc::bounded(grpc_incoming)).await {
             tracing::error!(error = %e, "gRPC server stopped");
         }
     });
