@@ -265,6 +265,29 @@ pub(crate) fn scan_field(mut msg: &[u8], number: u32) -> Result<Option<Bytes>, S
     Ok(found)
 }
 
+/// The crate-private parsers above, for the fuzz targets in `fuzz/` only: cargo fuzz builds
+/// everything with `--cfg fuzzing`, and no other build has this module.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+
+    /// [`super::scan_field`], its error as text.
+    pub fn scan_field(msg: &[u8], number: u32) -> Result<Option<Bytes>, String> {
+        super::scan_field(msg, number).map_err(|e| e.to_string())
+    }
+
+    /// [`super::strip_confluent_framing`].
+    pub fn strip_confluent_framing(value: &[u8]) -> (u32, &[u8]) {
+        super::strip_confluent_framing(value)
+    }
+
+    /// [`super::add_confluent_framing`].
+    pub fn add_confluent_framing(id: u32, indexes: &[i32], message: &[u8]) -> Bytes {
+        super::add_confluent_framing(id, indexes, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
