@@ -67,8 +67,13 @@ impl Conn {
     pub(crate) async fn open(sources: &Sources, addr: SocketAddr, config: WebSocketConfig) -> Result<Conn> {
         let ws = connect_ws(sources, addr, Some(kafkasocks::SUBPROTOCOL), config).await?;
         let mut conn = Conn { ws };
-        conn.send(Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "bench".into() }))
-            .await?;
+        conn.send(Kind::Hello(wire::Hello {
+            protocol_version: 1,
+            token: String::new(),
+            client: "bench".into(),
+            ..Default::default()
+        }))
+        .await?;
         match conn.recv().await? {
             Event::Frame(Kind::Welcome(_)) => Ok(conn),
             other => bail!("expected Welcome, got {other:?}"),

@@ -356,6 +356,9 @@ struct ActiveSub {
 
 struct Driver {
     config: ClientConfig,
+    /// Sent in every Hello: scopes this client's idempotency keys when it is anonymous,
+    /// so retries after a reconnect are deduplicated.
+    instance_id: String,
     commands: mpsc::UnboundedSender<Command>,
     state: watch::Sender<ConnectionState>,
     subs: HashMap<u64, ActiveSub>,
@@ -378,6 +381,7 @@ impl Driver {
     ) -> Driver {
         Driver {
             config,
+            instance_id: format!("{:032x}", rand::random::<u128>()),
             commands,
             state,
             subs: HashMap::new(),
@@ -545,6 +549,7 @@ impl Driver {
             protocol_version: 1,
             token: self.config.token.clone(),
             client: concat!("kafkasocks-rust/", env!("CARGO_PKG_VERSION")).into(),
+            instance_id: self.instance_id.clone(),
         }));
         if sink.send(hello).await.is_err() {
             return Outcome::Reconnect(self.backoff());

@@ -38,19 +38,29 @@ pub struct RequestContext {
     pub client_ip: Option<IpAddr>,
     /// The fully-qualified method.
     pub method: String,
+    /// The client's `Hello.instance_id`, when it sent a well-formed one.
+    pub(crate) instance_id: Option<String>,
 }
 
 impl RequestContext {
     /// Whose idempotency keys these are: a principal's keys are its own on every
-    /// connection; an anonymous session's are its own only, so no client can see or
-    /// suppress another's publish by reusing its key.
+    /// connection; an anonymous client's are its own only (its instance id, which only it
+    /// knows, or else its session), so no client can see or suppress another's publish by
+    /// reusing its key.
     pub(crate) fn dedup_scope(&self) -> String {
-        if self.principal.is_anonymous() {
-            format!("session:{}", self.session_id)
-        } else {
-            format!("principal:{}", self.principal.subject())
+        match (&self.instance_id, self.principal.is_anonymous()) {
+            (_, false) => format!("principal:{}", self.principal.subject()),
+            (Some(instance), true) => format!("instance:{instance}"),
+            (None, true) => format!("session:{}", self.session_id),
         }
     }
+}
+
+/// A `Hello.instance_id` the gateway uses: 22-128 characters of `[A-Za-z0-9_-]` (128 bits
+/// of base64url at least).
+pub(crate) fn valid_instance_id(id: &str) -> Option<String> {
+    let ok = (22..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then(|| id.to_owned())
 }
 
 /// A per-record predicate applied after the key match.

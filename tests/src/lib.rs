@@ -472,8 +472,13 @@ impl RawClient {
     /// Connects and completes Hello/Welcome with this token.
     pub async fn open_with_token(addr: SocketAddr, token: &str) -> Result<RawClient> {
         let mut c = Self::connect(addr).await?;
-        c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: token.into(), client: "raw-test".into() }))
-            .await?;
+        c.send(Kind::Hello(wire::Hello {
+            protocol_version: 1,
+            token: token.into(),
+            client: "raw-test".into(),
+            ..Default::default()
+        }))
+        .await?;
         match c.recv().await? {
             Some(Kind::Welcome(_)) => Ok(c),
             other => bail!("expected Welcome, got {other:?}"),

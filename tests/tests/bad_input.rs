@@ -136,13 +136,25 @@ async fn handshake_hello_and_token_errors() -> anyhow::Result<()> {
     assert!(RawClient::connect_with_protocol(gw.addr, Some("other.v9")).await.is_err());
     // Bad token: Error UNAUTHENTICATED, close 4001.
     let mut c = RawClient::connect(gw.addr).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: "bad".into(), client: String::new() })).await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 1,
+        token: "bad".into(),
+        client: String::new(),
+        ..Default::default()
+    }))
+    .await?;
     let (code, frames) = c.until_close().await;
     assert_eq!(code, 4001);
     assert_eq!(error_of(frames.into_iter().next()).code, wire::Code::Unauthenticated as i32);
     // Unsupported version: 4000.
     let mut c = RawClient::connect(gw.addr).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 2, token: "good".into(), client: String::new() })).await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 2,
+        token: "good".into(),
+        client: String::new(),
+        ..Default::default()
+    }))
+    .await?;
     assert_eq!(c.until_close().await.0, 4000);
     // A first frame that is not Hello: 4000.
     let mut c = RawClient::connect(gw.addr).await?;
@@ -153,7 +165,13 @@ async fn handshake_hello_and_token_errors() -> anyhow::Result<()> {
     assert_eq!(c.until_close().await.0, 4000);
     // A bad token refresh: 4001; a good one: TokenAccepted.
     let mut c = RawClient::connect(gw.addr).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: "good".into(), client: String::new() })).await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 1,
+        token: "good".into(),
+        client: String::new(),
+        ..Default::default()
+    }))
+    .await?;
     assert!(matches!(c.recv().await?, Some(Kind::Welcome(_))));
     c.send(Kind::TokenRefresh(wire::TokenRefresh { token: "good".into() })).await?;
     assert!(matches!(c.recv().await?, Some(Kind::TokenAccepted(_))));
@@ -174,7 +192,13 @@ async fn expired_tokens_close_with_4002() -> anyhow::Result<()> {
     let gw =
         TestGateway::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())), streams(&topic), Some(auth)).await?;
     let mut c = RawClient::connect(gw.addr).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: "t".into(), client: String::new() })).await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 1,
+        token: "t".into(),
+        client: String::new(),
+        ..Default::default()
+    }))
+    .await?;
     match c.recv().await? {
         Some(Kind::Welcome(w)) => assert!(w.token_expires_at_ms > 0),
         other => panic!("expected Welcome, got {other:?}"),

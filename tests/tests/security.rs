@@ -224,6 +224,37 @@ async fn idempotency_keys_never_cross_principals_or_anonymous_sessions() -> anyh
     let again = receipt(&mut a).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     assert!(again.duplicate && again.offset == ra.offset);
 
+    // An anonymous client naming its instance (Hello.instance_id, 128 random bits the
+    // client keeps) keeps its keys across reconnects; another instance cannot reach them.
+    let open_instance = |instance: &'static str| async move {
+        let mut c = RawClient::connect(anon.addr).await?;
+        c.send(Kind::Hello(wire::Hello { protocol_version: 1, instance_id: instance.into(), ..Default::default() }))
+            .await?;
+        anyhow::ensure!(matches!(c.recv().await?, Some(Kind::Welcome(_))));
+        anyhow::Ok(c)
+    };
+    let mine = "0123456789abcdef0123456789abcdef";
+    let mut c1 = open_instance(mine).await?;
+    c1.send(publish(1, "k", "mine", "instance-key")).await?;
+    let r1 = receipt(&mut c1).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    drop(c1);
+    let mut c2 = open_instance(mine).await?;
+    c2.send(publish(1, "k", "mine", "instance-key")).await?;
+    let r2 = receipt(&mut c2).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(r2.duplicate && r2.offset == r1.offset, "the same instance after a reconnect is deduplicated");
+    let mut other = open_instance("fedcba9876543210fedcba9876543210").await?;
+    other.send(publish(1, "k", "other", "instance-key")).await?;
+    let r3 = receipt(&mut other).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(!r3.duplicate && r3.offset != r1.offset, "another instance reached this one's key");
+    // Too short to be 128 random bits: scoped to the session instead.
+    let mut weak1 = open_instance("short").await?;
+    weak1.send(publish(1, "k", "weak", "weak-key")).await?;
+    let w1 = receipt(&mut weak1).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut weak2 = open_instance("short").await?;
+    weak2.send(publish(1, "k", "weak", "weak-key")).await?;
+    let w2 = receipt(&mut weak2).await?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(!w2.duplicate && w2.offset != w1.offset);
+
     // Authenticated: a principal's keys are its own on every connection, and only its own.
     let authed = gateway_with(&topic, |c| c, |b| b.authenticator(token_auth)).await?;
     let mut ada1 = RawClient::open_with_token(authed.addr, "ada").await?;
@@ -307,7 +338,13 @@ async fn connections_are_capped_per_address_and_per_principal() -> anyhow::Resul
     let _b = RawClient::open_with_token(gw.addr, "ada").await?;
     // A third session of ada: refused at Hello with RESOURCE_EXHAUSTED and 4013.
     let mut c = RawClient::connect(gw.addr).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: "ada".into(), client: "t".into() })).await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 1,
+        token: "ada".into(),
+        client: "t".into(),
+        ..Default::default()
+    }))
+    .await?;
     let (code, frames) = c.until_close().await;
     assert_eq!(code, 4013);
     assert!(
@@ -334,7 +371,13 @@ async fn bad_tokens_and_token_refreshes_are_refused_with_4001() -> anyhow::Resul
     let gw = gateway_with(&topic, |c| c, |b| b.authenticator(token_auth)).await?;
     for token in ["", "garbage"] {
         let mut c = RawClient::connect(gw.addr).await?;
-        c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: token.into(), client: "t".into() })).await?;
+        c.send(Kind::Hello(wire::Hello {
+            protocol_version: 1,
+            token: token.into(),
+            client: "t".into(),
+            ..Default::default()
+        }))
+        .await?;
         assert_eq!(c.until_close().await.0, 4001, "token {token:?}");
     }
     let mut c = RawClient::open_with_token(gw.addr, "ada").await?;
@@ -402,7 +445,12 @@ async fn close_code_after(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<u16>
     }
     assert!(head.starts_with(b"HTTP/1.1 101"));
     let hello = wire::Frame {
-        kind: Some(Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "raw".into() })),
+        kind: Some(Kind::Hello(wire::Hello {
+            protocol_version: 1,
+            token: String::new(),
+            client: "raw".into(),
+            ..Default::default()
+        })),
     };
     s.write_all(&ws_frame(0x82, &prost::Message::encode_to_vec(&hello), true)).await?;
     s.write_all(bytes).await?;

@@ -138,6 +138,13 @@ const ignoreError = (): void => undefined;
 
 type TimerName = "retry" | "handshake" | "heartbeat" | "refresh" | "goAway";
 
+/** 128 random bits as 32 hex digits (crypto.getRandomValues: browsers, Node 20). */
+function instanceId(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 class ConnectionImpl implements Connection, SubscriptionHost {
   readonly clock: Clock;
   readonly logger: Logger;
@@ -153,6 +160,8 @@ class ConnectionImpl implements Connection, SubscriptionHost {
   readonly #routes = new Map<number, SubscriptionEndpoint>();
   #nextSubId = 1;
   readonly #secrets = new Set<string>();
+  /** Sent in every Hello: an anonymous client's retried publishes stay deduplicated across reconnects. */
+  readonly #instanceId = instanceId();
 
   #ws: WebSocketLike | undefined;
   /** Bumped for every socket attempt and on close; stale async work compares it. */
@@ -341,7 +350,12 @@ class ConnectionImpl implements Connection, SubscriptionHost {
       if (ws !== this.#ws) return;
       this.send({
         kind: "hello",
-        hello: { protocolVersion: 1, token, client: this.#options.client ?? `kafkasocks-ts/${RUNTIME_VERSION}` },
+        hello: {
+          protocolVersion: 1,
+          token,
+          client: this.#options.client ?? `kafkasocks-ts/${RUNTIME_VERSION}`,
+          instanceId: this.#instanceId,
+        },
       });
     };
     ws.onmessage = (event) => {

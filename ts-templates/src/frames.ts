@@ -50,6 +50,8 @@ export interface Hello {
   protocolVersion: number;
   token: string;
   client: string;
+  /** Random, once per connection object: scopes an anonymous client's idempotency keys. */
+  instanceId: string;
 }
 export interface Limits {
   maxMessageBytes: number;
@@ -231,7 +233,7 @@ const NONCE: Schema = { fields: [[1, "nonce", U64]] };
 const FRAME: Schema = {
   oneof: true,
   fields: [
-    ["hello", { fields: [[1, "protocolVersion", U32], [2, "token", STR], [3, "client", STR]] }],
+    ["hello", { fields: [[1, "protocolVersion", U32], [2, "token", STR], [3, "client", STR], [4, "instanceId", STR]] }],
     [
       "welcome",
       {

@@ -19,7 +19,12 @@ test("opens with subprotocol kafkasocks.v1 and arraybuffer, sends Hello, becomes
   assert.equal(ws.url, "wss://gateway.test/ks");
   assert.equal(ws.protocols, "kafkasocks.v1");
   assert.equal(ws.binaryType, "arraybuffer");
-  assert.deepEqual(ws.sent[0], { kind: "hello", hello: { protocolVersion: 1, token: "t0k", client: "kafkasocks-ts/0.1.0" } });
+  const hello = ws.sent[0] as { kind: "hello"; hello: { instanceId: string } };
+  assert.match(hello.hello.instanceId, /^[0-9a-f]{32}$/, "128 random bits");
+  assert.deepEqual(ws.sent[0], {
+    kind: "hello",
+    hello: { protocolVersion: 1, token: "t0k", client: "kafkasocks-ts/0.1.0", instanceId: hello.hello.instanceId },
+  });
   assert.equal(h.conn.state, "open");
   assert.deepEqual(states, ["open"]);
   assert.equal(h.conn.welcome?.sessionId, "abc");

@@ -9,7 +9,7 @@ const cursor = { topicId: u8(1, 2, 3), positions: [{ partition: 0, nextOffset: 1
 
 /** One frame of every kind, every field set to a non-default value; the field number from frame.proto. */
 const EVERY: [number, Frame][] = [
-  [1, { kind: "hello", hello: { protocolVersion: 1, token: "tok", client: "kafkasocks-ts/0.1.0" } }],
+  [1, { kind: "hello", hello: { protocolVersion: 1, token: "tok", client: "kafkasocks-ts/0.1.0", instanceId: "0123456789abcdef0123456789abcdef" } }],
   [
     2,
     {

@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn scan_field_finds_strings_and_ints() {
-        let msg = Hello { protocol_version: 1, token: "t".into(), client: "c".into() }.encode_to_vec();
+        let msg =
+            Hello { protocol_version: 1, token: "t".into(), client: "c".into(), ..Default::default() }.encode_to_vec();
         assert_eq!(scan_field(&msg, 2), Ok(Some(Bytes::from_static(b"t"))));
         assert_eq!(scan_field(&msg, 1), Ok(Some(Bytes::from_static(b"1"))));
         assert_eq!(scan_field(&msg, 9), Ok(None));

@@ -67,6 +67,7 @@ where
             handshake,
             slot,
             principal: Principal::anonymous(),
+            instance_id: None,
             subs: HashMap::new(),
             last_heard: Instant::now(),
             nonce: 0,
@@ -93,6 +94,8 @@ struct Session {
     handshake: Handshake,
     slot: Option<Slot>,
     principal: Principal,
+    /// `Hello.instance_id`, when well-formed.
+    instance_id: Option<String>,
     /// Open subscriptions; ones that ended by themselves (an Error frame was sent) are
     /// swept on the watchdog tick and when their id is reused.
     subs: HashMap<u32, SubscriptionHandle>,
@@ -196,6 +199,7 @@ impl Session {
             self.fail(full.status(&limits), close::OVERLOADED, "too many connections");
             return;
         }
+        self.instance_id = crate::stream::valid_instance_id(&hello.instance_id);
         tracing::debug!(client = %hello.client, subject = %self.principal.subject(), "hello");
         let welcome = wire::Welcome {
             session_id: self.session_id.clone(),
@@ -352,6 +356,7 @@ impl Session {
             remote_addr: self.handshake.peer(),
             client_ip: self.handshake.client_ip(),
             method: method.to_owned(),
+            instance_id: self.instance_id.clone(),
         }
     }
 
@@ -686,7 +691,7 @@ mod tests {
     }
 
     fn hello() -> Kind {
-        Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "t".into() })
+        Kind::Hello(wire::Hello { protocol_version: 1, token: String::new(), client: "t".into(), ..Default::default() })
     }
 
     #[tokio::test]

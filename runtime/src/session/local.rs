@@ -42,6 +42,7 @@ fn context(principal: Principal, method: &str, handshake: Option<&Handshake>) ->
         remote_addr: handshake.and_then(Handshake::peer),
         client_ip: handshake.and_then(Handshake::client_ip),
         method: method.to_owned(),
+        instance_id: None,
     }
 }
 

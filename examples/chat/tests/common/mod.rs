@@ -170,8 +170,13 @@ pub fn claims(token: &str) -> Result<serde_json::Value> {
 /// Opens a session with `token` in Hello: Ok with the Welcome, or the close code.
 pub async fn hello(ws: SocketAddr, token: &str) -> Result<std::result::Result<wire::Welcome, u16>> {
     let mut c = RawClient::connect(ws).await?;
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, token: token.to_owned(), client: "chat-test".into() }))
-        .await?;
+    c.send(Kind::Hello(wire::Hello {
+        protocol_version: 1,
+        token: token.to_owned(),
+        client: "chat-test".into(),
+        ..Default::default()
+    }))
+    .await?;
     match c.recv().await {
         Ok(Some(Kind::Welcome(w))) => Ok(Ok(w)),
         Ok(_) => Ok(Err(c.until_close().await.0)),
