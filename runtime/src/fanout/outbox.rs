@@ -190,6 +190,15 @@ impl Outbox {
     }
 }
 
+/// Records still queued when a connection ends (its writer stopped first) leave the
+/// gateway-wide count with the queue.
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let s = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.budget.release(s.record_bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +225,8 @@ mod tests {
         budget.release(bytes);
         assert!(b.offer_record(1, &wake, &rec), "room again once a writer wrote what it took");
         assert_eq!(budget.used(), 2 * len);
+        // A connection that ends with records still queued gives them back.
+        drop((a, b));
+        assert_eq!(budget.used(), 0);
     }
 }
