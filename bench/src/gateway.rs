@@ -45,6 +45,14 @@ pub(crate) struct InProcess {
     task: JoinHandle<Result<(), kafkasocks::Error>>,
 }
 
+/// The bench's clients come from 8-16 loopback addresses (for ephemeral ports), thousands
+/// per address: the per-address bounds against abuse would measure themselves, so they are
+/// lifted to the gateway-wide ones.
+pub(crate) fn bench_limits(limits: Limits) -> Limits {
+    let (connections, handshakes) = (limits.max_connections, limits.max_pending_handshakes);
+    limits.with_max_connections_per_address(connections).with_max_pending_handshakes_per_address(handshakes)
+}
+
 impl InProcess {
     pub(crate) async fn start(streams: Streams, limits: Limits) -> Result<InProcess> {
         InProcess::start_with(streams, limits, &[]).await
@@ -68,7 +76,7 @@ impl InProcess {
         let config = GatewayConfig::new(kafka)
             .listen("127.0.0.1:0".parse()?)
             .metrics_listen("127.0.0.1:0".parse()?)
-            .limits(limits.with_drain_timeout(Duration::from_secs(1)));
+            .limits(bench_limits(limits).with_drain_timeout(Duration::from_secs(1)));
         let gw = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
         Ok(InProcess {
             addr: gw.local_addr(),
@@ -195,7 +203,7 @@ pub(crate) async fn stdin_closed() {
 /// `serve-gateway TOPIC`: a gateway with default limits except the connection limit,
 /// serving the memory scenario's stream; prints `LISTENING addr`; stops on stdin EOF.
 pub(crate) async fn serve_child(topic: &str, max_connections: usize) -> Result<()> {
-    let limits = Limits::default().with_max_connections(max_connections);
+    let limits = bench_limits(Limits::default().with_max_connections(max_connections));
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).listen("127.0.0.1:0".parse()?).limits(limits);
     let gw = Gateway::builder(config).streams(streams(&[("Memory", topic)])).allow_anonymous().bind().await?;
     println!("LISTENING {}", gw.local_addr());

@@ -79,7 +79,9 @@ pub struct Limits {
     /// starve the connections already served.
     pub max_pending_handshakes: usize,
     /// TCP connections still in their handshake at once from one peer address. Default
-    /// 64: one address's slowloris cannot take the gateway-wide pool from others.
+    /// 64: one address's slowloris cannot take the gateway-wide pool from others. Trusted
+    /// proxies ([`GatewayConfig::trusted_proxies`]) carry many clients and have no share,
+    /// only the pool.
     pub max_pending_handshakes_per_address: usize,
     /// Time a new TCP connection has for its TLS handshake and its WebSocket upgrade
     /// request (headers included). Default 5 s.

@@ -300,6 +300,13 @@ impl Handshake {
         Handshake::new(Transport::InProcess, "", std::iter::empty::<(String, String)>(), None)
     }
 
+    /// Drops every header but Origin and Host: what a session keeps for its life (for
+    /// `TokenRefresh`), so that cookies and user agents do not cost every idle connection.
+    pub(crate) fn keep_origin_and_host(&mut self) {
+        self.headers.retain(|(k, _)| k == "origin" || k == "host");
+        self.headers.shrink_to_fit();
+    }
+
     pub(crate) fn with_client_ip(mut self, ip: IpAddr) -> Handshake {
         self.client_ip = Some(ip);
         self
@@ -355,6 +362,9 @@ pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Principal, Status>>
 /// metadata) into a [`Principal`], or refuses it with
 /// [`Code::Unauthenticated`](crate::Code::Unauthenticated) (any error refuses it). It
 /// sees the [`Handshake`] too: the Origin, Host, path, headers and client address.
+///
+/// At `Hello` the handshake has every header of the upgrade request; at `TokenRefresh`
+/// only `Origin` and `Host` (a session does not keep the others for its life).
 ///
 /// It may take its time (fetch keys, ask a service): the gateway bounds it with
 /// [`Limits::auth_timeout`](crate::Limits::auth_timeout) and refuses the token when

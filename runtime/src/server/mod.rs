@@ -239,15 +239,17 @@ struct Pending {
 
 impl Front {
     /// A place for a new handshake from `ip`, unless the pool or that address's share of it
-    /// is full.
+    /// is full. A trusted proxy carries many clients: it has no share, only the pool.
     fn pending(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
         let permit = self.pending.clone().try_acquire_owned().ok()?;
-        let mut by_addr = self.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        let n = by_addr.entry(ip).or_insert(0);
-        if *n >= self.shared.limits.max_pending_handshakes_per_address {
-            return None;
+        if !self.door.trusted(ip) {
+            let mut by_addr = self.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
+            let n = by_addr.entry(ip).or_insert(0);
+            if *n >= self.shared.limits.max_pending_handshakes_per_address {
+                return None;
+            }
+            *n += 1;
         }
-        *n += 1;
         Some(Pending { front: self.clone(), ip, _permit: permit })
     }
 }
@@ -570,6 +572,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One address gets its share of the handshake pool; a trusted proxy only the pool.
+    #[tokio::test]
+    async fn handshake_shares_are_per_address_except_for_trusted_proxies() {
+        let limits = Limits::default().with_max_pending_handshakes(3).with_max_pending_handshakes_per_address(1);
+        let (shared, _shutdown) = crate::session::shared::test_shared(limits);
+        let config =
+            GatewayConfig::new(crate::kafka::config::KafkaConfig::new("127.0.0.1:9")).trusted_proxies(["10.0.0.1"]);
+        let front = Arc::new(Front {
+            door: Door::new(&config).expect("door"),
+            tls: None,
+            shared,
+            echo_path: None,
+            anonymous: false,
+            pending: Arc::new(Semaphore::new(3)),
+            pending_by_addr: Mutex::default(),
+        });
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let a = front.pending(ip("192.0.2.1")).expect("first from an address");
+        assert!(front.pending(ip("192.0.2.1")).is_none(), "its share is 1");
+        let p1 = front.pending(ip("10.0.0.1")).expect("proxy");
+        let p2 = front.pending(ip("10.0.0.1")).expect("a trusted proxy has no share");
+        assert!(front.pending(ip("192.0.2.2")).is_none(), "the pool of 3 is full");
+        drop((a, p1, p2));
+        assert!(front.pending(ip("192.0.2.1")).is_some(), "given back");
+    }
 
     /// Every connection holds its `accept` task for its whole life: that task must stay
     /// small (the TLS handshake's state once made it about 11 KB, for `ws://` too).

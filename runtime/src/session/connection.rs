@@ -200,6 +200,7 @@ impl Session {
             return;
         }
         self.instance_id = crate::stream::valid_instance_id(&hello.instance_id);
+        self.handshake.keep_origin_and_host();
         tracing::debug!(client = %hello.client, subject = %self.principal.subject(), "hello");
         let welcome = wire::Welcome {
             session_id: self.session_id.clone(),
