@@ -95,6 +95,10 @@ pub struct Limits {
     /// Record bytes queued for all connections together before subscriptions pause (each
     /// connection may still hold one record). Default 512 MiB.
     pub send_queue_bytes_total: usize,
+    /// Time a Schema Registry call (registering a stream's schema) may take before the
+    /// publish that needs it fails with `UNAVAILABLE`. Default 5 s. Publishes whose schema id
+    /// is known never wait on the registry.
+    pub registry_timeout: Duration,
     /// Principals and addresses tracked for the per-principal and per-address limits.
     /// Default 100,000; idle entries are dropped first.
     pub max_tracked_clients: usize,
@@ -135,6 +139,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(5),
             max_publishes_per_second_per_principal: 2000,
             send_queue_bytes_total: 512 << 20,
+            registry_timeout: Duration::from_secs(5),
             max_tracked_clients: 100_000,
         }
     }
@@ -212,6 +217,8 @@ setters! {
     with_max_publishes_per_second_per_principal: max_publishes_per_second_per_principal: u32;
     /// Sets [`Limits::send_queue_bytes_total`].
     with_send_queue_bytes_total: send_queue_bytes_total: usize;
+    /// Sets [`Limits::registry_timeout`].
+    with_registry_timeout: registry_timeout: Duration;
     /// Sets [`Limits::max_tracked_clients`].
     with_max_tracked_clients: max_tracked_clients: usize;
 }

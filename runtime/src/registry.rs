@@ -25,46 +25,97 @@ impl RegistrySchema {
 mod client {
     use std::collections::HashMap;
     use std::fmt;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
+    use schema_registry_converter::error::SRCError;
     use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
-    use tokio::sync::Mutex;
 
     use super::RegistrySchema;
+    use crate::error::Error;
     use crate::protocol::{Code, Status};
 
-    /// A registry client that registers each subject's schema once per process.
+    type Key = (String, String);
+
+    /// A registry client that registers each subject's schema once per process. A known id
+    /// is answered from memory, never waiting on the network; registrations are one at a
+    /// time per (subject, schema) and bounded by the registry timeout, so one slow subject
+    /// holds up only the publishes that need it.
     pub(crate) struct SchemaRegistry {
         settings: SrSettings,
-        ids: Mutex<HashMap<(String, String), u32>>,
+        ids: Mutex<HashMap<Key, u32>>,
+        registering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+        timeout: Duration,
     }
 
     impl fmt::Debug for SchemaRegistry {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("SchemaRegistry").finish_non_exhaustive()
+            f.debug_struct("SchemaRegistry").field("timeout", &self.timeout).finish_non_exhaustive()
         }
     }
 
     impl SchemaRegistry {
-        pub(crate) fn new(url: &str) -> SchemaRegistry {
-            SchemaRegistry { settings: SrSettings::new(url.trim_end_matches('/').to_owned()), ids: Mutex::default() }
+        pub(crate) fn new(url: &str, timeout: Duration) -> Result<SchemaRegistry, Error> {
+            // Each call is bounded by `timeout` below, with a clear message; the HTTP client's
+            // own timeout is only a backstop behind it.
+            let settings = SrSettings::new_builder(url.trim_end_matches('/').to_owned())
+                .set_timeout(timeout + Duration::from_secs(1))
+                .build()
+                .map_err(|e| Error::Config(format!("schema registry {url:?}: {e}")))?;
+            Ok(SchemaRegistry { settings, ids: Mutex::default(), registering: Mutex::default(), timeout })
+        }
+
+        fn cached(&self, key: &Key) -> Option<u32> {
+            self.ids.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
         }
 
         /// The schema id, registering the schema on first use. Registration is idempotent in
         /// the registry, so concurrent gateways agree on the id.
         pub(crate) async fn id_for(&self, schema: &RegistrySchema) -> Result<u32, Status> {
             let key = (schema.subject.clone(), schema.schema.clone());
-            let mut ids = self.ids.lock().await;
-            if let Some(id) = ids.get(&key) {
-                return Ok(*id);
+            if let Some(id) = self.cached(&key) {
+                return Ok(id);
+            }
+            let gate =
+                self.registering.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+            let _turn = gate.lock().await;
+            if let Some(id) = self.cached(&key) {
+                return Ok(id);
             }
             let supplied = SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone());
-            let registered = post_schema(&self.settings, schema.subject.clone(), supplied).await.map_err(|e| {
-                Status::new(Code::Unavailable, format!("schema registry: registering {:?}: {e}", schema.subject))
-            })?;
-            let id = registered.id;
-            ids.insert(key, id);
-            Ok(id)
+            let posted =
+                tokio::time::timeout(self.timeout, post_schema(&self.settings, schema.subject.clone(), supplied));
+            let registered = match posted.await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(refusal(&schema.subject, &e)),
+                Err(_) => {
+                    return Err(Status::unavailable(format!(
+                        "schema registry: no answer within {:?} registering {:?}",
+                        self.timeout, schema.subject
+                    )));
+                }
+            };
+            self.ids.lock().unwrap_or_else(|p| p.into_inner()).insert(key, registered.id);
+            Ok(registered.id)
+        }
+    }
+
+    /// What a registry error means for the client: a schema the registry refuses (409: its
+    /// compatibility rule; 422: not a valid schema) will not be accepted by retrying, so it
+    /// is `FAILED_PRECONDITION`; anything else (unreachable, 5xx, a timeout) is
+    /// `UNAVAILABLE`.
+    fn refusal(subject: &str, e: &SRCError) -> Status {
+        let cause = e.cause.as_deref().unwrap_or("");
+        if e.error.contains("status 409") {
+            Status::new(
+                Code::FailedPrecondition,
+                format!("schema registry refuses this schema for {subject:?} (incompatible): {cause}"),
+            )
+        } else if e.error.contains("status 422") {
+            Status::new(Code::FailedPrecondition, format!("schema registry: invalid schema for {subject:?}: {cause}"))
+        } else {
+            Status::unavailable(format!("schema registry: registering {subject:?}: {e}"))
         }
     }
 }

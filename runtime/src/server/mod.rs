@@ -150,7 +150,7 @@ impl GatewayBuilder {
             send_budget: SendBudget::new(config.limits.send_queue_bytes_total),
             dedup: DedupWindow::new(config.limits.dedup_window, config.limits.dedup_capacity),
             #[cfg(feature = "registry")]
-            registry: registry_client(config.schema_registry.as_deref()),
+            registry: registry_client(config.schema_registry.as_deref(), config.limits.registry_timeout)?,
             limits: config.limits.clone(),
             metrics,
             server_id: config.server_id.clone(),
@@ -177,11 +177,11 @@ impl GatewayBuilder {
 }
 
 #[cfg(feature = "registry")]
-fn registry_client(url: Option<&str>) -> Option<crate::registry::SchemaRegistry> {
+fn registry_client(url: Option<&str>, timeout: Duration) -> Result<Option<crate::registry::SchemaRegistry>, Error> {
     // The registry client (reqwest) uses rustls without a built-in provider: ring is the
     // one this crate compiles. Another one already installed is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    url.map(crate::registry::SchemaRegistry::new)
+    url.map(|u| crate::registry::SchemaRegistry::new(u, timeout)).transpose()
 }
 
 fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
