@@ -321,6 +321,22 @@ pub struct RegistrySchema {
     pub schema: String,
     /// The record message's position in the schema (Confluent message indexes).
     pub message_indexes: Vec<i32>,
+    /// The files it imports, registered first as schema references, as Confluent's
+    /// serializer does: each named and subjected by its import path, with its own imports;
+    /// the well-known `google/protobuf/*` files are left out (every registry and
+    /// deserializer has them built in).
+    pub references: Vec<SchemaReference>,
+}
+
+/// An imported file registered as a schema reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReference {
+    /// The import path, which is also the reference's name and subject.
+    pub name: String,
+    /// The file's source.
+    pub schema: String,
+    /// Its own imports.
+    pub references: Vec<SchemaReference>,
 }
 
 impl Model {
@@ -685,7 +701,36 @@ impl FileCtx<'_> {
             indexes.push(path[i + 1]);
             i += 2;
         }
-        Ok(RegistrySchema { subject: subject.to_owned(), schema, message_indexes: indexes })
+        let references = self.schema_references(&record_file, &what, at)?;
+        Ok(RegistrySchema { subject: subject.to_owned(), schema, message_indexes: indexes, references })
+    }
+
+    /// The imports of `file` as schema references, recursively, well-known types left out.
+    fn schema_references(
+        &self,
+        file: &prost_reflect::FileDescriptor,
+        what: &str,
+        at: &Location,
+    ) -> Result<Vec<SchemaReference>, Error> {
+        let mut out = Vec::new();
+        for dep in file.dependencies() {
+            let name = dep.name().to_owned();
+            if name.starts_with("google/protobuf/") {
+                continue;
+            }
+            let Some(schema) = self.loaded.sources.get(&name).and_then(|s| s.text.clone()) else {
+                return Err(Error::stream(
+                    at.clone(),
+                    format!(
+                        "{what}: schema_subject registers {name} as a schema reference, but its .proto source is not loaded"
+                    ),
+                    "generate from the .proto files (with -I include directories) instead of a descriptor set",
+                ));
+            };
+            let references = self.schema_references(&dep, what, at)?;
+            out.push(SchemaReference { name, schema, references });
+        }
+        Ok(out)
     }
 }
 

@@ -556,9 +556,10 @@ fn service_module(
                         let constant = format_ident!("SCHEMA_{}", idx);
                         let subject = &schema.subject;
                         let indexes = &schema.message_indexes;
+                        let references = schema_references(&schema.references, &mut schemas);
                         registrations.push(quote! {
                             .publish_with_schema(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)),
-                                __ks::RegistrySchema::protobuf(#subject, #constant, ::std::vec![#(#indexes),*]))
+                                __ks::RegistrySchema::protobuf(#subject, #constant, ::std::vec![#(#indexes),*])#(#references)*)
                         });
                     }
                     None => registrations.push(quote! {
@@ -708,6 +709,26 @@ fn service_module(
         #[allow(unused_imports)]
         pub use self::#module::{#hooks, #default_hooks, #gateway #grpc_export};
     })
+}
+
+/// `.reference(SchemaReference::new(name, subject, SCHEMA_n).reference(…))` for each
+/// import, the sources as `SCHEMA_n` constants shared with the schemas themselves.
+fn schema_references(refs: &[crate::model::SchemaReference], schemas: &mut Vec<String>) -> Vec<TokenStream> {
+    refs.iter()
+        .map(|r| {
+            let idx = match schemas.iter().position(|s| *s == r.schema) {
+                Some(i) => i,
+                None => {
+                    schemas.push(r.schema.clone());
+                    schemas.len() - 1
+                }
+            };
+            let constant = format_ident!("SCHEMA_{}", idx);
+            let name = &r.name;
+            let nested = schema_references(&r.references, schemas);
+            quote!(.reference(__ks::SchemaReference::new(#name, #name, #constant)#(#nested)*))
+        })
+        .collect()
 }
 
 /// The key of a request, `Option<Bytes>`, from the key field's Rust identifier.

@@ -106,7 +106,7 @@ pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(feature = "server")]
-pub use registry::RegistrySchema;
+pub use registry::{RegistrySchema, SchemaReference};
 #[cfg(feature = "server")]
 pub use secret::Secret;
 #[cfg(feature = "server")]

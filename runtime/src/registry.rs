@@ -11,13 +11,44 @@ pub struct RegistrySchema {
     pub(crate) subject: String,
     pub(crate) schema: String,
     pub(crate) message_indexes: Vec<i32>,
+    pub(crate) references: Vec<SchemaReference>,
 }
 
 impl RegistrySchema {
     /// A protobuf schema (the `.proto` source) under `subject`; `message_indexes` locate
     /// the record's message type in it (`[0]`: the first top-level message).
     pub fn protobuf(subject: impl Into<String>, schema: impl Into<String>, message_indexes: Vec<i32>) -> Self {
-        RegistrySchema { subject: subject.into(), schema: schema.into(), message_indexes }
+        RegistrySchema { subject: subject.into(), schema: schema.into(), message_indexes, references: Vec::new() }
+    }
+
+    /// A file the schema imports, registered first and referred to, as Confluent's
+    /// serializer does, so that any registry-aware consumer can rebuild the schema.
+    pub fn reference(mut self, reference: SchemaReference) -> Self {
+        self.references.push(reference);
+        self
+    }
+}
+
+/// An imported `.proto` file, registered as a schema reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReference {
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) schema: String,
+    pub(crate) references: Vec<SchemaReference>,
+}
+
+impl SchemaReference {
+    /// The file imported as `name` (its import path), registered under `subject`
+    /// (Confluent's default: the import path too), with this source.
+    pub fn new(name: impl Into<String>, subject: impl Into<String>, schema: impl Into<String>) -> Self {
+        SchemaReference { name: name.into(), subject: subject.into(), schema: schema.into(), references: Vec::new() }
+    }
+
+    /// A file this one imports in turn.
+    pub fn reference(mut self, reference: SchemaReference) -> Self {
+        self.references.push(reference);
+        self
     }
 }
 
@@ -30,9 +61,9 @@ mod client {
 
     use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
     use schema_registry_converter::error::SRCError;
-    use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+    use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedReference, SuppliedSchema};
 
-    use super::RegistrySchema;
+    use super::{RegistrySchema, SchemaReference};
     use crate::error::Error;
     use crate::protocol::{Code, Status};
 
@@ -83,7 +114,8 @@ mod client {
             if let Some(id) = self.cached(&key) {
                 return Ok(id);
             }
-            let supplied = SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone());
+            let supplied = SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone())
+                .with_references(schema.references.iter().map(supplied_reference).collect());
             let posted =
                 tokio::time::timeout(self.timeout, post_schema(&self.settings, schema.subject.clone(), supplied));
             let registered = match posted.await {
@@ -99,6 +131,11 @@ mod client {
             self.ids.lock().unwrap_or_else(|p| p.into_inner()).insert(key, registered.id);
             Ok(registered.id)
         }
+    }
+
+    fn supplied_reference(r: &SchemaReference) -> SuppliedReference {
+        SuppliedReference::new(r.name.clone(), r.subject.clone(), r.schema.clone())
+            .with_references(r.references.iter().map(supplied_reference).collect())
     }
 
     /// What a registry error means for the client: a schema the registry refuses (409: its

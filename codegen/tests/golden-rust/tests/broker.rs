@@ -113,6 +113,22 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     assert_eq!((d.partition, d.offset), (first.partition, first.offset));
     assert_eq!(&d.key[..], room.as_bytes(), "the key field is the Kafka key");
     assert!(d.schema_id > 0, "schema_subject: written in the Confluent framing");
+    // Registered as Confluent's serializer would: the imports as references (by import
+    // path), so a registry-aware consumer can rebuild the schema from the registry alone.
+    let url = registry_url();
+    let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let (status, body) =
+        kafkasocks_tests::http_get(host.parse()?, &format!("/{path}/schemas/ids/{}", d.schema_id)).await?;
+    assert_eq!(status, 200, "{body}");
+    let schema: serde_json::Value = serde_json::from_str(&body)?;
+    let refs: Vec<&str> =
+        schema["references"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(refs, ["kafkasocks/options.proto", "every/v1/legacy.proto"], "{body}");
+    let (_, subjects) = kafkasocks_tests::http_get(host.parse()?, &format!("/{path}/subjects")).await?;
+    assert!(
+        subjects.contains("\"kafkasocks/options.proto\"") && subjects.contains("\"every/v1/legacy.proto\""),
+        "{subjects}"
+    );
     let hello = every::ChatMessage::decode(&d.payload[..])?;
     assert_eq!(hello.text, "hello");
     assert_eq!(hello.user, "guest", "prepare_post enriched the record");
