@@ -4,9 +4,7 @@
 //! unread), and a request's headers must arrive within
 //! [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +17,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::kafka::Kafka;
 use crate::metrics::{self, Metrics};
+
+use super::shares::Shares;
 
 /// Connections the admin endpoint serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
@@ -35,7 +35,7 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let by_addr: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let shares = Shares::new(MAX_CONNECTIONS_PER_ADDRESS);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -51,21 +51,14 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
-        let ip = peer.ip();
-        {
-            let mut m = by_addr.lock().unwrap_or_else(|p| p.into_inner());
-            let n = m.entry(ip).or_insert(0);
-            if *n >= MAX_CONNECTIONS_PER_ADDRESS {
-                drop(stream);
-                continue;
-            }
-            *n += 1;
-        }
-        let by_addr = by_addr.clone();
+        let Some(share) = shares.take(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let metrics = metrics.clone();
         let kafka = kafka.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, share);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let metrics = metrics.clone();
                 let kafka = kafka.clone();
@@ -76,13 +69,6 @@ pub(crate) async fn serve(
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
-            let mut m = by_addr.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = m.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(&ip);
-                }
-            }
         });
     }
 }

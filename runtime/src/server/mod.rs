@@ -8,10 +8,10 @@ mod admin;
 mod door;
 #[cfg(feature = "conformance-echo")]
 mod echo;
+mod shares;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,6 +40,7 @@ use crate::session::local::LocalStreams;
 use crate::session::shared::Shared;
 use crate::stream::Streams;
 use door::Door;
+use shares::{Share, Shares};
 
 #[cfg(not(feature = "tls"))]
 #[derive(Clone)]
@@ -170,7 +171,7 @@ impl GatewayBuilder {
             echo_path,
             anonymous,
             pending,
-            pending_by_addr: Mutex::default(),
+            pending_shares: Shares::new(config.limits.max_pending_handshakes_per_address),
         });
         Ok(Gateway { listener, metrics_listener, front, shared, shutdown_tx })
     }
@@ -226,43 +227,24 @@ struct Front {
     anonymous: bool,
     /// Permits for connections still in their TLS or HTTP handshake.
     pending: Arc<Semaphore>,
-    /// The same, per peer address.
-    pending_by_addr: Mutex<HashMap<IpAddr, usize>>,
+    /// Each peer address's share of them.
+    pending_shares: Arc<Shares>,
 }
 
-/// A connection's place among the handshakes in progress; given back when dropped.
+/// A connection's place among the handshakes in progress (and its address's share, unless
+/// it is a trusted proxy); given back when dropped.
 struct Pending {
-    front: Arc<Front>,
-    ip: IpAddr,
+    _share: Option<Share>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Front {
     /// A place for a new handshake from `ip`, unless the pool or that address's share of it
     /// is full. A trusted proxy carries many clients: it has no share, only the pool.
-    fn pending(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
+    fn pending(&self, ip: IpAddr) -> Option<Pending> {
         let permit = self.pending.clone().try_acquire_owned().ok()?;
-        if !self.door.trusted(ip) {
-            let mut by_addr = self.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
-            let n = by_addr.entry(ip).or_insert(0);
-            if *n >= self.shared.limits.max_pending_handshakes_per_address {
-                return None;
-            }
-            *n += 1;
-        }
-        Some(Pending { front: self.clone(), ip, _permit: permit })
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        let mut by_addr = self.front.pending_by_addr.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by_addr.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_addr.remove(&self.ip);
-            }
-        }
+        let share = if self.door.trusted(ip) { None } else { Some(self.pending_shares.take(ip)?) };
+        Some(Pending { _share: share, _permit: permit })
     }
 }
 
@@ -587,7 +569,7 @@ mod tests {
             echo_path: None,
             anonymous: false,
             pending: Arc::new(Semaphore::new(3)),
-            pending_by_addr: Mutex::default(),
+            pending_shares: Shares::new(1),
         });
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let a = front.pending(ip("192.0.2.1")).expect("first from an address");
@@ -614,7 +596,7 @@ mod tests {
             echo_path: None,
             anonymous: false,
             pending,
-            pending_by_addr: Mutex::default(),
+            pending_shares: Shares::new(64),
         });
         let permit = front.pending("127.0.0.1".parse().expect("ip")).expect("permit");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -131,7 +131,8 @@ impl Slot {
     }
 }
 
-fn release<K: Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+/// Counts one holder of `key` less, forgetting keys nobody holds.
+pub(crate) fn release<K: Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
     if let Some(n) = map.get_mut(key) {
         *n -= 1;
         if *n == 0 {
