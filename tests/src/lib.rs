@@ -377,6 +377,14 @@ pub async fn raw_upgrade(addr: SocketAddr, extra: &[(&str, &str)]) -> Result<(u1
     Ok((status, text))
 }
 
+/// A TCP connection from a chosen loopback source address (all of 127/8 is loopback), so
+/// that tests can be several clients, or attackers, at other addresses than their own.
+pub async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
 /// A TCP proxy in front of a gateway; `sever()` cuts every connection through it, as a
 /// network failure would.
 pub struct Proxy {

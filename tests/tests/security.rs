@@ -13,8 +13,8 @@ use kafkasocks::{
     Claims, Code, Gateway, GatewayConfig, Handshake, KafkaConfig, Limits, OriginPolicy, Permissions, Principal, Status,
 };
 use kafkasocks_tests::{
-    PUBLISH, RawClient, SUBSCRIBE, TestGateway, create_topic, delete_topic, init_tracing, message, raw_upgrade,
-    streams, unique_topic,
+    PUBLISH, RawClient, SUBSCRIBE, TestGateway, connect_from, create_topic, delete_topic, init_tracing, message,
+    raw_upgrade, streams, unique_topic,
 };
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -632,13 +632,6 @@ fn p(latencies: &mut [Duration], q: f64) -> f64 {
     latencies.sort();
     let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
     latencies[i].as_secs_f64() * 1000.0
-}
-
-/// A TCP connection from a chosen loopback address.
-async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((from, 0)))?;
-    socket.connect(to).await
 }
 
 /// Connect, Hello, Welcome: how long a legitimate client waits, `n` times.

@@ -20,7 +20,7 @@ use common::{Chat, ChatMessage, Receipt, RoomFilter, claims, encode, hello, mess
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use kafkasocks::Code;
 use kafkasocks::client::{Client, ClientConfig, StartAt};
-use kafkasocks_tests::read_back;
+use kafkasocks_tests::{connect_from, read_back};
 use prost::Message as _;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
@@ -307,13 +307,6 @@ async fn the_token_endpoint_takes_sane_names_and_small_bodies() -> anyhow::Resul
     assert_eq!(chat.post_token("application/json", big.as_bytes()).await?.0, 413);
     assert_eq!(common::http(chat.http, "GET", "/token", "text/plain", b"").await?.0, 405);
     chat.stop().await
-}
-
-/// A TCP connection from a chosen loopback address (all of 127/8 is loopback).
-async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((from, 0)))?;
-    socket.connect(to).await
 }
 
 fn p99(mut latencies: Vec<Duration>) -> f64 {
