@@ -174,8 +174,8 @@ impl Builder {
     /// --descriptor_set_out=...` or `buf build -o`) instead of parsing `.proto` files; the
     /// paths given to [`Builder::compile`] then name the files of the set to generate
     /// (proto names; none: every file the set does not only import). Default: none (parse
-    /// `.proto` files with protox). `schema_subject` needs `.proto` sources and is refused
-    /// with a descriptor set.
+    /// `.proto` files with protox). A Schema Registry binding (`schema`, `schema_subject`)
+    /// needs `.proto` sources and is refused with a descriptor set.
     pub fn file_descriptor_set(mut self, path: impl AsRef<Path>) -> Self {
         self.descriptor_set = Some(path.as_ref().to_path_buf());
         self

@@ -266,7 +266,7 @@ pub struct Method {
     pub topic: String,
     /// The request field that is (publish) or selects (subscribe) the record key.
     pub key: Option<KeyField>,
-    /// Schema Registry settings, for publishes that set `schema_subject`.
+    /// Schema Registry settings, for publishes that set `schema` or `schema_subject`.
     pub schema: Option<RegistrySchema>,
     /// Publishes: what happens to fields the request type does not declare.
     pub unknown_fields: UnknownFields,
@@ -312,11 +312,26 @@ pub enum KeyType {
     Integer(Scalar),
 }
 
+/// How the subject of a publish's schema is named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// `<topic>-value` (`SCHEMA_TOPIC_NAME`).
+    TopicName,
+    /// The record's full message name (`SCHEMA_RECORD_NAME`).
+    RecordName,
+    /// `<topic>-<full message name>` (`SCHEMA_TOPIC_RECORD_NAME`).
+    TopicRecordName,
+    /// This subject (`schema_subject`).
+    Named(String),
+}
+
 /// The Confluent Schema Registry binding of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrySchema {
-    /// The subject.
-    pub subject: String,
+    /// How the subject is named.
+    pub subject: Subject,
+    /// The record message, full name.
+    pub record: String,
     /// The schema text (the `.proto` source).
     pub schema: String,
     /// The record message's position in the schema (Confluent message indexes).
@@ -597,10 +612,34 @@ impl FileCtx<'_> {
         }
         let key =
             if opts.key.is_empty() { None } else { Some(self.key_field(m, &input, &opts.key, &option_location)?) };
-        let schema = if opts.schema_subject.is_empty() || kind != RpcKind::Unary {
-            None
-        } else {
-            Some(self.registry_schema(m, &input, &opts.schema_subject, &option_location)?)
+        let subject = match (opts.schema, opts.schema_subject.trim()) {
+            (0, "") => None,
+            (0, named) => Some(Subject::Named(named.to_owned())),
+            (strategy, "") => Some(match strategy {
+                1 => Subject::TopicName,
+                2 => Subject::RecordName,
+                3 => Subject::TopicRecordName,
+                n => {
+                    return Err(Error::stream(
+                        option_location,
+                        format!("rpc {service}.{}: schema {n} is not a subject name strategy", m.name()),
+                        "use SCHEMA_TOPIC_NAME, SCHEMA_RECORD_NAME or SCHEMA_TOPIC_RECORD_NAME",
+                    ));
+                }
+            }),
+            (_, _) => {
+                return Err(Error::stream(
+                    option_location,
+                    format!("rpc {service}.{}: both schema and schema_subject are set", m.name()),
+                    "name the subject one way: a strategy in schema, or a fixed subject in schema_subject",
+                ));
+            }
+        };
+        let schema = match subject {
+            Some(subject) if kind == RpcKind::Unary => {
+                Some(self.registry_schema(m, &input, subject, &option_location)?)
+            }
+            _ => None,
         };
         Ok(Method {
             name: m.name().to_owned(),
@@ -675,7 +714,7 @@ impl FileCtx<'_> {
         &self,
         m: &MethodDescriptor,
         input: &MessageDescriptor,
-        subject: &str,
+        subject: Subject,
         at: &Location,
     ) -> Result<RegistrySchema, Error> {
         let what = format!("rpc {}.{}", m.parent_service().name(), m.name());
@@ -684,12 +723,12 @@ impl FileCtx<'_> {
             return Err(Error::stream(
                 at.clone(),
                 format!(
-                    "{what}: schema_subject needs the .proto source of {} to register, but it was loaded from a \
+                    "{what}: a schema needs the .proto source of {} to register, but it was loaded from a \
                      descriptor set",
                     record_file.name()
                 ),
                 "generate from the .proto files (with -I include directories) instead of a descriptor set, or \
-                 drop schema_subject",
+                 drop the schema option",
             ));
         };
         // Confluent message indexes: the position of the record message in the file,
@@ -702,7 +741,13 @@ impl FileCtx<'_> {
             i += 2;
         }
         let references = self.schema_references(&record_file, &what, at)?;
-        Ok(RegistrySchema { subject: subject.to_owned(), schema, message_indexes: indexes, references })
+        Ok(RegistrySchema {
+            subject,
+            record: input.full_name().to_owned(),
+            schema,
+            message_indexes: indexes,
+            references,
+        })
     }
 
     /// The imports of `file` as schema references, recursively, well-known types left out.
@@ -722,7 +767,7 @@ impl FileCtx<'_> {
                 return Err(Error::stream(
                     at.clone(),
                     format!(
-                        "{what}: schema_subject registers {name} as a schema reference, but its .proto source is not loaded"
+                        "{what}: its schema registers {name} as a schema reference, but its .proto source is not loaded"
                     ),
                     "generate from the .proto files (with -I include directories) instead of a descriptor set",
                 ));
@@ -740,6 +785,7 @@ struct StreamOptions {
     key: String,
     schema_subject: String,
     unknown_fields: UnknownFields,
+    schema: i32,
 }
 
 fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor) -> Option<StreamOptions> {
@@ -760,11 +806,16 @@ fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor
         Some(Value::EnumNumber(2)) => UnknownFields::Keep,
         _ => UnknownFields::Drop,
     };
+    let schema = match msg.get_field_by_name("schema").as_deref() {
+        Some(Value::EnumNumber(n)) => *n,
+        _ => 0,
+    };
     Some(StreamOptions {
         topic: text("topic"),
         key: text("key"),
         schema_subject: text("schema_subject"),
         unknown_fields,
+        schema,
     })
 }
 

@@ -22,7 +22,7 @@ use quote::{format_ident, quote};
 
 use crate::error::Error;
 use crate::load::Loaded;
-use crate::model::{KeyType, Method, Model, RpcKind, Service, UnknownFields};
+use crate::model::{KeyType, Method, Model, RpcKind, Service, Subject, UnknownFields};
 
 /// What the Rust emitter is told by the builder, applied on top of the user's
 /// `prost_build::Config`.
@@ -40,7 +40,7 @@ pub(crate) const OPTIONS_RUST_PATH: &str = "::kafkasocks::codegen::options";
 /// The version of the contract between generated code and `kafkasocks::codegen`. Bump it
 /// when generated code needs something of the runtime that older runtimes lack, or uses
 /// it differently; the runtime's `supports_interface` says which numbers it serves.
-pub(crate) const CODEGEN_INTERFACE: u32 = 2;
+pub(crate) const CODEGEN_INTERFACE: u32 = 3;
 
 /// The runtime versions generated code is made for: the ones semver-compatible with this
 /// generator's version ("0.1.x" for 0.1.*, "1.x" for 1.*).
@@ -554,12 +554,23 @@ fn service_module(
                             }
                         };
                         let constant = format_ident!("SCHEMA_{}", idx);
-                        let subject = &schema.subject;
+                        let record = &schema.record;
+                        let subject = match &schema.subject {
+                            Subject::TopicName => quote!(),
+                            Subject::RecordName => {
+                                quote!(.subject_name_strategy(__ks::SubjectNameStrategy::RecordName))
+                            }
+                            Subject::TopicRecordName => {
+                                quote!(.subject_name_strategy(__ks::SubjectNameStrategy::TopicRecordName))
+                            }
+                            Subject::Named(name) => quote!(.subject(#name)),
+                        };
                         let indexes = &schema.message_indexes;
                         let references = schema_references(&schema.references, &mut schemas);
                         registrations.push(quote! {
                             .publish_with_schema(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)),
-                                __ks::RegistrySchema::protobuf(#subject, #constant, ::std::vec![#(#indexes),*])#(#references)*)
+                                __ks::RegistrySchema::protobuf(#record, #constant, ::std::vec![#(#indexes),*])
+                                    #subject #(#references)*)
                         });
                     }
                     None => registrations.push(quote! {

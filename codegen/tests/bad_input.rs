@@ -28,6 +28,7 @@ const CASES: &[(&str, u32, &str)] = &[
     ("bidi.proto", 6, "bidirectional streaming"),
     ("unary_not_receipt.proto", 6, "returns (kafkasocks.Receipt)"),
     ("method_without_option.proto", 9, "has no (kafkasocks.stream) option"),
+    ("schema_twice.proto", 7, "both schema and schema_subject are set"),
 ];
 
 #[test]
@@ -98,14 +99,14 @@ fn descriptor_set_input_keeps_stream_options() {
     let sensors = &every.services[0];
     assert_eq!(sensors.methods[0].topic, "every.readings");
     assert_eq!(sensors.methods[0].key.as_ref().unwrap().name, "sensor_id");
-    // ...but schema_subject needs the source text, which a descriptor set does not carry.
+    // ...but a schema needs the source text, which a descriptor set does not carry.
     let err = kafkasocks_build::configure()
         .emit_rerun_if_changed(false)
         .file_descriptor_set(&path)
         .service("every.v1.ChatStreams")
         .generate_rust(&[] as &[&str]);
-    assert!(err.unwrap_err().to_string().contains("schema_subject needs the .proto source"));
-    // A service without schema_subject generates fine from the set.
+    assert!(err.unwrap_err().to_string().contains("a schema needs the .proto source"));
+    // A service without a schema generates fine from the set.
     let ok = kafkasocks_build::configure()
         .emit_rerun_if_changed(false)
         .file_descriptor_set(&path)

@@ -6,7 +6,7 @@
 
 pub use crate::auth::{Handshake, Principal, Transport};
 pub use crate::protocol::{Code, Cursor, Delivery, OutgoingRecord, Receipt, RecordView, StartAt, Status};
-pub use crate::registry::{RegistrySchema, SchemaReference};
+pub use crate::registry::{RegistrySchema, SchemaReference, SubjectNameStrategy};
 pub use crate::session::local::{LocalStreams, RecordStream};
 pub use crate::stream::{
     BoxFuture, PublishHook, RecordFilter, RequestContext, Streams, SubscribeHook, SubscriptionPlan,
@@ -19,7 +19,7 @@ pub use prost;
 /// (`const _: () = assert!(supports_interface(N), "...")`), so a mismatch of
 /// kafkasocks-build and kafkasocks fails the build with a message, not with puzzling type
 /// errors. Raised whenever this module changes incompatibly.
-pub const CODEGEN_INTERFACE: u32 = 2;
+pub const CODEGEN_INTERFACE: u32 = 3;
 
 /// Whether this runtime can serve code generated for interface `interface`.
 pub const fn supports_interface(interface: u32) -> bool {

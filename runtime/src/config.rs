@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::kafka::config::KafkaConfig;
+use crate::registry::RegistryConfig;
 
 /// Limits a gateway enforces. Build with [`Limits::default`] and the `with_*` setters.
 #[derive(Debug, Clone)]
@@ -95,9 +96,10 @@ pub struct Limits {
     /// Record bytes queued for all connections together before subscriptions pause (each
     /// connection may still hold one record). Default 512 MiB.
     pub send_queue_bytes_total: usize,
-    /// Time a Schema Registry call (registering a stream's schema) may take before the
-    /// publish that needs it fails with `UNAVAILABLE`. Default 5 s. Publishes whose schema id
-    /// is known never wait on the registry.
+    /// Time a Schema Registry call may take: registering a stream's schema (the publish that
+    /// needs it then fails with `UNAVAILABLE`), the look-ups at start (lookup-only and
+    /// use-latest modes; the gateway then refuses to start), the readiness probe. Default
+    /// 5 s. Publishes whose schema id is known never wait on the registry.
     pub registry_timeout: Duration,
     /// Principals and addresses tracked for the per-principal and per-address limits.
     /// Default 100,000; idle entries are dropped first.
@@ -253,10 +255,9 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Identifies this process in Welcome and logs. Default a random id.
     pub server_id: String,
-    /// Confluent-compatible Schema Registry base URL (for example
-    /// `http://127.0.0.1:18081/apis/ccompat/v7`). Default none: streams declared with a
+    /// A Confluent-compatible Schema Registry. Default none: streams declared with a
     /// schema then fail to publish with `FAILED_PRECONDITION`.
-    pub schema_registry: Option<String>,
+    pub schema_registry: Option<RegistryConfig>,
     /// Which web pages may open sessions, and under which `Host`. Default: no browser page
     /// at all (clients that send no `Origin`, which browsers always send, are let in).
     pub origins: OriginPolicy,
@@ -376,9 +377,11 @@ impl GatewayConfig {
         self
     }
 
-    /// Uses this Schema Registry for streams declared with a schema.
-    pub fn schema_registry(mut self, url: impl Into<String>) -> GatewayConfig {
-        self.schema_registry = Some(url.into());
+    /// Uses this Schema Registry for streams declared with a schema: a base URL such as
+    /// `http://127.0.0.1:18081/apis/ccompat/v7`, or a [`RegistryConfig`] with a mode and
+    /// credentials.
+    pub fn schema_registry(mut self, registry: impl Into<RegistryConfig>) -> GatewayConfig {
+        self.schema_registry = Some(registry.into());
         self
     }
 

@@ -49,6 +49,16 @@ pub enum Error {
     /// The configuration is inconsistent.
     #[error("configuration: {0}")]
     Config(String),
+    /// The Schema Registry cannot be used as configured: unreachable, refusing the
+    /// credentials, or (lookup-only and use-latest modes) not holding a stream's schema.
+    #[error("Schema Registry: {what}")]
+    Registry {
+        /// What was being done, naming the stream and subject where there is one, and why.
+        what: String,
+        /// The client's error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The WebSocket layer failed (client side).
     #[error("WebSocket: {what}")]
     WebSocket {

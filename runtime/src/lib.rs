@@ -106,7 +106,9 @@ pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(feature = "server")]
-pub use registry::{RegistrySchema, SchemaReference};
+pub use registry::{
+    RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference, SubjectNameStrategy,
+};
 #[cfg(feature = "server")]
 pub use secret::Secret;
 #[cfg(feature = "server")]

@@ -235,6 +235,13 @@ impl Streams {
         self
     }
 
+    /// The Schema Registry subject publish `method` registers (or finds) its schema under,
+    /// if it has one.
+    pub fn schema_subject(&self, method: &str) -> Option<String> {
+        let def = self.methods.get(method)?;
+        def.schema.as_ref().map(|s| s.subject_for(&def.topic))
+    }
+
     /// How many methods.
     pub fn len(&self) -> usize {
         self.methods.len()

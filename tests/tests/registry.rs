@@ -16,16 +16,16 @@ async fn publishes_are_framed_with_the_registered_schema_and_subscribers_get_pla
     init_tracing();
     let topic = unique_topic("sr");
     create_topic(&topic, 1).await?;
-    let schema_text = format!(
-        "syntax = \"proto3\";\npackage test.v1;\nmessage Rec{} {{ string key = 1; string body = 2; }}\n",
-        rand::random::<u32>()
-    );
+    let n = rand::random::<u32>();
+    let schema_text =
+        format!("syntax = \"proto3\";\npackage test.v1;\nmessage Rec{n} {{ string key = 1; string body = 2; }}\n");
+    // The default subject name strategy: <topic>-value.
     let subject = format!("{topic}-value");
     let streams = Streams::new().subscribe(SUBSCRIBE, &topic, KeyField::new(1)).publish_with_schema(
         PUBLISH,
         &topic,
         KeyField::new(1),
-        RegistrySchema::protobuf(&subject, &schema_text, vec![0]),
+        RegistrySchema::protobuf(format!("test.v1.Rec{n}"), &schema_text, vec![0]),
     );
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
     let gw = TestGateway::start_with(config, streams, None).await?;
@@ -119,13 +119,15 @@ async fn a_hung_registry_times_out_uncached_publishes_and_never_delays_cached_on
             cached,
             &topic,
             KeyField::new(1),
-            RegistrySchema::protobuf(format!("{topic}-a"), schema(&format!("A{n}")), vec![0]),
+            RegistrySchema::protobuf(format!("test.v1.A{n}"), schema(&format!("A{n}")), vec![0])
+                .subject(format!("{topic}-a")),
         )
         .publish_with_schema(
             uncached,
             &topic,
             KeyField::new(1),
-            RegistrySchema::protobuf(format!("{topic}-b"), schema(&format!("B{n}")), vec![0]),
+            RegistrySchema::protobuf(format!("test.v1.B{n}"), schema(&format!("B{n}")), vec![0])
+                .subject(format!("{topic}-b")),
         );
     let timeout = Duration::from_secs(3);
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap()))
@@ -189,7 +191,7 @@ async fn an_incompatible_schema_is_failed_precondition() -> anyhow::Result<()> {
             PUBLISH,
             &topic,
             KeyField::new(1),
-            RegistrySchema::protobuf(&subject, version, vec![0]),
+            RegistrySchema::protobuf(format!("test.v1.C{n}"), version, vec![0]),
         );
         let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
         let gw = TestGateway::start_with(config, streams, None).await?;
@@ -205,5 +207,287 @@ async fn an_incompatible_schema_is_failed_precondition() -> anyhow::Result<()> {
         gw.shutdown.shutdown();
     }
     delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// The registry scripts/services runs, spoken to directly (as the services beside the
+/// gateway would), to set up and check what the gateway did.
+struct Registry {
+    host: std::net::SocketAddr,
+    path: String,
+}
+
+impl Registry {
+    fn local() -> Registry {
+        let url = registry_url();
+        let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+        Registry { host: host.parse().unwrap(), path: format!("/{path}") }
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = body.unwrap_or("");
+        let head = format!(
+            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.path,
+            self.host,
+            body.len()
+        );
+        let mut s = tokio::net::TcpStream::connect(self.host).await?;
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await?;
+        let status = answer.get(9..12).unwrap_or("0").parse()?;
+        Ok((status, answer.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default()))
+    }
+
+    /// Registers `schema` under `subject` (with these references), returning its id.
+    async fn register(&self, subject: &str, schema: &str, references: serde_json::Value) -> anyhow::Result<u32> {
+        let body = serde_json::json!({ "schema": schema, "schemaType": "PROTOBUF", "references": references });
+        let (status, answer) =
+            self.request("POST", &format!("/subjects/{subject}/versions"), Some(&body.to_string())).await?;
+        anyhow::ensure!(status == 200, "registering {subject}: {status} {answer}");
+        Ok(serde_json::from_str::<serde_json::Value>(&answer)?["id"].as_u64().unwrap() as u32)
+    }
+
+    /// The latest version's id under `subject`, if it has one.
+    async fn latest_id(&self, subject: &str) -> anyhow::Result<Option<u32>> {
+        let (status, answer) = self.request("GET", &format!("/subjects/{subject}/versions/latest"), None).await?;
+        match status {
+            200 => Ok(Some(serde_json::from_str::<serde_json::Value>(&answer)?["id"].as_u64().unwrap() as u32)),
+            404 => Ok(None),
+            _ => anyhow::bail!("latest of {subject}: {status} {answer}"),
+        }
+    }
+
+    async fn versions(&self, subject: &str) -> anyhow::Result<usize> {
+        let (status, answer) = self.request("GET", &format!("/subjects/{subject}/versions"), None).await?;
+        match status {
+            200 => Ok(serde_json::from_str::<Vec<u32>>(&answer)?.len()),
+            404 => Ok(0),
+            _ => anyhow::bail!("versions of {subject}: {status} {answer}"),
+        }
+    }
+
+    async fn set_compatibility(&self, subject: &str, level: &str) -> anyhow::Result<()> {
+        let body = format!("{{\"compatibility\":\"{level}\"}}");
+        let (status, answer) = self.request("PUT", &format!("/config/{subject}"), Some(&body)).await?;
+        anyhow::ensure!(status == 200, "{status} {answer}");
+        Ok(())
+    }
+}
+
+/// The schema id and the message-index bytes of a framed value read back from Kafka.
+fn framing(value: &[u8], indexes_len: usize) -> (u32, Vec<u8>) {
+    assert_eq!(value[0], 0, "magic byte");
+    (u32::from_be_bytes([value[1], value[2], value[3], value[4]]), value[5..5 + indexes_len].to_vec())
+}
+
+async fn publish_one(gw: &TestGateway, method: &str) -> Result<kafkasocks::Receipt, kafkasocks::Status> {
+    gw.local.publish(kafkasocks::Principal::new("t"), method, message("k", "v"), bytes::Bytes::new()).await
+}
+
+/// TopicNameStrategy, RecordNameStrategy and TopicRecordNameStrategy, three record types
+/// of one file on one topic: each registered under the subject its strategy names, each
+/// record framed with that subject's id and the type's message indexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_subject_name_strategy_registers_under_the_subject_it_names() -> anyhow::Result<()> {
+    use kafkasocks::SubjectNameStrategy as S;
+    init_tracing();
+    let topic = unique_topic("sr-strategy");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let package = format!("test.s{n}.v1");
+    let file = format!(
+        "syntax = \"proto3\";\npackage {package};\nmessage T {{ string key = 1; string body = 2; }}\n\
+         message R {{ string key = 1; string body = 2; }}\nmessage TR {{ string key = 1; string body = 2; }}\n"
+    );
+    let cases = [
+        ("test.v1.S/Topic", "T", 0, S::TopicName, format!("{topic}-value"), vec![0u8]),
+        ("test.v1.S/Record", "R", 1, S::RecordName, format!("{package}.R"), vec![2, 2]),
+        ("test.v1.S/TopicRecord", "TR", 2, S::TopicRecordName, format!("{topic}-{package}.TR"), vec![2, 4]),
+    ];
+    let mut streams = Streams::new();
+    for (method, record, index, strategy, _, _) in &cases {
+        let schema = RegistrySchema::protobuf(format!("{package}.{record}"), &file, vec![*index])
+            .subject_name_strategy(*strategy);
+        streams = streams.publish_with_schema(*method, &topic, KeyField::new(1), schema);
+    }
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    let registry = Registry::local();
+    for (method, _, _, strategy, subject, index_bytes) in &cases {
+        let receipt = publish_one(&gw, method).await?;
+        let (_, value) = read_back(&topic, receipt.partition, receipt.offset).await?;
+        let (id, indexes) = framing(&value, index_bytes.len());
+        assert_eq!(&indexes, index_bytes, "{strategy:?}: message indexes");
+        assert_eq!(&value[5 + index_bytes.len()..], &message("k", "v")[..]);
+        assert_eq!(registry.latest_id(subject).await?, Some(id), "{strategy:?}: registered under {subject}");
+    }
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A file the record's file imports, registered as a reference in lookup-only mode too.
+fn with_import(n: u32, body_type: &str) -> (String, String, String) {
+    let import = format!("test/lookup{n}/common.proto");
+    let common = format!("syntax = \"proto3\";\npackage test.lookup{n};\nmessage Meta {{ string origin = 1; }}\n");
+    let main = format!(
+        "syntax = \"proto3\";\npackage test.lookup{n};\nimport \"{import}\";\n\
+         message Rec {{ string key = 1; {body_type} body = 2; Meta meta = 3; }}\n"
+    );
+    (import, common, main)
+}
+
+fn lookup_schema(n: u32, body_type: &str) -> RegistrySchema {
+    let (import, common, main) = with_import(n, body_type);
+    RegistrySchema::protobuf(format!("test.lookup{n}.Rec"), main, vec![0])
+        .reference(kafkasocks::SchemaReference::new(&import, &import, common))
+}
+
+async fn start_in_mode(
+    topic: &str,
+    schema: RegistrySchema,
+    mode: kafkasocks::RegistryMode,
+) -> Result<TestGateway, kafkasocks::Error> {
+    let streams = Streams::new().publish_with_schema(PUBLISH, topic, KeyField::new(1), schema);
+    let registry = kafkasocks::RegistryConfig::new(registry_url()).mode(mode);
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry);
+    TestGateway::start_with(config, streams, None).await.map_err(|e| match e.downcast::<kafkasocks::Error>() {
+        Ok(e) => e,
+        Err(other) => panic!("not a gateway error: {other:#}"),
+    })
+}
+
+fn refusal(result: Result<TestGateway, kafkasocks::Error>) -> String {
+    match result {
+        Ok(_) => panic!("the gateway started"),
+        Err(e @ kafkasocks::Error::Registry { .. }) => e.to_string(),
+        Err(other) => panic!("not a registry error: {other:?}"),
+    }
+}
+
+/// Lookup-only: nothing is ever registered; a schema that is not registered (exactly,
+/// references included) stops the gateway from starting, with the stream, the subject and
+/// the reason; one that is, is written with the id the registry has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_only_writes_with_registered_schemas_and_refuses_to_start_without_them() -> anyhow::Result<()> {
+    use kafkasocks::RegistryMode;
+    init_tracing();
+    let topic = unique_topic("sr-lookup");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let subject = format!("{topic}-value");
+    let registry = Registry::local();
+
+    let why = refusal(start_in_mode(&topic, lookup_schema(n, "string"), RegistryMode::LookupOnly).await);
+    assert!(why.contains(PUBLISH) && why.contains(&subject) && why.contains("not registered"), "{why}");
+    assert_eq!(registry.versions(&subject).await?, 0, "lookup-only registered something");
+
+    // Registered (here by a gateway in auto-register mode, as a deploy pipeline would).
+    let dev = start_in_mode(&topic, lookup_schema(n, "string"), RegistryMode::AutoRegister).await?;
+    publish_one(&dev, PUBLISH).await?;
+    dev.shutdown.shutdown();
+    let id = registry.latest_id(&subject).await?.expect("registered");
+
+    let gw = start_in_mode(&topic, lookup_schema(n, "string"), RegistryMode::LookupOnly).await?;
+    let receipt = publish_one(&gw, PUBLISH).await?;
+    let (_, value) = read_back(&topic, receipt.partition, receipt.offset).await?;
+    assert_eq!(framing(&value, 1), (id, vec![0]));
+    assert_eq!(registry.versions(&subject).await?, 1, "lookup-only registered a version");
+    gw.shutdown.shutdown();
+
+    // A schema the registry does not hold: a changed field type.
+    let why = refusal(start_in_mode(&topic, lookup_schema(n, "int64"), RegistryMode::LookupOnly).await);
+    assert!(why.contains(&subject) && why.contains("not registered"), "{why}");
+    // An import that is not registered.
+    let missing_ref = lookup_schema(n + 1, "string");
+    let why = refusal(start_in_mode(&topic, missing_ref, RegistryMode::LookupOnly).await);
+    assert!(why.contains("reference") && why.contains(&format!("test/lookup{}/common.proto", n + 1)), "{why}");
+    assert_eq!(registry.versions(&subject).await?, 1);
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// Use-latest: records are written with the subject's latest version (and the record
+/// type's message indexes in that version, not in the stream's own file), provided that
+/// version declares the type and the registry finds the stream's schema compatible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_latest_writes_with_the_latest_version_and_refuses_what_does_not_fit() -> anyhow::Result<()> {
+    use kafkasocks::RegistryMode;
+    init_tracing();
+    let topic = unique_topic("sr-latest");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let subject = format!("{topic}-value");
+    let registry = Registry::local();
+    // The stream's own file declares Rec first (Apicurio finds removing a message
+    // incompatible, so the stream's file has both).
+    let ours = |body: &str| {
+        let text = format!(
+            "syntax = \"proto3\";\npackage test.l{n};\nmessage Rec {{ string key = 1; {body} body = 2; }}\n\
+             message Audit {{ string who = 1; }}\n"
+        );
+        RegistrySchema::protobuf(format!("test.l{n}.Rec"), text, vec![0])
+    };
+
+    let why = refusal(start_in_mode(&topic, ours("string"), RegistryMode::UseLatest).await);
+    assert!(why.contains(&subject) && why.contains("no version"), "{why}");
+
+    // The latest version, registered by another team: Rec is its second message.
+    let theirs = format!(
+        "syntax = \"proto3\";\npackage test.l{n};\nmessage Audit {{ string who = 1; }}\n\
+         message Rec {{ string key = 1; string body = 2; }}\n"
+    );
+    let id = registry.register(&subject, &theirs, serde_json::json!([])).await?;
+    let gw = start_in_mode(&topic, ours("string"), RegistryMode::UseLatest).await?;
+    let receipt = publish_one(&gw, PUBLISH).await?;
+    let (_, value) = read_back(&topic, receipt.partition, receipt.offset).await?;
+    assert_eq!(framing(&value, 2), (id, vec![2, 2]), "the latest id, Rec at index [1] there");
+    gw.shutdown.shutdown();
+    assert_eq!(registry.versions(&subject).await?, 1, "use-latest registered a version");
+
+    // A type the latest version does not declare.
+    let other = RegistrySchema::protobuf(
+        format!("test.l{n}.Gone"),
+        format!("syntax = \"proto3\";\npackage test.l{n};\nmessage Gone {{ string key = 1; }}\n"),
+        vec![0],
+    );
+    let why = refusal(start_in_mode(&topic, other, RegistryMode::UseLatest).await);
+    assert!(why.contains("does not declare") && why.contains(&format!("test.l{n}.Gone")), "{why}");
+    // A schema the subject's compatibility rule refuses against the latest version.
+    registry.set_compatibility(&subject, "BACKWARD").await?;
+    let why = refusal(start_in_mode(&topic, ours("int64"), RegistryMode::UseLatest).await);
+    assert!(why.contains("incompatible"), "{why}");
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A registry that stops answering fails readiness (`/readyz` 503, saying so) but not
+/// liveness (`/healthz`): publishes with known ids and subscriptions go on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_registry_that_does_not_answer() -> anyhow::Result<()> {
+    init_tracing();
+    let url = registry_url();
+    let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let proxy = HangingProxy::start(host.parse()?).await?;
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap()))
+        .schema_registry(format!("http://{}/{path}", proxy.addr))
+        .limits(kafkasocks::Limits::default().with_registry_timeout(Duration::from_secs(1)));
+    let gw = TestGateway::start_with(config, streams(&unique_topic("sr-ready")), None).await?;
+    let admin = gw.metrics.unwrap();
+    let (status, body) = http_get(admin, "/readyz").await?;
+    assert_eq!((status, body.as_str()), (200, "kafka: ok\nschema registry: ok\n"));
+    proxy.hang();
+    let (status, body) = http_get(admin, "/readyz").await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("kafka: ok\n") && body.contains("schema registry: unreachable: no answer within 1s"),
+        "{body}"
+    );
+    assert_eq!(http_get(admin, "/healthz").await?.0, 200, "liveness does not depend on the registry");
     Ok(())
 }

@@ -1,24 +1,103 @@
-//! Confluent Schema Registry: publish streams that declare a subject write their records
-//! in the Confluent wire format (see [`crate::protocol::wire`] for the bytes); subscriptions remove
-//! the framing from whatever they read, whether or not their stream declares a subject.
+//! Confluent Schema Registry: publish streams that declare a schema write their records in
+//! the Confluent wire format (see [`crate::protocol::wire`] for the bytes); subscriptions
+//! remove the framing from whatever they read, whether or not their stream declares one.
+//!
+//! What is registered, and under which subject, follows Confluent's own serializer (so
+//! that the services beside the gateway can read and write the same topics with their
+//! registry clients): the record's `.proto` file verbatim, its imports registered first as
+//! schema references named and subjected by their import paths (the well-known
+//! `google/protobuf/*` files left out: registries have them built in), under the subject
+//! the stream's [`SubjectNameStrategy`] names. [`RegistryMode`] says whether the gateway
+//! may register, or only use what is there.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::secret::Secret;
+
+#[cfg(feature = "registry")]
+mod client;
+#[cfg(feature = "registry")]
+mod descriptor;
 
 #[cfg(feature = "registry")]
 pub(crate) use client::SchemaRegistry;
 
+/// How the subject of a record schema is named: Confluent's subject name strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SubjectNameStrategy {
+    /// `<topic>-value`: one record type per topic (Confluent's default).
+    #[default]
+    TopicName,
+    /// The record's fully-qualified message name: one type, on any topic.
+    RecordName,
+    /// `<topic>-<message name>`: several types per topic, each with its own history.
+    TopicRecordName,
+}
+
+impl SubjectNameStrategy {
+    /// The subject of record type `record` (fully qualified, `pkg.Message`) on `topic`.
+    ///
+    /// ```
+    /// use kafkasocks::SubjectNameStrategy;
+    /// assert_eq!(SubjectNameStrategy::TopicName.subject("chat.messages", "chat.v1.ChatMessage"), "chat.messages-value");
+    /// assert_eq!(SubjectNameStrategy::RecordName.subject("chat.messages", "chat.v1.ChatMessage"), "chat.v1.ChatMessage");
+    /// assert_eq!(
+    ///     SubjectNameStrategy::TopicRecordName.subject("chat.messages", "chat.v1.ChatMessage"),
+    ///     "chat.messages-chat.v1.ChatMessage"
+    /// );
+    /// ```
+    pub fn subject(&self, topic: &str, record: &str) -> String {
+        match self {
+            SubjectNameStrategy::TopicName => format!("{topic}-value"),
+            SubjectNameStrategy::RecordName => record.to_owned(),
+            SubjectNameStrategy::TopicRecordName => format!("{topic}-{record}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Subject {
+    Strategy(SubjectNameStrategy),
+    Named(String),
+}
+
 /// The schema a publish stream writes with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrySchema {
-    pub(crate) subject: String,
+    pub(crate) record: String,
     pub(crate) schema: String,
     pub(crate) message_indexes: Vec<i32>,
     pub(crate) references: Vec<SchemaReference>,
+    pub(crate) subject: Subject,
 }
 
 impl RegistrySchema {
-    /// A protobuf schema (the `.proto` source) under `subject`; `message_indexes` locate
-    /// the record's message type in it (`[0]`: the first top-level message).
-    pub fn protobuf(subject: impl Into<String>, schema: impl Into<String>, message_indexes: Vec<i32>) -> Self {
-        RegistrySchema { subject: subject.into(), schema: schema.into(), message_indexes, references: Vec::new() }
+    /// Records of message type `record` (fully qualified: `pkg.Message`), declared in
+    /// `schema` (the `.proto` source of its file) at `message_indexes` (Confluent's message
+    /// indexes: `[0]` the first top-level message, `[1, 0]` the first message nested in the
+    /// second). The subject is `<topic>-value` unless set otherwise.
+    pub fn protobuf(record: impl Into<String>, schema: impl Into<String>, message_indexes: Vec<i32>) -> Self {
+        RegistrySchema {
+            record: record.into(),
+            schema: schema.into(),
+            message_indexes,
+            references: Vec::new(),
+            subject: Subject::Strategy(SubjectNameStrategy::TopicName),
+        }
+    }
+
+    /// Names the subject with this strategy.
+    pub fn subject_name_strategy(mut self, strategy: SubjectNameStrategy) -> Self {
+        self.subject = Subject::Strategy(strategy);
+        self
+    }
+
+    /// Uses this subject, whatever the topic and record.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Subject::Named(subject.into());
+        self
     }
 
     /// A file the schema imports, registered first and referred to, as Confluent's
@@ -26,6 +105,14 @@ impl RegistrySchema {
     pub fn reference(mut self, reference: SchemaReference) -> Self {
         self.references.push(reference);
         self
+    }
+
+    /// The subject for records on `topic`.
+    pub(crate) fn subject_for(&self, topic: &str) -> String {
+        match &self.subject {
+            Subject::Strategy(s) => s.subject(topic, &self.record),
+            Subject::Named(name) => name.clone(),
+        }
     }
 }
 
@@ -52,107 +139,163 @@ impl SchemaReference {
     }
 }
 
-#[cfg(feature = "registry")]
-mod client {
-    use std::collections::HashMap;
-    use std::fmt;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
+/// What the gateway may do in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RegistryMode {
+    /// Register each publish stream's schema on its first publish (as Confluent's
+    /// serializer does by default, `auto.register.schemas=true`). For development: a
+    /// registry's compatibility rule is then the only check. Logged at start.
+    #[default]
+    AutoRegister,
+    /// Never register: at start, look up each publish stream's exact schema under its
+    /// subject (`POST /subjects/{subject}`), and refuse to start when one is not
+    /// registered. For production registries with auto-registration off, or read-only
+    /// credentials.
+    LookupOnly,
+    /// Never register: at start, take the latest version of each publish stream's subject
+    /// and write with it (Confluent's `use.latest.version=true`), provided the record type
+    /// is declared in it and the registry finds the stream's own schema compatible with
+    /// it; otherwise refuse to start.
+    UseLatest,
+}
 
-    use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
-    use schema_registry_converter::error::SRCError;
-    use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedReference, SuppliedSchema};
+/// How the gateway authenticates to the registry.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistryCredentials {
+    /// HTTP basic authentication (Confluent Cloud: the API key and secret).
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(Secret),
+}
 
-    use super::{RegistrySchema, SchemaReference};
-    use crate::error::Error;
-    use crate::protocol::{Code, Status};
-
-    type Key = (String, String);
-
-    /// A registry client that registers each subject's schema once per process. A known id
-    /// is answered from memory, never waiting on the network; registrations are one at a
-    /// time per (subject, schema) and bounded by the registry timeout, so one slow subject
-    /// holds up only the publishes that need it.
-    pub(crate) struct SchemaRegistry {
-        settings: SrSettings,
-        ids: Mutex<HashMap<Key, u32>>,
-        registering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-        timeout: Duration,
-    }
-
-    impl fmt::Debug for SchemaRegistry {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("SchemaRegistry").field("timeout", &self.timeout).finish_non_exhaustive()
-        }
-    }
-
-    impl SchemaRegistry {
-        pub(crate) fn new(url: &str, timeout: Duration) -> Result<SchemaRegistry, Error> {
-            // Each call is bounded by `timeout` below, with a clear message; the HTTP client's
-            // own timeout is only a backstop behind it.
-            let settings = SrSettings::new_builder(url.trim_end_matches('/').to_owned())
-                .set_timeout(timeout + Duration::from_secs(1))
-                .build()
-                .map_err(|e| Error::Config(format!("schema registry {url:?}: {e}")))?;
-            Ok(SchemaRegistry { settings, ids: Mutex::default(), registering: Mutex::default(), timeout })
-        }
-
-        fn cached(&self, key: &Key) -> Option<u32> {
-            self.ids.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied()
-        }
-
-        /// The schema id, registering the schema on first use. Registration is idempotent in
-        /// the registry, so concurrent gateways agree on the id.
-        pub(crate) async fn id_for(&self, schema: &RegistrySchema) -> Result<u32, Status> {
-            let key = (schema.subject.clone(), schema.schema.clone());
-            if let Some(id) = self.cached(&key) {
-                return Ok(id);
+impl fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryCredentials::Basic { user, password } => {
+                f.debug_struct("Basic").field("user", user).field("password", password).finish()
             }
-            let gate =
-                self.registering.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
-            let _turn = gate.lock().await;
-            if let Some(id) = self.cached(&key) {
-                return Ok(id);
-            }
-            let supplied = SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone())
-                .with_references(schema.references.iter().map(supplied_reference).collect());
-            let posted =
-                tokio::time::timeout(self.timeout, post_schema(&self.settings, schema.subject.clone(), supplied));
-            let registered = match posted.await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(refusal(&schema.subject, &e)),
-                Err(_) => {
-                    return Err(Status::unavailable(format!(
-                        "schema registry: no answer within {:?} registering {:?}",
-                        self.timeout, schema.subject
-                    )));
-                }
-            };
-            self.ids.lock().unwrap_or_else(|p| p.into_inner()).insert(key, registered.id);
-            Ok(registered.id)
+            RegistryCredentials::Bearer(token) => f.debug_tuple("Bearer").field(token).finish(),
         }
     }
+}
 
-    fn supplied_reference(r: &SchemaReference) -> SuppliedReference {
-        SuppliedReference::new(r.name.clone(), r.subject.clone(), r.schema.clone())
-            .with_references(r.references.iter().map(supplied_reference).collect())
+/// A Confluent-compatible Schema Registry.
+///
+/// ```
+/// use kafkasocks::{RegistryConfig, RegistryMode, Secret};
+/// let registry = RegistryConfig::new("https://registry.example.com")
+///     .mode(RegistryMode::LookupOnly)
+///     .basic_auth("gateway", Secret::from_file("/run/secrets/registry-password"))
+///     .ca_file("/etc/kafkasocks/registry-ca.pem");
+/// assert!(!format!("{registry:?}").contains("registry-password\")"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RegistryConfig {
+    /// Base URL (for example `http://127.0.0.1:18081/apis/ccompat/v7`). Credentials in it
+    /// (`https://user:password@host`) are used, and never logged.
+    pub url: String,
+    /// What the gateway may do there. Default [`RegistryMode::AutoRegister`].
+    pub mode: RegistryMode,
+    /// Default none (or those in the URL).
+    pub credentials: Option<RegistryCredentials>,
+    /// PEM file of the certificate authorities an `https` registry's certificate must chain
+    /// to, instead of the system's. Default none: the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RegistryConfig {
+    /// The registry at `url`, in auto-register mode, without credentials.
+    pub fn new(url: impl Into<String>) -> RegistryConfig {
+        RegistryConfig { url: url.into(), mode: RegistryMode::default(), credentials: None, ca_file: None }
     }
 
-    /// What a registry error means for the client: a schema the registry refuses (409: its
-    /// compatibility rule; 422: not a valid schema) will not be accepted by retrying, so it
-    /// is `FAILED_PRECONDITION`; anything else (unreachable, 5xx, a timeout) is
-    /// `UNAVAILABLE`.
-    fn refusal(subject: &str, e: &SRCError) -> Status {
-        let cause = e.cause.as_deref().unwrap_or("");
-        if e.error.contains("status 409") {
-            Status::new(
-                Code::FailedPrecondition,
-                format!("schema registry refuses this schema for {subject:?} (incompatible): {cause}"),
-            )
-        } else if e.error.contains("status 422") {
-            Status::new(Code::FailedPrecondition, format!("schema registry: invalid schema for {subject:?}: {cause}"))
-        } else {
-            Status::unavailable(format!("schema registry: registering {subject:?}: {e}"))
+    /// Sets what the gateway may do there.
+    pub fn mode(mut self, mode: RegistryMode) -> RegistryConfig {
+        self.mode = mode;
+        self
+    }
+
+    /// Authenticates with HTTP basic authentication.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: Secret) -> RegistryConfig {
+        self.credentials = Some(RegistryCredentials::Basic { user: user.into(), password });
+        self
+    }
+
+    /// Authenticates with a bearer token.
+    pub fn bearer_token(mut self, token: Secret) -> RegistryConfig {
+        self.credentials = Some(RegistryCredentials::Bearer(token));
+        self
+    }
+
+    /// Trusts only the certificate authorities in this PEM file for an `https` registry.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> RegistryConfig {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The URL as it may be logged: without the credentials it may carry.
+    pub(crate) fn redacted_url(&self) -> String {
+        let Some(start) = self.url.find("://").map(|i| i + 3) else { return self.url.clone() };
+        let end = self.url[start..].find('/').map_or(self.url.len(), |i| start + i);
+        match self.url[start..end].rfind('@') {
+            Some(at) => format!("{}<redacted>@{}", &self.url[..start], &self.url[start + at + 1..]),
+            None => self.url.clone(),
         }
+    }
+}
+
+impl fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.redacted_url())
+            .field("mode", &self.mode)
+            .field("credentials", &self.credentials)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl From<&str> for RegistryConfig {
+    fn from(url: &str) -> RegistryConfig {
+        RegistryConfig::new(url)
+    }
+}
+
+impl From<String> for RegistryConfig {
+    fn from(url: String) -> RegistryConfig {
+        RegistryConfig::new(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_logged_without_their_credentials() {
+        let c = RegistryConfig::new("https://key:s3cret@registry.example.com:8443/apis/ccompat/v7");
+        assert_eq!(c.redacted_url(), "https://<redacted>@registry.example.com:8443/apis/ccompat/v7");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(RegistryConfig::new("http://u:p@h").redacted_url(), "http://<redacted>@h");
+        assert_eq!(RegistryConfig::new("http://h:1/x").redacted_url(), "http://h:1/x");
+        let bearer = RegistryConfig::new("http://h").bearer_token(Secret::new("tok-123"));
+        assert!(!format!("{bearer:?}").contains("tok-123"));
+    }
+
+    #[test]
+    fn subjects_follow_the_strategy_or_the_name_given() {
+        let s = RegistrySchema::protobuf("a.v1.Rec", "", vec![0]);
+        assert_eq!(s.subject_for("t"), "t-value");
+        let s = s.subject_name_strategy(SubjectNameStrategy::TopicRecordName);
+        assert_eq!(s.subject_for("t"), "t-a.v1.Rec");
+        assert_eq!(s.subject("fixed").subject_for("t"), "fixed");
     }
 }

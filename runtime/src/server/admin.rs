@@ -1,5 +1,7 @@
-//! The admin HTTP endpoint: `/metrics` (OpenMetrics text) and `/healthz` (503 when Kafka
-//! does not answer). Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
+//! The admin HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (503 when Kafka
+//! does not answer) and `/readyz` (503 when Kafka or the Schema Registry does not answer).
+//! A registry outage fails only readiness: publishes whose schema id is known and every
+//! subscription go on without it. Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
 //! once, [`MAX_CONNECTIONS_PER_ADDRESS`] of them from one address (more are closed
 //! unread), and a request's headers must arrive within
 //! [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections).
@@ -15,8 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::kafka::Kafka;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
+use crate::session::shared::Shared;
 
 use super::shares::Shares;
 
@@ -28,12 +30,7 @@ pub(crate) const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics` and `/healthz` until `shutdown` turns true.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    kafka: Arc<Kafka>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shares = Shares::new(MAX_CONNECTIONS_PER_ADDRESS);
     loop {
@@ -55,14 +52,12 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
-        let metrics = metrics.clone();
-        let kafka = kafka.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let _slot = (slot, share);
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                let kafka = kafka.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &kafka).await) }
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &shared).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -73,13 +68,26 @@ pub(crate) async fn serve(
     }
 }
 
-async fn respond(path: &str, metrics: &Metrics, kafka: &Kafka) -> Response<Full<Bytes>> {
+async fn respond(path: &str, shared: &Shared) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match path {
-        "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
-        "/healthz" => match kafka.health().await {
+        "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, shared.metrics.render()),
+        "/healthz" => match shared.kafka().health().await {
             Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
             Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("kafka unreachable: {why}\n")),
         },
+        "/readyz" => {
+            let (kafka, registry) = tokio::join!(shared.kafka().health(), registry_health(shared));
+            let ready = kafka.is_ok() && !matches!(registry, Some(Err(_)));
+            let mut body = String::new();
+            for (what, state) in [("kafka", Some(kafka)), ("schema registry", registry)] {
+                match state {
+                    Some(Ok(())) => body.push_str(&format!("{what}: ok\n")),
+                    Some(Err(why)) => body.push_str(&format!("{what}: unreachable: {why}\n")),
+                    None => {}
+                }
+            }
+            (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, "text/plain", body)
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -88,4 +96,14 @@ async fn respond(path: &str, metrics: &Metrics, kafka: &Kafka) -> Response<Full<
         resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
     }
     resp
+}
+
+/// The registry's state, when one is configured.
+async fn registry_health(shared: &Shared) -> Option<Result<(), String>> {
+    #[cfg(feature = "registry")]
+    if let Some(registry) = &shared.registry {
+        return Some(registry.health().await);
+    }
+    let _ = shared;
+    None
 }

@@ -139,6 +139,9 @@ impl GatewayBuilder {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?),
             None => None,
         };
+        #[cfg(feature = "registry")]
+        let registry =
+            registry_client(config.schema_registry.as_ref(), config.limits.registry_timeout, &streams).await?;
         let kafka = Kafka::new(config.kafka.clone(), config.limits.publish_timeout, &config.server_id)?;
         let hubs = Hubs::new(FanoutContext::new(kafka, config.limits.clone(), metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -151,7 +154,7 @@ impl GatewayBuilder {
             send_budget: SendBudget::new(config.limits.send_queue_bytes_total),
             dedup: DedupWindow::new(config.limits.dedup_window, config.limits.dedup_capacity),
             #[cfg(feature = "registry")]
-            registry: registry_client(config.schema_registry.as_deref(), config.limits.registry_timeout)?,
+            registry,
             limits: config.limits.clone(),
             metrics,
             server_id: config.server_id.clone(),
@@ -177,12 +180,27 @@ impl GatewayBuilder {
     }
 }
 
+/// The registry client, with what its mode requires done: in lookup-only and use-latest
+/// modes every publish stream's schema is found now, or the gateway does not start.
 #[cfg(feature = "registry")]
-fn registry_client(url: Option<&str>, timeout: Duration) -> Result<Option<crate::registry::SchemaRegistry>, Error> {
+async fn registry_client(
+    config: Option<&crate::registry::RegistryConfig>,
+    timeout: Duration,
+    streams: &Streams,
+) -> Result<Option<crate::registry::SchemaRegistry>, Error> {
+    let Some(config) = config else { return Ok(None) };
     // The registry client (reqwest) uses rustls without a built-in provider: ring is the
     // one this crate compiles. Another one already installed is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    url.map(|u| crate::registry::SchemaRegistry::new(u, timeout)).transpose()
+    let registry = crate::registry::SchemaRegistry::new(config, timeout)?;
+    let mut with_schema: Vec<_> = streams
+        .methods
+        .iter()
+        .filter_map(|(method, def)| def.schema.as_ref().map(|s| (method.as_str(), def.topic.as_str(), s)))
+        .collect();
+    with_schema.sort_by_key(|(method, _, _)| *method);
+    registry.prepare(with_schema.into_iter()).await?;
+    Ok(Some(registry))
 }
 
 fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
@@ -349,7 +367,7 @@ impl Gateway {
         });
         let mut shutdown = shutdown_tx.subscribe();
         if let Some(l) = metrics_listener {
-            tokio::spawn(admin::serve(l, shared.metrics.clone(), shared.kafka().clone(), shutdown_tx.subscribe()));
+            tokio::spawn(admin::serve(l, shared.clone(), shutdown_tx.subscribe()));
         }
         let mut conns = JoinSet::new();
         loop {

@@ -67,8 +67,8 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
         let mut record = hook.prepare(&ctx, p.payload).await?;
         shared.permissions.check_key(&ctx.principal, &ctx.method, record.key.as_deref())?;
         if let Some(schema) = schema {
-            let id = schema_id(shared, schema).await?;
-            record.payload = wire::add_confluent_framing(id, &schema.message_indexes, &record.payload);
+            let (id, indexes) = schema_writer(shared, topic, schema).await?;
+            record.payload = wire::add_confluent_framing(id, &indexes, &record.payload);
         }
         shared.kafka().produce(topic, &record, &p.idempotency_key).await
     }
@@ -82,15 +82,16 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
     result
 }
 
+/// The schema id and message indexes records of `schema` on `topic` are framed with.
 #[cfg(feature = "registry")]
-async fn schema_id(shared: &Shared, schema: &RegistrySchema) -> Result<u32, Status> {
+async fn schema_writer(shared: &Shared, topic: &str, schema: &RegistrySchema) -> Result<(u32, Vec<i32>), Status> {
     let registry = shared.registry.as_ref().ok_or_else(|| {
         Status::new(Code::FailedPrecondition, "this stream has a schema but the gateway has no schema registry")
     })?;
-    registry.id_for(schema).await
+    registry.writer(topic, schema).await.map(|w| (w.id, w.message_indexes))
 }
 
 #[cfg(not(feature = "registry"))]
-async fn schema_id(_shared: &Shared, _schema: &RegistrySchema) -> Result<u32, Status> {
+async fn schema_writer(_shared: &Shared, _topic: &str, _schema: &RegistrySchema) -> Result<(u32, Vec<i32>), Status> {
     Err(Status::new(Code::FailedPrecondition, "this stream has a schema but kafkasocks was built without `registry`"))
 }

@@ -35,9 +35,15 @@ mod tests {
     }
 
     #[test]
-    fn the_generated_gateway_registers_both_methods() {
+    fn the_generated_gateway_registers_every_method() {
         let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
-        assert_eq!(streams.len(), 2);
+        assert_eq!(streams.len(), 5);
+        // The subject name strategies of the stream options.
+        let subject = |m: &str| streams.schema_subject(&format!("chat.v1.ChatStreams/{m}"));
+        assert_eq!(subject("Post"), None);
+        assert_eq!(subject("PostByRecordName").as_deref(), Some("chat.v1.ChatMessage"));
+        assert_eq!(subject("PostByTopicRecordName").as_deref(), Some("chat.registered-chat.v1.ChatMessage"));
+        assert_eq!(subject("PostToSubject").as_deref(), Some("chat-registered"));
         assert_eq!(chat::ChatStreamsGateway::<chat::ChatStreamsDefaultHooks>::SERVICE, "chat.v1.ChatStreams");
         let custom = chat::ChatStreamsGateway::new(OnlyLoudRooms).streams();
         assert_eq!(format!("{custom:?}"), format!("{streams:?}"));

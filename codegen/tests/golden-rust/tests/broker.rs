@@ -112,7 +112,7 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     let d = tokio::time::timeout(Duration::from_secs(20), sub.next()).await?.unwrap()?;
     assert_eq!((d.partition, d.offset), (first.partition, first.offset));
     assert_eq!(&d.key[..], room.as_bytes(), "the key field is the Kafka key");
-    assert!(d.schema_id > 0, "schema_subject: written in the Confluent framing");
+    assert!(d.schema_id > 0, "schema: written in the Confluent framing");
     // Registered as Confluent's serializer would: the imports as references (by import
     // path), so a registry-aware consumer can rebuild the schema from the registry alone.
     let url = registry_url();
@@ -129,6 +129,12 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
         subjects.contains("\"kafkasocks/options.proto\"") && subjects.contains("\"every/v1/legacy.proto\""),
         "{subjects}"
     );
+    // SCHEMA_TOPIC_NAME: the subject is <topic>-value; the registry holds this id there.
+    let (status, body) =
+        kafkasocks_tests::http_get(host.parse()?, &format!("/{path}/subjects/every.chat-value/versions/latest"))
+            .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body)?["id"], d.schema_id, "{body}");
     let hello = every::ChatMessage::decode(&d.payload[..])?;
     assert_eq!(hello.text, "hello");
     assert_eq!(hello.user, "guest", "prepare_post enriched the record");

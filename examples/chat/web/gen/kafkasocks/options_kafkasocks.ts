@@ -13,6 +13,30 @@ type $Require<Ok extends true> = Ok;
  */
 export type $KafkaSocksRuntimeCheck = $Require<1 extends typeof $ks.CODEGEN_INTERFACE ? true : "KafkaSocks: this file was generated for code generation interface 1 of @kafkasocks/runtime (^0.1.0), which the installed runtime does not implement: regenerate it with the kafkasocks-gen that matches your runtime, or upgrade @kafkasocks/runtime">;
 
+/**
+ * Confluent's subject name strategies.
+ *
+ * `kafkasocks.SchemaSubject`
+ */
+export const SchemaSubject = {
+  /** No Schema Registry (unless `schema_subject` names a subject). */
+  SCHEMA_NONE: 0,
+  /**
+   * "<topic>-value": one record type per topic (TopicNameStrategy, Confluent's
+   * default).
+   */
+  SCHEMA_TOPIC_NAME: 1,
+  /** The record's full message name, on any topic (RecordNameStrategy). */
+  SCHEMA_RECORD_NAME: 2,
+  /**
+   * "<topic>-<full message name>": several record types per topic, each with
+   * its own history (TopicRecordNameStrategy).
+   */
+  SCHEMA_TOPIC_RECORD_NAME: 3,
+} as const;
+/** A `kafkasocks.SchemaSubject` value. Open: numbers this schema does not know (from newer writers) are kept as they are. */
+export type SchemaSubject = (typeof SchemaSubject)[keyof typeof SchemaSubject] | (number & {});
+
 /** `kafkasocks.UnknownFields` */
 export const UnknownFields = {
   /**
@@ -47,8 +71,8 @@ export interface StreamOptions {
    */
   key: string;
   /**
-   * Confluent Schema Registry subject for the record values. Set: records
-   * are written with the Confluent framing and read with it removed.
+   * Publish: the Confluent Schema Registry subject of the record values,
+   * whatever the topic and record type (instead of a strategy in `schema`).
    */
   schemaSubject: string;
   /**
@@ -56,6 +80,14 @@ export interface StreamOptions {
    * not declare (sent by a newer client, or by a hostile one).
    */
   unknownFields: UnknownFields;
+  /**
+   * Publish: write record values in the Confluent Schema Registry format
+   * (magic byte, schema id, message indexes) with the request message's schema:
+   * its .proto file, its imports as schema references, registered (or, in the
+   * gateway's lookup-only and use-latest modes, found) under the subject this
+   * strategy names. Subscriptions remove the framing from whatever they read.
+   */
+  schema: SchemaSubject;
   /** Fields this schema does not know, kept as read (tag included) and written back on encode. */
   $unknown?: Uint8Array[] | undefined;
 }
@@ -64,7 +96,7 @@ export interface StreamOptions {
 export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
   typeName: "kafkasocks.StreamOptions",
   create(): StreamOptions {
-    return { topic: "", key: "", schemaSubject: "", unknownFields: 0 };
+    return { topic: "", key: "", schemaSubject: "", unknownFields: 0, schema: 0 };
   },
   encode(value: StreamOptions): Uint8Array<ArrayBuffer> {
     const w = new $ks.Writer();
@@ -87,6 +119,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
     if (m.unknownFields !== 0) {
       w.uint32(32).int32(m.unknownFields);
     }
+    if (m.schema !== 0) {
+      w.uint32(40).int32(m.schema);
+    }
     if (m.$unknown !== undefined) for (const u of m.$unknown) w.raw(u);
   },
   read(r: $ks.Reader, endGroup = 0, into?: StreamOptions): StreamOptions {
@@ -105,6 +140,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
           break;
         case 32:
           m.unknownFields = r.int32();
+          break;
+        case 40:
+          m.schema = r.int32();
           break;
         default:
           if (t === endGroup) return m;
@@ -126,6 +164,7 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
     if (m.key !== "") o["key"] = m.key;
     if (m.schemaSubject !== "") o["schemaSubject"] = m.schemaSubject;
     if (m.unknownFields !== 0) o["unknownFields"] = $j.writeEnum(m.unknownFields, UnknownFields);
+    if (m.schema !== 0) o["schema"] = $j.writeEnum(m.schema, SchemaSubject);
     return o;
   },
   fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): StreamOptions {
@@ -153,6 +192,12 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
             if (v !== null) {
               const e = $j.readEnum(v, UnknownFields, "kafkasocks.UnknownFields", options);
               if (e !== undefined) m.unknownFields = e;
+            }
+            break;
+          case "schema":
+            if (v !== null) {
+              const e = $j.readEnum(v, SchemaSubject, "kafkasocks.SchemaSubject", options);
+              if (e !== undefined) m.schema = e;
             }
             break;
           default:

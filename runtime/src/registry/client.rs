@@ -1,0 +1,338 @@
+//! The registry client: registration (auto-register mode) or verification at start
+//! (lookup-only, use-latest), with ids cached so that publishes never wait on the network
+//! once a stream's schema is known.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schema_registry_converter::async_impl::schema_registry::{
+    SrSettings, get_schema_by_subject_and_version, is_compatible_schema, perform_sr_call, post_schema,
+};
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedReference, SuppliedSchema};
+
+use super::{RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference, descriptor};
+use crate::error::Error;
+use crate::protocol::{Code, Status};
+
+/// (subject, schema text): one registration.
+type Key = (String, String);
+
+/// How a stream's records are framed: the schema id, and the message indexes of the
+/// record type in that schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Writer {
+    pub(crate) id: u32,
+    pub(crate) message_indexes: Vec<i32>,
+}
+
+/// A registry client. A known writer is answered from memory, never waiting on the
+/// network; registrations are one at a time per (subject, schema) and bounded by the
+/// registry timeout, so one slow subject holds up only the publishes that need it.
+pub(crate) struct SchemaRegistry {
+    settings: SrSettings,
+    mode: RegistryMode,
+    url: String,
+    writers: Mutex<HashMap<Key, Writer>>,
+    registering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("url", &self.url)
+            .field("mode", &self.mode)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn registry_error(what: impl Into<String>, source: impl Into<crate::error::BoxError>) -> Error {
+    Error::Registry { what: what.into(), source: Some(source.into()) }
+}
+
+impl SchemaRegistry {
+    pub(crate) fn new(config: &RegistryConfig, timeout: Duration) -> Result<SchemaRegistry, Error> {
+        let url = config.redacted_url();
+        // Each call is bounded by `timeout` below, with a clear message; the HTTP client's
+        // own timeout is only a backstop behind it.
+        let mut builder = SrSettings::new_builder(config.url.trim_end_matches('/').to_owned());
+        builder.set_timeout(timeout + Duration::from_secs(1));
+        match &config.credentials {
+            Some(RegistryCredentials::Basic { user, password }) => {
+                builder.set_basic_authorization(user, Some(&password.reveal()?));
+            }
+            Some(RegistryCredentials::Bearer(token)) => {
+                builder.set_token_authorization(&token.reveal()?);
+            }
+            None => {}
+        }
+        let mut client = reqwest::Client::builder();
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| registry_error(format!("reading the CA file {}", path.display()), e))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| registry_error(format!("the CA file {} is not PEM certificates", path.display()), e))?;
+            if roots.is_empty() {
+                return Err(Error::Registry {
+                    what: format!("the CA file {} holds no certificate", path.display()),
+                    source: None,
+                });
+            }
+            client = client.tls_certs_only(roots);
+        }
+        let settings = builder.build_with(client).map_err(|e| registry_error(format!("client for {url}"), e))?;
+        Ok(SchemaRegistry {
+            settings,
+            mode: config.mode,
+            url,
+            writers: Mutex::default(),
+            registering: Mutex::default(),
+            timeout,
+        })
+    }
+
+    fn cached(&self, key: &Key) -> Option<Writer> {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn remember(&self, key: Key, writer: Writer) {
+        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(key, writer);
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        call: impl Future<Output = Result<T, SRCError>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Failure::Registry(e)),
+            Err(_) => Err(Failure::Timeout(format!("no answer within {:?} {}", self.timeout, what()))),
+        }
+    }
+
+    /// At start: what the mode requires before any publish. Auto-register checks nothing
+    /// (the first publish registers); lookup-only and use-latest find each publish
+    /// stream's writer now, and an error names the stream, the subject and the reason.
+    pub(crate) async fn prepare<'a>(
+        &self,
+        streams: impl Iterator<Item = (&'a str, &'a str, &'a RegistrySchema)>,
+    ) -> Result<(), Error> {
+        let mut count = 0;
+        for (method, topic, schema) in streams {
+            count += 1;
+            if self.mode == RegistryMode::AutoRegister {
+                continue;
+            }
+            let subject = schema.subject_for(topic);
+            let writer = match self.mode {
+                RegistryMode::UseLatest => self.latest(&subject, schema).await,
+                _ => self.look_up(&subject, schema).await,
+            };
+            match writer {
+                Ok(w) => {
+                    tracing::info!(stream = method, subject, id = w.id, "schema registry: stream schema found");
+                    self.remember((subject, schema.schema.clone()), w);
+                }
+                Err(why) => {
+                    return Err(Error::Registry {
+                        what: format!("stream {method}: subject {subject:?} ({:?} mode): {why}", self.mode),
+                        source: None,
+                    });
+                }
+            }
+        }
+        match self.mode {
+            RegistryMode::AutoRegister if count > 0 => tracing::warn!(
+                registry = %self.url,
+                "schema registry: auto-register mode: each publish stream's schema is registered on first use \
+                 (for development; use lookup-only or use-latest against a production registry)"
+            ),
+            mode => tracing::info!(registry = %self.url, ?mode, streams = count, "schema registry ready"),
+        }
+        Ok(())
+    }
+
+    /// How to frame a record of `schema` on `topic`: from memory when known; in
+    /// auto-register mode, registered on first use.
+    pub(crate) async fn writer(&self, topic: &str, schema: &RegistrySchema) -> Result<Writer, Status> {
+        let subject = schema.subject_for(topic);
+        let key = (subject, schema.schema.clone());
+        if let Some(w) = self.cached(&key) {
+            return Ok(w);
+        }
+        if self.mode != RegistryMode::AutoRegister {
+            // Found at start for every stream the gateway serves; a stream added since
+            // cannot be registered in these modes.
+            return Err(Status::new(
+                Code::FailedPrecondition,
+                format!("schema registry ({:?} mode): no schema was found at start for subject {:?}", self.mode, key.0),
+            ));
+        }
+        let gate = self.registering.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+        let _turn = gate.lock().await;
+        if let Some(w) = self.cached(&key) {
+            return Ok(w);
+        }
+        let supplied = supplied(schema);
+        let registered = self
+            .bounded(|| format!("registering {:?}", key.0), post_schema(&self.settings, key.0.clone(), supplied))
+            .await
+            .map_err(|f| f.status(&key.0, "registering"))?;
+        let writer = Writer { id: registered.id, message_indexes: schema.message_indexes.clone() };
+        self.remember(key, writer.clone());
+        Ok(writer)
+    }
+
+    /// Lookup-only: the id of exactly this schema (its references looked up the same way)
+    /// under `subject`, registering nothing.
+    async fn look_up(&self, subject: &str, schema: &RegistrySchema) -> Result<Writer, String> {
+        let (id, _) = self.look_up_file(subject, &schema.schema, &schema.references).await?;
+        Ok(Writer { id, message_indexes: schema.message_indexes.clone() })
+    }
+
+    fn look_up_file<'a>(
+        &'a self,
+        subject: &'a str,
+        text: &'a str,
+        references: &'a [SchemaReference],
+    ) -> futures_util::future::BoxFuture<'a, Result<(u32, u32), String>> {
+        Box::pin(async move {
+            let mut refs = Vec::new();
+            for r in references {
+                let (_, version) = self
+                    .look_up_file(&r.subject, &r.schema, &r.references)
+                    .await
+                    .map_err(|why| format!("its reference {:?} (subject {:?}): {why}", r.name, r.subject))?;
+                refs.push(serde_json::json!({ "name": r.name, "subject": r.subject, "version": version }));
+            }
+            let mut body = serde_json::json!({ "schema": text, "schemaType": "PROTOBUF" });
+            if !refs.is_empty() {
+                body["references"] = serde_json::Value::Array(refs);
+            }
+            let body = body.to_string();
+            let found = self
+                .bounded(
+                    || format!("looking up {subject:?}"),
+                    perform_sr_call(&self.settings, SrCall::PostForVersion(subject, &body)),
+                )
+                .await
+                .map_err(|f| {
+                    f.explain("this schema is not registered under it (lookup-only mode registers nothing)")
+                })?;
+            match (found.id, found.version) {
+                (Some(id), Some(version)) => Ok((id, version)),
+                _ => Err("the registry's answer has no id and version".to_owned()),
+            }
+        })
+    }
+
+    /// Use-latest: the subject's latest version, provided it declares the record type and
+    /// the registry finds the stream's schema compatible with it.
+    async fn latest(&self, subject: &str, schema: &RegistrySchema) -> Result<Writer, String> {
+        let latest = self
+            .bounded(
+                || format!("reading the latest version of {subject:?}"),
+                get_schema_by_subject_and_version(&self.settings, subject, None),
+            )
+            .await
+            .map_err(|f| f.explain("the subject has no version (use-latest mode registers nothing)"))?;
+        let file = descriptor::parse(&latest.schema).map_err(|e| {
+            format!("its latest version (id {}) is not a protobuf schema the gateway reads: {e}", latest.id)
+        })?;
+        let Some(message_indexes) = descriptor::indexes_of(&file, &schema.record) else {
+            return Err(format!("its latest version (id {}) does not declare {}", latest.id, schema.record));
+        };
+        let compatible = self
+            .bounded(
+                || format!("checking compatibility with {subject:?}"),
+                is_compatible_schema(&self.settings, subject.to_owned(), supplied(schema)),
+            )
+            .await
+            .map_err(|f| f.explain("the registry cannot check compatibility"))?;
+        if !compatible {
+            return Err(format!(
+                "the registry finds this stream's schema incompatible with the latest version (id {})",
+                latest.id
+            ));
+        }
+        Ok(Writer { id: latest.id, message_indexes })
+    }
+
+    /// Whether the registry answers (for readiness): `GET /subjects`, bounded by the
+    /// timeout.
+    pub(crate) async fn health(&self) -> Result<(), String> {
+        let call = schema_registry_converter::async_impl::schema_registry::get_all_subjects(&self.settings);
+        self.bounded(|| "listing subjects".to_owned(), call).await.map(drop).map_err(|f| f.explain(""))
+    }
+}
+
+enum Failure {
+    Registry(SRCError),
+    Timeout(String),
+}
+
+impl Failure {
+    fn http_status(&self) -> Option<u16> {
+        let Failure::Registry(e) = self else { return None };
+        let rest = e.error.split("status ").nth(1)?;
+        rest.get(..3)?.parse().ok()
+    }
+
+    /// For start-up errors: what happened, with `not_found` for a 404.
+    fn explain(&self, not_found: &str) -> String {
+        match (self, self.http_status()) {
+            (Failure::Timeout(why), _) => why.clone(),
+            (Failure::Registry(e), Some(404)) if !not_found.is_empty() => {
+                format!("{not_found} ({})", e.cause.as_deref().unwrap_or("404"))
+            }
+            (Failure::Registry(e), Some(401 | 403)) => {
+                format!("the registry refuses the gateway's credentials: {}", e.cause.as_deref().unwrap_or(&e.error))
+            }
+            (Failure::Registry(e), _) => match &e.cause {
+                Some(cause) => format!("{}: {cause}", e.error),
+                None => e.error.clone(),
+            },
+        }
+    }
+
+    /// What a publish is told: a schema the registry refuses (409: its compatibility rule;
+    /// 422: not a valid schema) will not be accepted by retrying, so it is
+    /// `FAILED_PRECONDITION`; anything else (unreachable, 5xx, a timeout) is `UNAVAILABLE`.
+    fn status(&self, subject: &str, doing: &str) -> Status {
+        let cause = match self {
+            Failure::Registry(e) => e.cause.as_deref().unwrap_or(""),
+            Failure::Timeout(_) => "",
+        };
+        match self.http_status() {
+            Some(409) => Status::new(
+                Code::FailedPrecondition,
+                format!("schema registry refuses this schema for {subject:?} (incompatible): {cause}"),
+            ),
+            Some(422) => Status::new(
+                Code::FailedPrecondition,
+                format!("schema registry: invalid schema for {subject:?}: {cause}"),
+            ),
+            _ => match self {
+                Failure::Timeout(why) => Status::unavailable(format!("schema registry: {why}")),
+                Failure::Registry(_) => {
+                    Status::unavailable(format!("schema registry: {doing} {subject:?}: {}", self.explain("")))
+                }
+            },
+        }
+    }
+}
+
+fn supplied(schema: &RegistrySchema) -> SuppliedSchema {
+    SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone())
+        .with_references(schema.references.iter().map(supplied_reference).collect())
+}
+
+fn supplied_reference(r: &SchemaReference) -> SuppliedReference {
+    SuppliedReference::new(r.name.clone(), r.subject.clone(), r.schema.clone())
+        .with_references(r.references.iter().map(supplied_reference).collect())
+}
