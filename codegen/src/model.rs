@@ -270,10 +270,25 @@ pub struct Method {
     pub schema: Option<RegistrySchema>,
     /// Publishes: what happens to fields the request type does not declare.
     pub unknown_fields: UnknownFields,
+    /// Subscriptions to a topic of several record types (`oneof_types`).
+    pub record_types: Option<RecordTypes>,
     /// Doc comments.
     pub comments: Comments,
     /// Where it is declared.
     pub location: Location,
+}
+
+/// A subscription whose records are of several types, each delivered in its member of the
+/// response message's oneof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTypes {
+    /// The oneof's name.
+    pub oneof: String,
+    /// (member message full name, field number), in field order.
+    pub members: Vec<(String, u32)>,
+    /// Records of other types are skipped (`OTHER_TYPES_SKIP`) rather than failing the
+    /// subscription.
+    pub skip_others: bool,
 }
 
 /// The `unknown_fields` stream option.
@@ -635,6 +650,18 @@ impl FileCtx<'_> {
                 ));
             }
         };
+        let record_types = if opts.oneof_types {
+            if kind != RpcKind::ServerStreaming {
+                return Err(Error::stream(
+                    option_location,
+                    format!("rpc {service}.{}: oneof_types is for subscriptions (server-streaming rpcs)", m.name()),
+                    "drop oneof_types here; publish each record type through its own unary rpc",
+                ));
+            }
+            Some(record_types(service, m.name(), &output, opts.other_types == 1, &option_location)?)
+        } else {
+            None
+        };
         let schema = match subject {
             Some(subject) if kind == RpcKind::Unary => {
                 Some(self.registry_schema(m, &input, subject, &option_location)?)
@@ -651,6 +678,7 @@ impl FileCtx<'_> {
             key,
             schema,
             unknown_fields: opts.unknown_fields,
+            record_types,
             comments: self.comments(m.path()),
             location,
         })
@@ -786,6 +814,8 @@ struct StreamOptions {
     schema_subject: String,
     unknown_fields: UnknownFields,
     schema: i32,
+    oneof_types: bool,
+    other_types: i32,
 }
 
 fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor) -> Option<StreamOptions> {
@@ -810,13 +840,69 @@ fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor
         Some(Value::EnumNumber(n)) => *n,
         _ => 0,
     };
+    let number = |name: &str| match msg.get_field_by_name(name).as_deref() {
+        Some(Value::EnumNumber(n)) => *n,
+        _ => 0,
+    };
     Some(StreamOptions {
         topic: text("topic"),
         key: text("key"),
         schema_subject: text("schema_subject"),
         unknown_fields,
         schema,
+        oneof_types: matches!(msg.get_field_by_name("oneof_types").as_deref(), Some(Value::Bool(true))),
+        other_types: number("other_types"),
     })
+}
+
+/// The members of a `oneof_types` response message: one oneof holding every field, each
+/// member a distinct message type.
+fn record_types(
+    service: &str,
+    method: &str,
+    output: &MessageDescriptor,
+    skip_others: bool,
+    at: &Location,
+) -> Result<RecordTypes, Error> {
+    let what = format!("rpc {service}.{method}");
+    let wrapper = output.full_name();
+    let help = "declare the response as a wrapper with one oneof of the record types, and nothing else: \
+                message Event { oneof event { Reading reading = 1; Command command = 2; } }";
+    let oneofs: Vec<_> = output.oneofs().filter(|o| !o.is_synthetic()).collect();
+    let [oneof] = &oneofs[..] else {
+        return Err(Error::stream(
+            at.clone(),
+            format!("{what}: oneof_types needs {wrapper} to have exactly one oneof; it has {}", oneofs.len()),
+            help,
+        ));
+    };
+    let mut members = Vec::new();
+    for f in output.fields() {
+        if f.containing_oneof().as_ref().map(|o| o.name()) != Some(oneof.name()) {
+            return Err(Error::stream(
+                at.clone(),
+                format!("{what}: oneof_types: field {wrapper}.{} is outside the oneof {}", f.name(), oneof.name()),
+                help,
+            ));
+        }
+        let Kind::Message(record) = f.kind() else {
+            return Err(Error::stream(
+                at.clone(),
+                format!("{what}: oneof_types: member {wrapper}.{} is not a message type", f.name()),
+                help,
+            ));
+        };
+        if members.iter().any(|(name, _): &(String, u32)| name == record.full_name()) {
+            return Err(Error::stream(
+                at.clone(),
+                format!("{what}: oneof_types: {} is in the oneof twice", record.full_name()),
+                "each record type can be delivered in one member only",
+            ));
+        }
+        members.push((record.full_name().to_owned(), f.number()));
+    }
+    members.sort_by_key(|(_, n)| *n);
+    Ok(RecordTypes { oneof: oneof.name().to_owned(), members, skip_others })
 }
 
 fn topic_problem(topic: &str) -> Option<&'static str> {

@@ -470,9 +470,19 @@ fn service_module(
                         }
                     }
                 });
-                registrations.push(quote! {
-                    .subscribe(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)))
-                });
+                match &m.record_types {
+                    Some(types) => {
+                        let members = types.members.iter().map(|(name, field)| quote!(.member(#name, #field)));
+                        let others = if types.skip_others { quote!(.others(__ks::OtherTypes::Skip)) } else { quote!() };
+                        registrations.push(quote! {
+                            .subscribe_with_types(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)),
+                                __ks::RecordTypes::new()#(#members)*#others)
+                        });
+                    }
+                    None => registrations.push(quote! {
+                        .subscribe(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)))
+                    }),
+                }
             }
             RpcKind::Unary => {
                 let prepare = format_ident!("prepare_{}", snake);

@@ -29,6 +29,8 @@ const CASES: &[(&str, u32, &str)] = &[
     ("unary_not_receipt.proto", 6, "returns (kafkasocks.Receipt)"),
     ("method_without_option.proto", 9, "has no (kafkasocks.stream) option"),
     ("schema_twice.proto", 7, "both schema and schema_subject are set"),
+    ("oneof_types_extra_field.proto", 7, "is outside the oneof"),
+    ("oneof_types_scalar.proto", 7, "is not a message type"),
 ];
 
 #[test]

@@ -107,7 +107,8 @@ pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(feature = "server")]
 pub use registry::{
-    RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference, SubjectNameStrategy,
+    OtherTypes, RecordTypes, RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference,
+    SubjectNameStrategy,
 };
 #[cfg(feature = "server")]
 pub use secret::Secret;

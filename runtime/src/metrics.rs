@@ -62,6 +62,7 @@ pub(crate) struct Metrics {
     publish_failures: Counter,
     slow_consumer_disconnects: Counter,
     kafka_errors: Counter,
+    records_skipped_other_type: Counter,
     errors: Family<CodeLabel, Counter>,
     publish_latency: Histogram,
     first_record_latency: Histogram,
@@ -100,6 +101,7 @@ impl Metrics {
             publish_failures: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             kafka_errors: Counter::default(),
+            records_skipped_other_type: Counter::default(),
             errors: Family::default(),
             publish_latency: latency_histogram(),
             first_record_latency: latency_histogram(),
@@ -122,6 +124,11 @@ impl Metrics {
             r.register("subscriptions_open", "Open subscriptions", m.subscriptions_open.clone());
             r.register("subscriptions", "Subscriptions opened", m.subscriptions.clone());
             r.register("records_delivered", "Records written to clients", m.records_delivered.clone());
+            r.register(
+                "records_skipped_other_type",
+                "Records of a type their stream does not accept, skipped (other_types: OTHER_TYPES_SKIP)",
+                m.records_skipped_other_type.clone(),
+            );
             r.register("data_frames", "Data frames written to clients", m.data_frames.clone());
             r.register(
                 "replay_records",
@@ -228,6 +235,9 @@ impl Metrics {
     }
     pub(crate) fn kafka_error(&self) {
         self.kafka_errors.inc();
+    }
+    pub(crate) fn skipped_other_type(&self) {
+        self.records_skipped_other_type.inc();
     }
     pub(crate) fn error(&self, code: Code) {
         self.errors.get_or_create(&CodeLabel { code: code.as_str() }).inc();

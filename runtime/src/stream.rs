@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::auth::Principal;
 use crate::protocol::{Code, OutgoingRecord, RecordView, Status};
-use crate::registry::RegistrySchema;
+use crate::registry::{RecordTypes, RegistrySchema};
 
 /// What a hook knows about the caller.
 #[derive(Debug, Clone)]
@@ -71,6 +71,10 @@ pub type RecordFilter = Arc<dyn Fn(&RecordView<'_>) -> bool + Send + Sync>;
 pub struct SubscriptionPlan {
     pub(crate) key: Option<Bytes>,
     pub(crate) filter: Option<RecordFilter>,
+    /// Streams of several record types: how records are typed (set by the gateway from the
+    /// stream, not by hooks).
+    #[cfg(feature = "registry")]
+    pub(crate) typed: Option<Arc<crate::registry::TypedRecords>>,
 }
 
 impl SubscriptionPlan {
@@ -81,7 +85,7 @@ impl SubscriptionPlan {
 
     /// Only records with exactly this Kafka key (served from the gateway's key index).
     pub fn key(key: impl Into<Bytes>) -> SubscriptionPlan {
-        SubscriptionPlan { key: Some(key.into()), filter: None }
+        SubscriptionPlan { key: Some(key.into()), ..SubscriptionPlan::default() }
     }
 
     /// Adds a predicate on each record that passed the key match.
@@ -173,6 +177,7 @@ pub(crate) struct StreamDef {
     pub(crate) topic: String,
     pub(crate) kind: StreamKind,
     pub(crate) schema: Option<RegistrySchema>,
+    pub(crate) types: Option<RecordTypes>,
 }
 
 /// The methods a gateway serves.
@@ -199,16 +204,46 @@ impl Streams {
     pub fn subscribe(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef { topic: topic.into(), kind: StreamKind::Subscribe(Arc::new(hook)), schema: None },
+            StreamDef { topic: topic.into(), kind: StreamKind::Subscribe(Arc::new(hook)), schema: None, types: None },
         );
         self
+    }
+
+    /// Serves server-streaming `method` from `topic`, whose records are of several types:
+    /// each is delivered in the member of its type of the response message's oneof (see
+    /// [`RecordTypes`]; needs [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry)).
+    pub fn subscribe_with_types(
+        mut self,
+        method: impl Into<String>,
+        topic: impl Into<String>,
+        hook: impl SubscribeHook,
+        types: RecordTypes,
+    ) -> Self {
+        self.methods.insert(
+            method.into(),
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Subscribe(Arc::new(hook)),
+                schema: None,
+                types: Some(types),
+            },
+        );
+        self
+    }
+
+    /// The subscribe methods with several record types.
+    pub(crate) fn with_record_types(&self) -> impl Iterator<Item = &str> {
+        let mut methods: Vec<&str> =
+            self.methods.iter().filter(|(_, d)| d.types.is_some()).map(|(m, _)| m.as_str()).collect();
+        methods.sort_unstable();
+        methods.into_iter()
     }
 
     /// Serves unary `method` by producing to `topic`.
     pub fn publish(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: None },
+            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: None, types: None },
         );
         self
     }
@@ -224,7 +259,12 @@ impl Streams {
     ) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: Some(schema) },
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Publish(Arc::new(hook)),
+                schema: Some(schema),
+                types: None,
+            },
         );
         self
     }
@@ -240,6 +280,11 @@ impl Streams {
     pub fn schema_subject(&self, method: &str) -> Option<String> {
         let def = self.methods.get(method)?;
         def.schema.as_ref().map(|s| s.subject_for(&def.topic))
+    }
+
+    /// The record types of subscribe `method`, if its topic carries several.
+    pub fn record_types(&self, method: &str) -> Option<&RecordTypes> {
+        self.methods.get(method)?.types.as_ref()
     }
 
     /// How many methods.

@@ -491,3 +491,301 @@ async fn readiness_reports_a_registry_that_does_not_answer() -> anyhow::Result<(
     assert_eq!(http_get(admin, "/healthz").await?.0, 200, "liveness does not depend on the registry");
     Ok(())
 }
+
+/// The real registry behind a TLS front (a private CA's certificate for `localhost`) that
+/// answers 401 unless the first request of a connection carries `authorization`.
+struct GuardedRegistry {
+    url: String,
+    ca_pem: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl GuardedRegistry {
+    async fn start(authorization: String) -> anyhow::Result<GuardedRegistry> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kafkasocks test registry CA");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate()?;
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?.signed_by(&leaf_key, &issuer)?;
+        let dir = std::env::temp_dir().join(format!("kafkasocks-sr-tls-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir)?;
+        let ca_pem = dir.join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem())?;
+        let tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let upstream = Registry::local();
+        let expected = format!("authorization: {authorization}\r\n");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let expected = expected.clone();
+                let target = upstream.host;
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                        if tls.read_exact(&mut byte).await.is_err() {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if !String::from_utf8_lossy(&head).to_ascii_lowercase().contains(&expected.to_ascii_lowercase()) {
+                        let body = r#"{"error_code":40101,"message":"Unauthorized"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                             Connection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = tls.write_all(answer.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                    let Ok(mut up) = tokio::net::TcpStream::connect(target).await else { return };
+                    if up.write_all(&head).await.is_ok() {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    }
+                });
+            }
+        });
+        let url = format!("https://localhost:{port}{}", Registry::local().path);
+        Ok(GuardedRegistry { url, ca_pem, dir })
+    }
+}
+
+impl Drop for GuardedRegistry {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Basic and bearer credentials (from a file and from a value) and a private CA reach a
+/// registry behind TLS; wrong credentials and an unknown CA are clear errors, at start in
+/// lookup-only mode and on the publish in auto-register mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_a_private_ca_reach_a_registry_behind_tls() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use kafkasocks::{RegistryConfig, RegistryMode, Secret};
+    init_tracing();
+    let topic = unique_topic("sr-auth");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let basic = base64::engine::general_purpose::STANDARD.encode("gateway:open-sesame");
+    let guarded = GuardedRegistry::start(format!("Basic {basic}")).await?;
+    let password = guarded.dir.join("password");
+    std::fs::write(&password, "open-sesame\n")?;
+    let schema = || RegistrySchema::protobuf(format!("test.v1.Auth{n}"), schema(&format!("Auth{n}")), vec![0]);
+    let start = |registry: RegistryConfig| {
+        let streams = Streams::new().publish_with_schema(PUBLISH, &topic, KeyField::new(1), schema());
+        let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry);
+        TestGateway::start_with(config, streams, None)
+    };
+
+    // The right password, read from a file, and the private CA: registered and written.
+    let good =
+        RegistryConfig::new(&guarded.url).basic_auth("gateway", Secret::from_file(&password)).ca_file(&guarded.ca_pem);
+    let gw = start(good.clone()).await?;
+    let receipt = publish_one(&gw, PUBLISH).await?;
+    let (_, value) = read_back(&topic, receipt.partition, receipt.offset).await?;
+    let id = framing(&value, 1).0;
+    assert_eq!(Registry::local().latest_id(&format!("{topic}-value")).await?, Some(id));
+    gw.shutdown.shutdown();
+    // The same in lookup-only mode: found at start through the front.
+    let gw = start(good.mode(RegistryMode::LookupOnly)).await?;
+    publish_one(&gw, PUBLISH).await?;
+    gw.shutdown.shutdown();
+
+    // A wrong password: lookup-only refuses to start, auto-register fails the publish.
+    let wrong = RegistryConfig::new(&guarded.url).basic_auth("gateway", Secret::new("guess")).ca_file(&guarded.ca_pem);
+    let why = match start(wrong.clone().mode(RegistryMode::LookupOnly)).await {
+        Ok(_) => panic!("started with a wrong registry password"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(why.contains("refuses the gateway's credentials"), "{why}");
+    let gw = start(wrong).await?;
+    let status = publish_one(&gw, PUBLISH).await.expect_err("wrong password");
+    assert_eq!(status.code(), kafkasocks::Code::Unavailable, "{status}");
+    assert!(status.message().contains("refuses the gateway's credentials"), "{status}");
+    gw.shutdown.shutdown();
+
+    // Without the private CA the registry's certificate is not trusted.
+    let untrusted = RegistryConfig::new(&guarded.url).basic_auth("gateway", Secret::from_file(&password));
+    let gw = start(untrusted).await?;
+    let status = publish_one(&gw, PUBLISH).await.expect_err("unknown CA");
+    assert!(status.message().contains("certificate"), "{status}");
+    assert_eq!(status.code(), kafkasocks::Code::Unavailable, "{status}");
+    gw.shutdown.shutdown();
+
+    // A bearer token.
+    let bearer = GuardedRegistry::start("Bearer tok-3f9a".to_owned()).await?;
+    let with_token = RegistryConfig::new(&bearer.url).bearer_token(Secret::new("tok-3f9a")).ca_file(&bearer.ca_pem);
+    let gw = start(with_token).await?;
+    publish_one(&gw, PUBLISH).await?;
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// The member field and the record inside a typed stream's wrapper message.
+fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
+    let mut rest = wrapper;
+    let tag = kafkasocks::wire::read_varint(&mut rest).expect("tag");
+    let len = kafkasocks::wire::read_varint(&mut rest).expect("len") as usize;
+    assert_eq!((tag & 7, rest.len()), (2, len), "one length-delimited member, nothing else");
+    ((tag >> 3) as u32, rest.to_vec())
+}
+
+/// A topic of three record types (RecordNameStrategy) and unframed records, read by
+/// streams that accept two of them: each accepted record arrives in its member with its
+/// type name; the others end the subscription (default) or are skipped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type() -> anyhow::Result<()> {
+    use kafkasocks::{OtherTypes, RecordTypes, StartAt, SubjectNameStrategy};
+    use tokio_stream_next::next;
+    init_tracing();
+    let topic = unique_topic("sr-typed");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let package = format!("test.typed{n}.v1");
+    let file = format!(
+        "syntax = \"proto3\";\npackage {package};\nmessage A {{ string key = 1; string body = 2; }}\n\
+         message B {{ string key = 1; string body = 2; message Nested {{ string key = 1; string body = 2; }} }}\n\
+         message C {{ string key = 1; string body = 2; }}\n"
+    );
+    let types = [("A", vec![0]), ("B.Nested", vec![1, 0]), ("C", vec![2])];
+    let mut streams = Streams::new();
+    for (name, indexes) in &types {
+        let schema = RegistrySchema::protobuf(format!("{package}.{name}"), &file, indexes.clone())
+            .subject_name_strategy(SubjectNameStrategy::RecordName);
+        streams = streams.publish_with_schema(format!("test.v1.T/Put{name}"), &topic, KeyField::new(1), schema);
+    }
+    let accepted = || RecordTypes::new().member(format!("{package}.A"), 1).member(format!("{package}.B.Nested"), 7);
+    streams = streams
+        .subscribe_with_types("test.v1.T/Strict", &topic, KeyField::new(1), accepted())
+        .subscribe_with_types("test.v1.T/Lenient", &topic, KeyField::new(1), accepted().others(OtherTypes::Skip));
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    let put = |name: &'static str, body: &'static str| {
+        let local = gw.local.clone();
+        async move {
+            local
+                .publish(
+                    kafkasocks::Principal::new("t"),
+                    &format!("test.v1.T/Put{name}"),
+                    message("k", body),
+                    bytes::Bytes::new(),
+                )
+                .await
+        }
+    };
+    let a = put("A", "first").await?;
+    let b = put("B.Nested", "second").await?;
+    let c = put("C", "third").await?;
+    let (_, plain) = produce(&producer(), &topic, Some(0), b"k", &message("k", "unframed")).await?;
+    let d = put("A", "fifth").await?;
+
+    let all = message("", "");
+    let subscribe =
+        |method: &'static str| gw.local.subscribe(kafkasocks::Principal::new("t"), method, &all, StartAt::Earliest);
+    let mut strict = subscribe("test.v1.T/Strict").await?;
+    for (receipt, field, type_name, body) in
+        [(&a, 1, format!("{package}.A"), "first"), (&b, 7, format!("{package}.B.Nested"), "second")]
+    {
+        let got = next(&mut strict).await?;
+        assert_eq!(got.offset, receipt.offset);
+        assert_eq!(got.type_name, type_name);
+        assert_eq!(member(&got.payload), (field, message("k", body).to_vec()));
+    }
+    let refused = next(&mut strict).await.expect_err("C is not accepted");
+    assert_eq!(refused.code(), kafkasocks::Code::FailedPrecondition, "{refused}");
+    assert!(
+        refused.message().contains(&format!("offset {}", c.offset)) && refused.message().contains(".C,"),
+        "{refused}"
+    );
+
+    let before = metric(&gw.metrics_text().await?, "kafkasocks_records_skipped_other_type_total");
+    let mut lenient = subscribe("test.v1.T/Lenient").await?;
+    let offsets: Vec<i64> = [next(&mut lenient).await?, next(&mut lenient).await?, next(&mut lenient).await?]
+        .iter()
+        .map(|d| d.offset)
+        .collect();
+    assert_eq!(offsets, [a.offset, b.offset, d.offset], "C (offset {}) and the unframed {plain} skipped", c.offset);
+    let after = metric(&gw.metrics_text().await?, "kafkasocks_records_skipped_other_type_total");
+    assert_eq!(after - before, 2.0);
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+mod tokio_stream_next {
+    use std::time::Duration;
+
+    /// The next delivery, or the subscription's error, within 20 s.
+    pub(super) async fn next(s: &mut kafkasocks::RecordStream) -> Result<kafkasocks::Delivery, kafkasocks::Status> {
+        use futures_util::StreamExt as _;
+        match tokio::time::timeout(Duration::from_secs(20), s.next()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(kafkasocks::Status::unavailable("the subscription ended")),
+            Err(_) => Err(kafkasocks::Status::unavailable("nothing within 20 s")),
+        }
+    }
+}
+
+/// A typed stream whose registry stops answering: the record is neither delivered untyped
+/// nor passed over; the subscription ends with UNAVAILABLE after the registry timeout, and
+/// the client resumes from its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_stream_waits_for_the_registry_and_ends_unavailable_when_it_hangs() -> anyhow::Result<()> {
+    use kafkasocks::{RecordTypes, StartAt};
+    init_tracing();
+    let topic = unique_topic("sr-typed-hang");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let id =
+        Registry::local().register(&format!("{topic}-value"), &schema(&format!("H{n}")), serde_json::json!([])).await?;
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&id.to_be_bytes());
+    framed.push(0);
+    framed.extend_from_slice(&message("k", "v"));
+    produce(&producer(), &topic, Some(0), b"k", &framed).await?;
+
+    let url = registry_url();
+    let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let proxy = HangingProxy::start(host.parse()?).await?;
+    let timeout = Duration::from_secs(2);
+    let streams = Streams::new().subscribe_with_types(
+        SUBSCRIBE,
+        &topic,
+        KeyField::new(1),
+        RecordTypes::new().member(format!("test.v1.H{n}"), 1),
+    );
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap()))
+        .schema_registry(format!("http://{}/{path}", proxy.addr))
+        .limits(kafkasocks::Limits::default().with_registry_timeout(timeout));
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    proxy.hang();
+    let started = std::time::Instant::now();
+    let mut sub =
+        gw.local.subscribe(kafkasocks::Principal::new("t"), SUBSCRIBE, &message("", ""), StartAt::Earliest).await?;
+    let status = tokio_stream_next::next(&mut sub).await.expect_err("no record without its type");
+    let took = started.elapsed();
+    assert_eq!(status.code(), kafkasocks::Code::Unavailable, "{status}");
+    assert!(
+        status.message().contains(&format!("reading schema {id}")) && status.message().contains("no answer"),
+        "{status}"
+    );
+    assert!(took >= timeout && took < timeout + Duration::from_secs(5), "ended after {took:?}");
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -179,18 +179,43 @@ impl Subscriber {
         self.wake.notify_one();
     }
 
-    fn matches(&self, rec: &SharedRecord) -> bool {
-        self.key().is_none_or(|k| *k == rec.key) && self.filter().is_none_or(|f| f(&rec.view()))
-    }
-
     /// Offers `rec` (partition `p`) to the client: sent, skipped (below the cursor or not
-    /// matching; the cursor moves on) or refused (no credit or no queue space; the cursor
-    /// stays).
+    /// matching; the cursor moves on) or refused (no credit or no queue space, or, on a
+    /// stream of several types, the record's schema still being fetched; the cursor stays).
     pub(crate) fn offer(&self, st: &mut SubState, rec: &SharedRecord, p: usize) -> Offer {
         if rec.offset < st.next[p] {
             return Offer::Skipped;
         }
-        if !self.matches(rec) {
+        if self.key().is_some_and(|k| *k != rec.key) {
+            st.next[p] = rec.offset + 1;
+            return Offer::Skipped;
+        }
+        // Typed streams: the record as the client gets it (the filter sees that too).
+        #[cfg(feature = "registry")]
+        let typed = match self.plan.get().and_then(|p| p.typed.as_ref()) {
+            None => None,
+            Some(typed) => {
+                if st.credit == 0 {
+                    return Offer::Refused;
+                }
+                match typed.prepare(rec, &self.wake) {
+                    crate::registry::Typed::Deliver(r) => Some(r),
+                    crate::registry::Typed::Skip => {
+                        self.metrics.skipped_other_type();
+                        st.next[p] = rec.offset + 1;
+                        return Offer::Skipped;
+                    }
+                    crate::registry::Typed::Wait => return Offer::Refused,
+                    crate::registry::Typed::Fail(status) => {
+                        self.fail(status);
+                        return Offer::Refused;
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "registry")]
+        let rec = typed.as_ref().unwrap_or(rec);
+        if self.filter().is_some_and(|f| !f(&rec.view())) {
             st.next[p] = rec.offset + 1;
             return Offer::Skipped;
         }

@@ -18,6 +18,12 @@ pub struct Delivery {
     pub payload: Bytes,
     /// The schema id of that framing, 0 if none.
     pub schema_id: u32,
+    /// The Confluent message indexes of that framing; empty for `[0]` (the first message).
+    pub message_indexes: Vec<i32>,
+    /// Streams of several record types: the record's full message name (the payload is
+    /// then the stream's wrapper message, the record in the member of that type). Empty
+    /// otherwise.
+    pub type_name: String,
     /// The headers.
     pub headers: Vec<(String, Bytes)>,
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! +------+-----------+--------------------------------------------------------------+
 //! | 0x12 | len (var) | Record { 1: partition, 2: offset, 3: timestamp_ms, 4: key,   |
-//! |      |           |          5: headers..., 6: payload, 7: schema_id }            |
+//! |      |           |   5: headers..., 6: payload, 7: schema_id, 9: message indexes }|
 //! +------+-----------+--------------------------------------------------------------+
 //! ```
 //!
@@ -29,7 +29,7 @@ pub(crate) fn encode(kind: frame::Kind) -> Bytes {
     Frame { kind: Some(kind) }.encode_to_vec().into()
 }
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
+pub(crate) fn put_varint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -67,7 +67,7 @@ impl SharedRecord {
         headers: &[(&str, &[u8])],
         value: &[u8],
     ) -> SharedRecord {
-        let (schema_id, payload) = strip_confluent_framing(value);
+        let (schema_id, indexes, payload) = split_confluent_framing(value);
         let mut body = BytesMut::with_capacity(32 + key.len() + payload.len());
         if partition != 0 {
             put_varint(&mut body, 1 << 3);
@@ -108,6 +108,15 @@ impl SharedRecord {
         if schema_id != 0 {
             put_varint(&mut body, 7 << 3);
             put_varint(&mut body, u64::from(schema_id));
+            // Packed, as prost decodes it; [0] (the common case) is left out.
+            if indexes.count != 0 {
+                let mut packed = BytesMut::new();
+                let mut rest = indexes.bytes;
+                while let Some(v) = read_varint(&mut rest) {
+                    put_varint(&mut packed, zigzag(v) as i32 as i64 as u64);
+                }
+                put_bytes_field(&mut body, 9, &packed);
+            }
         }
         let mut out = BytesMut::with_capacity(body.len() + 6);
         put_varint(&mut out, 2 << 3 | 2);
@@ -134,6 +143,8 @@ impl From<Record> for Delivery {
             key: r.key,
             payload: r.payload,
             schema_id: r.schema_id,
+            message_indexes: r.message_indexes,
+            type_name: r.type_name,
             headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
         }
     }
@@ -159,21 +170,38 @@ pub(crate) fn data_frame(subscription_id: u32, records: &[&Bytes]) -> Bytes {
 ///
 /// A protobuf message never starts with `0x00` (field number 0 does not exist), so a
 /// value starting with it is framed. Returns the schema id (0 if none) and the message.
+#[cfg(any(test, fuzzing))]
 pub(crate) fn strip_confluent_framing(value: &[u8]) -> (u32, &[u8]) {
+    let (id, _, message) = split_confluent_framing(value);
+    (id, message)
+}
+
+/// The message indexes of a framing, as they are on the wire (`count` zigzag varints).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RawIndexes<'a> {
+    pub(crate) count: i64,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// [`strip_confluent_framing`], with the message indexes.
+pub(crate) fn split_confluent_framing(value: &[u8]) -> (u32, RawIndexes<'_>, &[u8]) {
+    let none = RawIndexes { count: 0, bytes: &[] };
     if value.len() < 6 || value[0] != 0 {
-        return (0, value);
+        return (0, none, value);
     }
     let id = u32::from_be_bytes([value[1], value[2], value[3], value[4]]);
     let mut rest = &value[5..];
     let Some(count) = read_varint(&mut rest).map(zigzag) else {
-        return (0, value);
+        return (0, none, value);
     };
+    let start = rest;
     for _ in 0..count.max(0) {
         if read_varint(&mut rest).is_none() {
-            return (0, value);
+            return (0, none, value);
         }
     }
-    (id, rest)
+    let bytes = &start[..start.len() - rest.len()];
+    (id, RawIndexes { count: count.max(0), bytes }, rest)
 }
 
 /// Prepends the Confluent framing for schema `id` and message indexes `indexes`.
@@ -335,6 +363,14 @@ mod tests {
         assert_eq!(&r.payload[..], b"\x08\x07");
         let rec = Record::decode(&r.encoded[2..]).expect("decodes");
         assert_eq!(rec.schema_id, 9);
+        assert!(rec.message_indexes.is_empty(), "[0] is left out");
+        // Other message indexes travel with the record, for clients and typed streams.
+        let r = SharedRecord::new(0, 1, 1, b"", &[], &add_confluent_framing(9, &[1, 0], b"\x08\x07"));
+        assert_eq!(&r.payload[..], b"\x08\x07");
+        let rec = Record::decode(&r.encoded[2..]).expect("decodes");
+        assert_eq!((rec.schema_id, rec.message_indexes), (9, vec![1, 0]));
+        let (id, indexes, message) = split_confluent_framing(b"\x00\x00\x00\x00\x05\x04\x02\x00\x08\x01");
+        assert_eq!((id, indexes.count, indexes.bytes, message), (5, 2, &b"\x02\x00"[..], &b"\x08\x01"[..]));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prost_types::FileDescriptorProto;
+use tokio::sync::Notify;
 
 use schema_registry_converter::async_impl::schema_registry::{
-    SrSettings, get_schema_by_subject_and_version, is_compatible_schema, perform_sr_call, post_schema,
+    SrSettings, get_schema_by_id, get_schema_by_subject_and_version, is_compatible_schema, perform_sr_call, post_schema,
 };
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedReference, SuppliedSchema};
@@ -28,6 +31,30 @@ pub(crate) struct Writer {
     pub(crate) message_indexes: Vec<i32>,
 }
 
+/// Schemas read by id (for streams of several record types) kept at once; past it, the
+/// oldest entry is dropped (and fetched again if a record names it again).
+pub(crate) const MAX_SCHEMAS_BY_ID: usize = 10_000;
+/// A failed fetch by id is answered from memory this long before it is tried again.
+const FAILED_FETCH_MEMORY: Duration = Duration::from_secs(5);
+
+/// A schema read by id.
+enum ById {
+    /// Being fetched; these subscribers are woken when it is known.
+    Fetching(Vec<Arc<Notify>>),
+    Known(Arc<FileDescriptorProto>, Instant),
+    Failed(Status, Instant),
+}
+
+/// What [`SchemaRegistry::type_name`] knows now.
+pub(crate) enum Lookup {
+    /// The message name at those indexes (`None`: the schema has no message there).
+    Known(Option<String>),
+    /// Being fetched: the caller is woken when it is known.
+    Pending,
+    /// The registry could not say (the subscription ends; the client resumes later).
+    Failed(Status),
+}
+
 /// A registry client. A known writer is answered from memory, never waiting on the
 /// network; registrations are one at a time per (subject, schema) and bounded by the
 /// registry timeout, so one slow subject holds up only the publishes that need it.
@@ -37,6 +64,7 @@ pub(crate) struct SchemaRegistry {
     url: String,
     writers: Mutex<HashMap<Key, Writer>>,
     registering: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    by_id: Mutex<HashMap<u32, ById>>,
     timeout: Duration,
 }
 
@@ -91,6 +119,7 @@ impl SchemaRegistry {
             url,
             writers: Mutex::default(),
             registering: Mutex::default(),
+            by_id: Mutex::default(),
             timeout,
         })
     }
@@ -263,6 +292,65 @@ impl SchemaRegistry {
         Ok(Writer { id: latest.id, message_indexes })
     }
 
+    /// The full name of the message at `indexes` in schema `id`, from memory; on a miss
+    /// the schema is fetched (once, however many subscribers ask) and `wake` notified when
+    /// it is known.
+    pub(crate) fn type_name(self: &Arc<Self>, id: u32, indexes: &[i32], wake: &Arc<Notify>) -> Lookup {
+        let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        match by_id.get_mut(&id) {
+            Some(ById::Known(file, _)) => return Lookup::Known(descriptor::type_name(file, indexes)),
+            Some(ById::Fetching(waiting)) => {
+                if !waiting.iter().any(|w| Arc::ptr_eq(w, wake)) {
+                    waiting.push(wake.clone());
+                }
+                return Lookup::Pending;
+            }
+            Some(ById::Failed(status, at)) if at.elapsed() < FAILED_FETCH_MEMORY => {
+                return Lookup::Failed(status.clone());
+            }
+            _ => {}
+        }
+        if by_id.len() >= MAX_SCHEMAS_BY_ID {
+            let oldest = by_id
+                .iter()
+                .filter_map(|(id, s)| match s {
+                    ById::Known(_, at) | ById::Failed(_, at) => Some((*at, *id)),
+                    ById::Fetching(_) => None,
+                })
+                .min();
+            if let Some((_, old)) = oldest {
+                by_id.remove(&old);
+            }
+        }
+        by_id.insert(id, ById::Fetching(vec![wake.clone()]));
+        drop(by_id);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let fetched = this
+                .bounded(|| format!("reading schema {id}"), get_schema_by_id(id, &this.settings))
+                .await
+                .map_err(|f| Status::unavailable(format!("schema registry: reading schema {id}: {}", f.explain(""))))
+                .and_then(|registered| {
+                    descriptor::parse(&registered.schema).map_err(|e| {
+                        Status::new(Code::FailedPrecondition, format!("schema {id} is not a protobuf schema: {e}"))
+                    })
+                });
+            let now = Instant::now();
+            let entry = match fetched {
+                Ok(file) => ById::Known(Arc::new(file), now),
+                Err(status) => {
+                    tracing::warn!(schema_id = id, %status, "schema registry: a record's schema could not be read");
+                    ById::Failed(status, now)
+                }
+            };
+            let waiting = this.by_id.lock().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
+            if let Some(ById::Fetching(waiting)) = waiting {
+                waiting.iter().for_each(|w| w.notify_one());
+            }
+        });
+        Lookup::Pending
+    }
+
     /// Whether the registry answers (for readiness): `GET /subjects`, bounded by the
     /// timeout.
     pub(crate) async fn health(&self) -> Result<(), String> {
@@ -293,10 +381,7 @@ impl Failure {
             (Failure::Registry(e), Some(401 | 403)) => {
                 format!("the registry refuses the gateway's credentials: {}", e.cause.as_deref().unwrap_or(&e.error))
             }
-            (Failure::Registry(e), _) => match &e.cause {
-                Some(cause) => format!("{}: {cause}", e.error),
-                None => e.error.clone(),
-            },
+            (Failure::Registry(e), _) => chain(e),
         }
     }
 
@@ -327,6 +412,48 @@ impl Failure {
     }
 }
 
+/// The error and every cause under it, each once ("error sending request: invalid peer
+/// certificate: UnknownIssuer" rather than only the first), without URL credentials.
+fn chain(e: &SRCError) -> String {
+    let mut parts = vec![e.error.clone()];
+    if let Some(cause) = &e.cause {
+        parts.push(cause.clone());
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for p in parts {
+        if !out.iter().any(|seen| seen.contains(&p)) {
+            out.push(p);
+        }
+    }
+    scrub(&out.join(": "))
+}
+
+/// `scheme://user:password@host` -> `scheme://<redacted>@host`, wherever a URL appears.
+fn scrub(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (before, after) = rest.split_at(i + 3);
+        out.push_str(before);
+        let end = after.find(|c: char| c == '/' || c == ')' || c.is_whitespace()).unwrap_or(after.len());
+        match after[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("<redacted>");
+                out.push_str(&after[at..end]);
+            }
+            None => out.push_str(&after[..end]),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn supplied(schema: &RegistrySchema) -> SuppliedSchema {
     SuppliedSchema::new(None, SchemaType::Protobuf, schema.schema.clone())
         .with_references(schema.references.iter().map(supplied_reference).collect())
@@ -335,4 +462,16 @@ fn supplied(schema: &RegistrySchema) -> SuppliedSchema {
 fn supplied_reference(r: &SchemaReference) -> SuppliedReference {
     SuppliedReference::new(r.name.clone(), r.subject.clone(), r.schema.clone())
         .with_references(r.references.iter().map(supplied_reference).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_never_carry_url_credentials() {
+        assert_eq!(
+            super::scrub("for url (https://key:s3cret@registry.example.com/apis/x) failed"),
+            "for url (https://<redacted>@registry.example.com/apis/x) failed"
+        );
+        assert_eq!(super::scrub("http://h:1/x and http://u@h"), "http://h:1/x and http://<redacted>@h");
+    }
 }

@@ -21,7 +21,6 @@ pub(crate) fn parse(schema: &str) -> Result<FileDescriptorProto, String> {
 }
 
 /// The fully-qualified name of the message at `indexes` (`[]` is `[0]`, as in the framing).
-#[cfg_attr(not(test), expect(dead_code, reason = "multi-type subscriptions use it next"))]
 pub(crate) fn type_name(file: &FileDescriptorProto, indexes: &[i32]) -> Option<String> {
     let indexes = if indexes.is_empty() { &[0][..] } else { indexes };
     let mut name = file.package().to_owned();

@@ -10,6 +10,7 @@
 //! the stream's [`SubjectNameStrategy`] names. [`RegistryMode`] says whether the gateway
 //! may register, or only use what is there.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -19,9 +20,13 @@ use crate::secret::Secret;
 mod client;
 #[cfg(feature = "registry")]
 mod descriptor;
+#[cfg(feature = "registry")]
+mod typed;
 
 #[cfg(feature = "registry")]
 pub(crate) use client::SchemaRegistry;
+#[cfg(feature = "registry")]
+pub(crate) use typed::{Typed, TypedRecords};
 
 /// How the subject of a record schema is named: Confluent's subject name strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,6 +142,61 @@ impl SchemaReference {
         self.references.push(reference);
         self
     }
+}
+
+/// The record types of a subscribe stream whose topic carries several (as Confluent's
+/// RecordNameStrategy and TopicRecordNameStrategy write them): its response message is a
+/// wrapper with one oneof, a member per accepted type, and each record is delivered in the
+/// member of its type, known from the record's schema id and message indexes (looked up in
+/// the Schema Registry once per schema id, never per record).
+///
+/// ```
+/// use kafkasocks::{OtherTypes, RecordTypes};
+/// // message SourceEvent { oneof event { Reading reading = 1; Command command = 2; } }
+/// let types = RecordTypes::new()
+///     .member("telemetry.v1.Reading", 1)
+///     .member("telemetry.v1.Command", 2)
+///     .others(OtherTypes::Skip);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordTypes {
+    pub(crate) members: HashMap<String, u32>,
+    pub(crate) others: OtherTypes,
+}
+
+impl RecordTypes {
+    /// No types yet.
+    pub fn new() -> RecordTypes {
+        RecordTypes::default()
+    }
+
+    /// Records of message type `type_name` (fully qualified) are delivered in the member
+    /// with field number `field` of the wrapper's oneof.
+    pub fn member(mut self, type_name: impl Into<String>, field: u32) -> RecordTypes {
+        self.members.insert(type_name.into(), field);
+        self
+    }
+
+    /// What happens to records of other types. Default [`OtherTypes::Fail`].
+    pub fn others(mut self, others: OtherTypes) -> RecordTypes {
+        self.others = others;
+        self
+    }
+}
+
+/// What a stream of several record types does with a record of a type it does not accept
+/// (or one without the Schema Registry framing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OtherTypes {
+    /// End the subscription with `FAILED_PRECONDITION` naming the record (partition,
+    /// offset) and its type: a record is never delivered as the wrong type. The cursor
+    /// stays before it.
+    #[default]
+    Fail,
+    /// Skip the record (the cursor moves past it) and count it in
+    /// `kafkasocks_records_skipped_other_type_total`.
+    Skip,
 }
 
 /// What the gateway may do in the registry.

@@ -161,6 +161,12 @@ impl GatewayBuilder {
             shutdown: shutdown_rx,
         });
         #[cfg(not(feature = "registry"))]
+        if let Some(method) = shared.streams.with_record_types().next() {
+            return Err(Error::Config(format!(
+                "stream {method} has several record types, but kafkasocks was built without `registry`"
+            )));
+        }
+        #[cfg(not(feature = "registry"))]
         if config.schema_registry.is_some() {
             return Err(Error::Config(
                 "a schema registry is configured but kafkasocks was built without `registry`".into(),
@@ -187,8 +193,15 @@ async fn registry_client(
     config: Option<&crate::registry::RegistryConfig>,
     timeout: Duration,
     streams: &Streams,
-) -> Result<Option<crate::registry::SchemaRegistry>, Error> {
-    let Some(config) = config else { return Ok(None) };
+) -> Result<Option<Arc<crate::registry::SchemaRegistry>>, Error> {
+    let Some(config) = config else {
+        if let Some(method) = streams.with_record_types().next() {
+            return Err(Error::Config(format!(
+                "stream {method} has several record types, which needs a schema registry to name them; configure one"
+            )));
+        }
+        return Ok(None);
+    };
     // The registry client (reqwest) uses rustls without a built-in provider: ring is the
     // one this crate compiles. Another one already installed is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -200,7 +213,7 @@ async fn registry_client(
         .collect();
     with_schema.sort_by_key(|(method, _, _)| *method);
     registry.prepare(with_schema.into_iter()).await?;
-    Ok(Some(registry))
+    Ok(Some(Arc::new(registry)))
 }
 
 fn listen(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {

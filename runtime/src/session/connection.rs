@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
 use super::clients::Slot;
-use super::local::pinned_plan;
+use super::local::stream_plan;
 use super::publish::{PublishRequest, publish};
 use super::rate::TokenBucket;
 use super::shared::Shared;
@@ -443,7 +443,7 @@ impl Session {
             let (def, hook) = self.shared.streams.subscription(&s.method).map_err(refuse)?;
             let ctx = self.context(&s.method);
             self.shared.authorize(&ctx, Operation::Subscribe).map_err(refuse)?;
-            let plan = pinned_plan(&self.shared, &ctx, hook.plan(&ctx, s.request.clone()));
+            let plan = stream_plan(&self.shared, &ctx, def, hook.plan(&ctx, s.request.clone()));
             Ok((def.topic.clone(), plan))
         })();
         let (topic, plan) = match checked {

@@ -18,7 +18,7 @@ use crate::fanout::subscriber::SubscriberSpec;
 use crate::fanout::subscription::{Opening, SubscriptionHandle};
 use crate::protocol::wire::{self, frame::Kind};
 use crate::protocol::{Delivery, Receipt, StartAt, Status};
-use crate::stream::RequestContext;
+use crate::stream::{RequestContext, StreamDef};
 
 /// Records of one in-process subscription; dropping it unsubscribes.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<Delivery, Status>> + Send>>;
@@ -46,19 +46,35 @@ fn context(principal: Principal, method: &str, handshake: Option<&Handshake>) ->
     }
 }
 
-/// A subscribe hook's plan, then the key pins of the principal's permissions on it.
-pub(crate) fn pinned_plan(
+/// A subscribe hook's plan, then the key pins of the principal's permissions on it and,
+/// for a stream of several record types, how its records are typed.
+pub(crate) fn stream_plan(
     shared: &Arc<Shared>,
     ctx: &RequestContext,
+    def: &StreamDef,
     plan: crate::stream::BoxFuture<Result<crate::stream::SubscriptionPlan, Status>>,
 ) -> crate::stream::BoxFuture<Result<crate::stream::SubscriptionPlan, Status>> {
-    if !shared.permissions.pins(&ctx.method) {
-        return plan;
-    }
+    #[cfg(feature = "registry")]
+    let typed = match (&def.types, &shared.registry) {
+        (Some(types), Some(registry)) => {
+            Some(Arc::new(crate::registry::TypedRecords::new(types.clone(), registry.clone())))
+        }
+        _ => None,
+    };
+    #[cfg(not(feature = "registry"))]
+    let _ = def;
+    let pins = shared.permissions.pins(&ctx.method);
     let (shared, principal, method) = (shared.clone(), ctx.principal.clone(), ctx.method.clone());
     Box::pin(async move {
-        let plan = plan.await?;
-        shared.permissions.check_key(&principal, &method, plan.key.as_deref())?;
+        #[allow(unused_mut)]
+        let mut plan = plan.await?;
+        if pins {
+            shared.permissions.check_key(&principal, &method, plan.key.as_deref())?;
+        }
+        #[cfg(feature = "registry")]
+        {
+            plan.typed = typed;
+        }
         Ok(plan)
     })
 }
@@ -115,7 +131,7 @@ impl LocalStreams {
         let (def, hook) = self.shared.streams.subscription(method)?;
         let ctx = context(principal, method, handshake);
         self.shared.authorize(&ctx, Operation::Subscribe)?;
-        let plan = pinned_plan(&self.shared, &ctx, hook.plan(&ctx, Bytes::copy_from_slice(request))).await?;
+        let plan = stream_plan(&self.shared, &ctx, def, hook.plan(&ctx, Bytes::copy_from_slice(request))).await?;
         let limits = &self.shared.limits;
         let outbox = Outbox::new(limits.send_queue_bytes, limits.send_queue_frames, self.shared.send_budget.clone());
         let credit = limits.default_credit;

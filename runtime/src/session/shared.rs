@@ -29,7 +29,7 @@ pub(crate) struct Shared {
     pub(crate) server_id: String,
     pub(crate) dedup: DedupWindow,
     #[cfg(feature = "registry")]
-    pub(crate) registry: Option<crate::registry::SchemaRegistry>,
+    pub(crate) registry: Option<Arc<crate::registry::SchemaRegistry>>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 

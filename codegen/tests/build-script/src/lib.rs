@@ -37,7 +37,14 @@ mod tests {
     #[test]
     fn the_generated_gateway_registers_every_method() {
         let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
-        assert_eq!(streams.len(), 5);
+        assert_eq!(streams.len(), 6);
+        // A topic of several record types, each in its member of ChatEvent's oneof.
+        let types = kafkasocks::RecordTypes::new()
+            .member("chat.v1.ChatMessage", 1)
+            .member("chat.v1.Joined", 2)
+            .others(kafkasocks::OtherTypes::Skip);
+        assert_eq!(streams.record_types("chat.v1.ChatStreams/Events"), Some(&types));
+        assert_eq!(streams.record_types("chat.v1.ChatStreams/Messages"), None);
         // The subject name strategies of the stream options.
         let subject = |m: &str| streams.schema_subject(&format!("chat.v1.ChatStreams/{m}"));
         assert_eq!(subject("Post"), None);

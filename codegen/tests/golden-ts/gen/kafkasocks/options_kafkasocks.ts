@@ -13,6 +13,22 @@ type $Require<Ok extends true> = Ok;
  */
 export type $KafkaSocksRuntimeCheck = $Require<1 extends typeof $ks.CODEGEN_INTERFACE ? true : "KafkaSocks: this file was generated for code generation interface 1 of @kafkasocks/runtime (^0.1.0), which the installed runtime does not implement: regenerate it with the kafkasocks-gen that matches your runtime, or upgrade @kafkasocks/runtime">;
 
+/** `kafkasocks.OtherTypes` */
+export const OtherTypes = {
+  /**
+   * End the subscription with FAILED_PRECONDITION naming the record and its
+   * type: no record is ever delivered as the wrong type.
+   */
+  OTHER_TYPES_FAIL: 0,
+  /**
+   * Skip the record (the cursor moves past it), counted in the gateway's
+   * kafkasocks_records_skipped_other_type_total metric.
+   */
+  OTHER_TYPES_SKIP: 1,
+} as const;
+/** A `kafkasocks.OtherTypes` value. Open: numbers this schema does not know (from newer writers) are kept as they are. */
+export type OtherTypes = (typeof OtherTypes)[keyof typeof OtherTypes] | (number & {});
+
 /**
  * Confluent's subject name strategies.
  *
@@ -88,6 +104,20 @@ export interface StreamOptions {
    * strategy names. Subscriptions remove the framing from whatever they read.
    */
   schema: SchemaSubject;
+  /**
+   * Subscribe: the topic's records are of several message types (as Confluent's
+   * RecordNameStrategy and TopicRecordNameStrategy write them). The response
+   * message is then a wrapper with one oneof and no other field, a member per
+   * accepted type; each record is delivered in the member of its type, which
+   * the gateway reads from the record's schema id and message indexes (looked
+   * up in the Schema Registry once per schema).
+   */
+  oneofTypes: boolean;
+  /**
+   * Subscribe with oneof_types: records of a type the oneof does not accept,
+   * or without the Confluent framing.
+   */
+  otherTypes: OtherTypes;
   /** Fields this schema does not know, kept as read (tag included) and written back on encode. */
   $unknown?: Uint8Array[] | undefined;
 }
@@ -96,7 +126,15 @@ export interface StreamOptions {
 export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
   typeName: "kafkasocks.StreamOptions",
   create(): StreamOptions {
-    return { topic: "", key: "", schemaSubject: "", unknownFields: 0, schema: 0 };
+    return {
+      topic: "",
+      key: "",
+      schemaSubject: "",
+      unknownFields: 0,
+      schema: 0,
+      oneofTypes: false,
+      otherTypes: 0,
+    };
   },
   encode(value: StreamOptions): Uint8Array<ArrayBuffer> {
     const w = new $ks.Writer();
@@ -122,6 +160,12 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
     if (m.schema !== 0) {
       w.uint32(40).int32(m.schema);
     }
+    if (m.oneofTypes) {
+      w.uint32(48).bool(m.oneofTypes);
+    }
+    if (m.otherTypes !== 0) {
+      w.uint32(56).int32(m.otherTypes);
+    }
     if (m.$unknown !== undefined) for (const u of m.$unknown) w.raw(u);
   },
   read(r: $ks.Reader, endGroup = 0, into?: StreamOptions): StreamOptions {
@@ -144,6 +188,12 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
         case 40:
           m.schema = r.int32();
           break;
+        case 48:
+          m.oneofTypes = r.bool();
+          break;
+        case 56:
+          m.otherTypes = r.int32();
+          break;
         default:
           if (t === endGroup) return m;
           (m.$unknown ??= []).push(r.skip(t));
@@ -165,6 +215,8 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
     if (m.schemaSubject !== "") o["schemaSubject"] = m.schemaSubject;
     if (m.unknownFields !== 0) o["unknownFields"] = $j.writeEnum(m.unknownFields, UnknownFields);
     if (m.schema !== 0) o["schema"] = $j.writeEnum(m.schema, SchemaSubject);
+    if (m.oneofTypes) o["oneofTypes"] = m.oneofTypes;
+    if (m.otherTypes !== 0) o["otherTypes"] = $j.writeEnum(m.otherTypes, OtherTypes);
     return o;
   },
   fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): StreamOptions {
@@ -198,6 +250,19 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
             if (v !== null) {
               const e = $j.readEnum(v, SchemaSubject, "kafkasocks.SchemaSubject", options);
               if (e !== undefined) m.schema = e;
+            }
+            break;
+          case "oneofTypes":
+          case "oneof_types":
+            $j.once(seen, 6, "oneof_types");
+            if (v !== null) m.oneofTypes = $j.readBool(v);
+            break;
+          case "otherTypes":
+          case "other_types":
+            $j.once(seen, 7, "other_types");
+            if (v !== null) {
+              const e = $j.readEnum(v, OtherTypes, "kafkasocks.OtherTypes", options);
+              if (e !== undefined) m.otherTypes = e;
             }
             break;
           default:
