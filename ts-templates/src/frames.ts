@@ -113,6 +113,7 @@ export interface KafkaRecord {
   headers: Header[];
   payload: Uint8Array;
   schemaId: number;
+  typeName: string;
 }
 export interface Data {
   subscriptionId: number;
@@ -277,6 +278,7 @@ const FRAME: Schema = {
                 [5, "headers", { fields: [[1, "key", STR], [2, "value", BYTES]] }, 1],
                 [6, "payload", BYTES],
                 [7, "schemaId", U32],
+                [8, "typeName", STR],
               ],
             },
             1,

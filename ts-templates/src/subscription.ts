@@ -66,6 +66,12 @@ export interface RecordMetadata {
   headers: Header[];
   /** Confluent schema id, 0 when the record had none. */
   schemaId: number;
+  /**
+   * Streams whose records are of several types (`oneof_types`): the record's full message
+   * name (the value is the stream's wrapper message, the record in the member of that
+   * type). Empty otherwise.
+   */
+  typeName: string;
 }
 
 /** A record with its decoded value. */
@@ -392,6 +398,7 @@ export class SubscriptionImpl<T> implements Subscription<T>, SubscriptionEndpoin
         key: r.key,
         headers: r.headers,
         schemaId: r.schemaId,
+        typeName: r.typeName,
       };
       if (buffering) {
         // An iterator takes it later; listeners (if any) only observe it now.
