@@ -262,6 +262,16 @@ pub async fn collect(
     Ok(got)
 }
 
+/// The next record of an in-process subscription, or the error that ended it, within 20 s.
+pub async fn next_local(s: &mut kafkasocks::RecordStream) -> Result<kafkasocks::Delivery, kafkasocks::Status> {
+    use futures_util::StreamExt as _;
+    match tokio::time::timeout(Duration::from_secs(20), s.next()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => Err(kafkasocks::Status::unavailable("the subscription ended")),
+        Err(_) => Err(kafkasocks::Status::unavailable("nothing within 20 s")),
+    }
+}
+
 /// The value of an unlabelled metric in Prometheus text, -1 when absent.
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

@@ -651,7 +651,6 @@ fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type() -> anyhow::Result<()> {
     use kafkasocks::{OtherTypes, RecordTypes, StartAt, SubjectNameStrategy};
-    use tokio_stream_next::next;
     init_tracing();
     let topic = unique_topic("sr-typed");
     create_topic(&topic, 1).await?;
@@ -701,12 +700,12 @@ async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type(
     for (receipt, field, type_name, body) in
         [(&a, 1, format!("{package}.A"), "first"), (&b, 7, format!("{package}.B.Nested"), "second")]
     {
-        let got = next(&mut strict).await?;
+        let got = next_local(&mut strict).await?;
         assert_eq!(got.offset, receipt.offset);
         assert_eq!(got.type_name, type_name);
         assert_eq!(member(&got.payload), (field, message("k", body).to_vec()));
     }
-    let refused = next(&mut strict).await.expect_err("C is not accepted");
+    let refused = next_local(&mut strict).await.expect_err("C is not accepted");
     assert_eq!(refused.code(), kafkasocks::Code::FailedPrecondition, "{refused}");
     assert!(
         refused.message().contains(&format!("offset {}", c.offset)) && refused.message().contains(".C,"),
@@ -715,30 +714,17 @@ async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type(
 
     let before = metric(&gw.metrics_text().await?, "kafkasocks_records_skipped_other_type_total");
     let mut lenient = subscribe("test.v1.T/Lenient").await?;
-    let offsets: Vec<i64> = [next(&mut lenient).await?, next(&mut lenient).await?, next(&mut lenient).await?]
-        .iter()
-        .map(|d| d.offset)
-        .collect();
+    let offsets: Vec<i64> =
+        [next_local(&mut lenient).await?, next_local(&mut lenient).await?, next_local(&mut lenient).await?]
+            .iter()
+            .map(|d| d.offset)
+            .collect();
     assert_eq!(offsets, [a.offset, b.offset, d.offset], "C (offset {}) and the unframed {plain} skipped", c.offset);
     let after = metric(&gw.metrics_text().await?, "kafkasocks_records_skipped_other_type_total");
     assert_eq!(after - before, 2.0);
     gw.shutdown.shutdown();
     delete_topic(&topic).await?;
     Ok(())
-}
-
-mod tokio_stream_next {
-    use std::time::Duration;
-
-    /// The next delivery, or the subscription's error, within 20 s.
-    pub(super) async fn next(s: &mut kafkasocks::RecordStream) -> Result<kafkasocks::Delivery, kafkasocks::Status> {
-        use futures_util::StreamExt as _;
-        match tokio::time::timeout(Duration::from_secs(20), s.next()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => Err(kafkasocks::Status::unavailable("the subscription ended")),
-            Err(_) => Err(kafkasocks::Status::unavailable("nothing within 20 s")),
-        }
-    }
 }
 
 /// A typed stream whose registry stops answering: the record is neither delivered untyped
@@ -777,7 +763,7 @@ async fn a_typed_stream_waits_for_the_registry_and_ends_unavailable_when_it_hang
     let started = std::time::Instant::now();
     let mut sub =
         gw.local.subscribe(kafkasocks::Principal::new("t"), SUBSCRIBE, &message("", ""), StartAt::Earliest).await?;
-    let status = tokio_stream_next::next(&mut sub).await.expect_err("no record without its type");
+    let status = next_local(&mut sub).await.expect_err("no record without its type");
     let took = started.elapsed();
     assert_eq!(status.code(), kafkasocks::Code::Unavailable, "{status}");
     assert!(
