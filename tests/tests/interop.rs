@@ -250,6 +250,12 @@ async fn the_gateway_reads_what_confluents_serializer_writes_and_frames_alike() 
             &ours,
             KeyField::none(),
             reading_schema("interop.v1.Command", vec![1]),
+        )
+        .publish_with_schema(
+            "interop.v1.Telemetry/Sample",
+            &ours,
+            KeyField::none(),
+            reading_schema("interop.v1.Reading.Sample", vec![0, 0]),
         );
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
     let gw = TestGateway::start_with(config, streams, None).await?;
@@ -279,22 +285,21 @@ async fn the_gateway_reads_what_confluents_serializer_writes_and_frames_alike() 
     }
 
     // Byte level: Confluent's framing, as read from Kafka, is what its serializer reported;
-    // the gateway's framing of the same Command is the same bytes but for the schema id.
-    let confluent_bytes = read_back(&events, 0, got[1].offset).await?.1;
-    assert_eq!(hex(&confluent_bytes), produced[1]["value_hex"].as_str().unwrap());
-    let receipt = gw
-        .local
-        .publish(
-            Principal::new("t"),
-            "interop.v1.Telemetry/Command",
-            command.encode_to_vec().into(),
-            bytes::Bytes::new(),
-        )
-        .await?;
-    let our_bytes = read_back(&ours, receipt.partition, receipt.offset).await?.1;
-    assert_eq!((our_bytes[0], confluent_bytes[0]), (0, 0), "magic bytes");
-    assert_eq!(hex(&our_bytes[5..]), hex(&confluent_bytes[5..]), "message indexes [1] and the message, alike");
-    assert_eq!(hex(&confluent_bytes[5..7]), "0202", "[1]: count 1, index 1, zigzag");
+    // the gateway's framing of the same messages is the same bytes but for the schema id:
+    // [1] (a second top-level message) and [0, 0] (a nested one).
+    let cases = [
+        (1, "interop.v1.Telemetry/Command", command.encode_to_vec(), "0202"),
+        (0, "interop.v1.Telemetry/Sample", Sample { channel: "temp".into(), value: 21.5 }.encode_to_vec(), "040000"),
+    ];
+    for (i, method, message, indexes) in cases {
+        let confluent_bytes = read_back(&events, 0, got[i].offset).await?.1;
+        assert_eq!(hex(&confluent_bytes), produced[i]["value_hex"].as_str().unwrap());
+        assert_eq!(hex(&confluent_bytes[5..5 + indexes.len() / 2]), indexes, "{method}: Confluent's message indexes");
+        let receipt = gw.local.publish(Principal::new("t"), method, message.into(), bytes::Bytes::new()).await?;
+        let our_bytes = read_back(&ours, receipt.partition, receipt.offset).await?.1;
+        assert_eq!((our_bytes[0], confluent_bytes[0]), (0, 0), "magic bytes");
+        assert_eq!(hex(&our_bytes[5..]), hex(&confluent_bytes[5..]), "{method}: indexes and message alike");
+    }
     gw.shutdown.shutdown();
     delete_topic(&events).await?;
     delete_topic(&ours).await?;

@@ -20,8 +20,9 @@ use super::{RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, S
 use crate::error::Error;
 use crate::protocol::{Code, Status};
 
-/// (subject, schema text): one registration.
-type Key = (String, String);
+/// (subject, schema text, record type): one registration, and where in it the record type
+/// is (two record types of one file on one subject share the id, not the indexes).
+type Key = (String, String, String);
 
 /// How a stream's records are framed: the schema id, and the message indexes of the
 /// record type in that schema.
@@ -165,7 +166,7 @@ impl SchemaRegistry {
             match writer {
                 Ok(w) => {
                     tracing::info!(stream = method, subject, id = w.id, "schema registry: stream schema found");
-                    self.remember((subject, schema.schema.clone()), w);
+                    self.remember((subject, schema.schema.clone(), schema.record.clone()), w);
                 }
                 Err(why) => {
                     return Err(Error::Registry {
@@ -190,7 +191,7 @@ impl SchemaRegistry {
     /// auto-register mode, registered on first use.
     pub(crate) async fn writer(&self, topic: &str, schema: &RegistrySchema) -> Result<Writer, Status> {
         let subject = schema.subject_for(topic);
-        let key = (subject, schema.schema.clone());
+        let key = (subject, schema.schema.clone(), schema.record.clone());
         if let Some(w) = self.cached(&key) {
             return Ok(w);
         }
