@@ -78,9 +78,9 @@ mod fanout;
 mod kafka;
 #[cfg(feature = "server")]
 mod metrics;
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", feature = "registry"))]
 mod registry;
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", feature = "registry"))]
 mod secret;
 #[cfg(feature = "server")]
 mod server;
@@ -105,12 +105,14 @@ pub use auth::{
 pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
-#[cfg(feature = "server")]
+#[cfg(any(feature = "server", feature = "registry"))]
 pub use registry::{
     OtherTypes, RecordTypes, RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference,
     SubjectNameStrategy,
 };
-#[cfg(feature = "server")]
+#[cfg(feature = "registry")]
+pub use registry::{SchemaCheck, check_schema};
+#[cfg(any(feature = "server", feature = "registry"))]
 pub use secret::Secret;
 #[cfg(feature = "server")]
 pub use server::{Gateway, GatewayBuilder, ShutdownHandle};

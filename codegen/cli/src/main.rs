@@ -5,13 +5,16 @@
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen --check   # CI: fails when stale
 //!     kafkasocks-gen ts proto/chat.proto -I proto -o web/src/gen --runtime vendor   # no npm
 //!     kafkasocks-gen rust proto/chat.proto -I proto -o src/gen --grpc
+//!     kafkasocks-gen registry check proto/chat.proto -I proto --registry https://sr.example.com
 //!
-//! Exit codes: 0 success (or up to date), 1 `--check` found stale output or a file could
-//! not be read or written, 2 bad input (a .proto that does not compile, a bad stream
-//! option, an unsupported RPC kind, bad arguments).
+//! Exit codes: 0 success (or up to date, or every schema fits the registry), 1 `--check`
+//! found stale output, a file could not be read or written, or `registry check` found a
+//! schema the registry would refuse (or could not ask it), 2 bad input (a .proto that does
+//! not compile, a bad stream option, an unsupported RPC kind, bad arguments).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kafkasocks_build::{Builder, Error, Output, STAMP_PREFIX, TsRuntime};
@@ -65,6 +68,70 @@ enum Command {
         #[arg(long = "btree-map", value_name = "PATH")]
         btree_map: Vec<String>,
     },
+    /// Confluent Schema Registry tools.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Checks each publish stream's schema (the `schema` / `schema_subject` stream options)
+    /// against the registry as a gateway in --mode would: auto-register, that it is
+    /// registered or the registry's compatibility rule accepts it; lookup-only, that exactly
+    /// it (with its references) is registered; use-latest, that the subject's latest version
+    /// declares the record type and the registry finds the schema compatible. Registers
+    /// nothing. Exit 1, with the stream, subject and reason, when one does not fit: a CI
+    /// step before a deploy.
+    ///
+    /// Example: kafkasocks-gen registry check proto/chat.proto -I proto --registry https://sr.example.com
+    Check(RegistryCheck),
+}
+
+#[derive(Debug, Args)]
+struct RegistryCheck {
+    /// The .proto files whose streams to check.
+    #[arg(value_name = "PROTO", required = true)]
+    protos: Vec<PathBuf>,
+    /// An include directory for imports; repeatable (as for `ts` and `rust`).
+    #[arg(short = 'I', long = "include", value_name = "DIR")]
+    includes: Vec<PathBuf>,
+    /// Only this service (fully-qualified); repeatable. Default: every stream service.
+    #[arg(long = "service", value_name = "NAME")]
+    services: Vec<String>,
+    /// The registry's base URL (Confluent API), e.g. http://127.0.0.1:18081/apis/ccompat/v7.
+    #[arg(long, value_name = "URL")]
+    registry: String,
+    /// The mode of the gateway to check for.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::AutoRegister)]
+    mode: Mode,
+    /// HTTP basic authentication user (with --password-file).
+    #[arg(long, value_name = "USER", requires = "password_file")]
+    user: Option<String>,
+    /// A file holding the basic authentication password.
+    #[arg(long = "password-file", value_name = "FILE", requires = "user")]
+    password_file: Option<PathBuf>,
+    /// A file holding a bearer token.
+    #[arg(long = "token-file", value_name = "FILE", conflicts_with = "user")]
+    token_file: Option<PathBuf>,
+    /// Trust only the certificate authorities in this PEM file (https registries).
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Seconds each registry call may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    timeout: u64,
+}
+
+/// `--mode`: see [`kafkasocks::RegistryMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The registry's compatibility rule decides (the gateway registers on first use).
+    AutoRegister,
+    /// Exactly this schema must be registered.
+    LookupOnly,
+    /// The subject's latest version must declare the record type and be compatible.
+    UseLatest,
 }
 
 /// `--runtime`: see [`TsRuntime`].
@@ -140,6 +207,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (common, output) = match &cli.command {
+        Command::Registry { command: RegistryCommand::Check(check) } => return registry_check(check),
         Command::Ts { common, runtime } => {
             (common, common.builder().ts_runtime((*runtime).into()).generate_typescript(&common.protos)?)
         }
@@ -182,4 +250,92 @@ fn finish(common: &Common, output: &Output) -> anyhow::Result<ExitCode> {
     output.write(&common.out, Some(STAMP_PREFIX))?;
     eprintln!("kafkasocks-gen: wrote {} files to {}", output.files.len(), common.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `registry check`: one line per publish stream with a schema; exit 1 if one does not fit.
+fn registry_check(args: &RegistryCheck) -> anyhow::Result<ExitCode> {
+    use kafkasocks::{RegistryConfig, RegistryMode, SchemaCheck, Secret};
+    let mut b = kafkasocks_build::configure().emit_rerun_if_changed(false).includes(&args.includes);
+    for s in &args.services {
+        b = b.service(s);
+    }
+    let model = b.model(&args.protos)?;
+    let mode = match args.mode {
+        Mode::AutoRegister => RegistryMode::AutoRegister,
+        Mode::LookupOnly => RegistryMode::LookupOnly,
+        Mode::UseLatest => RegistryMode::UseLatest,
+    };
+    let mut config = RegistryConfig::new(&args.registry).mode(mode);
+    if let (Some(user), Some(file)) = (&args.user, &args.password_file) {
+        config = config.basic_auth(user, Secret::from_file(file));
+    }
+    if let Some(file) = &args.token_file {
+        config = config.bearer_token(Secret::from_file(file));
+    }
+    if let Some(file) = &args.ca_file {
+        config = config.ca_file(file);
+    }
+    let streams: Vec<_> = model
+        .files
+        .iter()
+        .filter(|f| f.requested)
+        .flat_map(|f| &f.services)
+        .flat_map(|s| &s.methods)
+        .filter_map(|m| m.schema.as_ref().map(|schema| (m, runtime_schema(schema))))
+        .collect();
+    if streams.is_empty() {
+        eprintln!("kafkasocks-gen: no publish stream in these files has a schema (schema / schema_subject)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let timeout = Duration::from_secs(args.timeout);
+    let mut failed = 0;
+    for (m, schema) in &streams {
+        match runtime.block_on(kafkasocks::check_schema(&config, &m.topic, schema, timeout)) {
+            Ok(SchemaCheck::Registered { subject, id }) => {
+                println!("ok    {}  subject {subject:?}: registered, id {id}", m.route);
+            }
+            Ok(SchemaCheck::WouldRegister { subject, latest: None }) => {
+                println!("ok    {}  subject {subject:?}: new subject; registered on first publish", m.route);
+            }
+            Ok(SchemaCheck::WouldRegister { subject, latest: Some(id) }) => println!(
+                "ok    {}  subject {subject:?}: compatible with the latest version (id {id}); registered on first \
+                 publish",
+                m.route
+            ),
+            Ok(SchemaCheck::Latest { subject, id }) => {
+                println!("ok    {}  subject {subject:?}: written with the latest version, id {id}", m.route);
+            }
+            Ok(other) => println!("ok    {}  {other:?}", m.route),
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {}  {e}", m.route);
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("kafkasocks-gen: {failed} of {} streams do not fit the registry ({:?} mode)", streams.len(), mode);
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("kafkasocks-gen: {} streams fit the registry ({mode:?} mode)", streams.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The runtime's form of a stream's schema, as generated code builds it.
+fn runtime_schema(s: &kafkasocks_build::model::RegistrySchema) -> kafkasocks::RegistrySchema {
+    use kafkasocks::SubjectNameStrategy;
+    use kafkasocks_build::model::Subject;
+    let mut schema = kafkasocks::RegistrySchema::protobuf(&s.record, &s.schema, s.message_indexes.clone());
+    schema = match &s.subject {
+        Subject::TopicName => schema,
+        Subject::RecordName => schema.subject_name_strategy(SubjectNameStrategy::RecordName),
+        Subject::TopicRecordName => schema.subject_name_strategy(SubjectNameStrategy::TopicRecordName),
+        Subject::Named(name) => schema.subject(name),
+    };
+    s.references.iter().fold(schema, |schema, r| schema.reference(runtime_reference(r)))
+}
+
+fn runtime_reference(r: &kafkasocks_build::model::SchemaReference) -> kafkasocks::SchemaReference {
+    let reference = kafkasocks::SchemaReference::new(&r.name, &r.name, &r.schema);
+    r.references.iter().fold(reference, |reference, nested| reference.reference(runtime_reference(nested)))
 }

@@ -1,6 +1,9 @@
 //! The registry client: registration (auto-register mode) or verification at start
 //! (lookup-only, use-latest), with ids cached so that publishes never wait on the network
 //! once a stream's schema is known.
+// Without `server`, only check_schema uses this client (for kafkasocks-gen): the gateway's
+// parts (caches, typed streams, readiness) are unused there.
+#![cfg_attr(not(feature = "server"), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,7 +14,7 @@ use prost_types::FileDescriptorProto;
 use tokio::sync::Notify;
 
 use schema_registry_converter::async_impl::schema_registry::{
-    SrSettings, get_schema_by_id, get_schema_by_subject_and_version, is_compatible_schema, perform_sr_call, post_schema,
+    SrSettings, get_schema_by_id, get_schema_by_subject_and_version, perform_sr_call, post_schema,
 };
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SrCall, SuppliedReference, SuppliedSchema};
@@ -23,6 +26,9 @@ use crate::protocol::{Code, Status};
 /// (subject, schema text, record type): one registration, and where in it the record type
 /// is (two record types of one file on one subject share the id, not the indexes).
 type Key = (String, String, String);
+
+/// A file found registered, (id, version); or why it (or one of its references) is not.
+type Found = Result<(u32, u32), String>;
 
 /// How a stream's records are framed: the schema id, and the message indexes of the
 /// record type in that schema.
@@ -61,6 +67,12 @@ pub(crate) enum Lookup {
 /// registry timeout, so one slow subject holds up only the publishes that need it.
 pub(crate) struct SchemaRegistry {
     settings: SrSettings,
+    /// For the compatibility check, which schema_registry_converter gets wrong for subjects
+    /// with a `/` (every reference subject: it does not escape it) and answers without the
+    /// registry's reasons.
+    http: reqwest::Client,
+    base: String,
+    auth: Option<Auth>,
     mode: RegistryMode,
     url: String,
     writers: Mutex<HashMap<Key, Writer>>,
@@ -79,6 +91,29 @@ impl fmt::Debug for SchemaRegistry {
     }
 }
 
+/// The HTTP client for the registry: its timeout a backstop behind each call's, and only
+/// the configured CA's certificates trusted when there is one.
+fn http_client(config: &RegistryConfig, timeout: Duration) -> Result<reqwest::ClientBuilder, Error> {
+    let client = reqwest::Client::builder().timeout(timeout + Duration::from_secs(1));
+    let Some(path) = &config.ca_file else { return Ok(client) };
+    let pem = std::fs::read(path).map_err(|e| registry_error(format!("reading the CA file {}", path.display()), e))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| registry_error(format!("the CA file {} is not PEM certificates", path.display()), e))?;
+    if roots.is_empty() {
+        return Err(Error::Registry {
+            what: format!("the CA file {} holds no certificate", path.display()),
+            source: None,
+        });
+    }
+    Ok(client.tls_certs_only(roots))
+}
+
+/// Credentials as sent.
+enum Auth {
+    Basic(String, String),
+    Bearer(String),
+}
+
 fn registry_error(what: impl Into<String>, source: impl Into<crate::error::BoxError>) -> Error {
     Error::Registry { what: what.into(), source: Some(source.into()) }
 }
@@ -88,34 +123,31 @@ impl SchemaRegistry {
         let url = config.redacted_url();
         // Each call is bounded by `timeout` below, with a clear message; the HTTP client's
         // own timeout is only a backstop behind it.
-        let mut builder = SrSettings::new_builder(config.url.trim_end_matches('/').to_owned());
+        let base = config.url.trim_end_matches('/').to_owned();
+        let mut builder = SrSettings::new_builder(base.clone());
         builder.set_timeout(timeout + Duration::from_secs(1));
-        match &config.credentials {
+        let auth = match &config.credentials {
             Some(RegistryCredentials::Basic { user, password }) => {
-                builder.set_basic_authorization(user, Some(&password.reveal()?));
+                let password = password.reveal()?;
+                builder.set_basic_authorization(user, Some(&password));
+                Some(Auth::Basic(user.clone(), password))
             }
             Some(RegistryCredentials::Bearer(token)) => {
-                builder.set_token_authorization(&token.reveal()?);
+                let token = token.reveal()?;
+                builder.set_token_authorization(&token);
+                Some(Auth::Bearer(token))
             }
-            None => {}
-        }
-        let mut client = reqwest::Client::builder();
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| registry_error(format!("reading the CA file {}", path.display()), e))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| registry_error(format!("the CA file {} is not PEM certificates", path.display()), e))?;
-            if roots.is_empty() {
-                return Err(Error::Registry {
-                    what: format!("the CA file {} holds no certificate", path.display()),
-                    source: None,
-                });
-            }
-            client = client.tls_certs_only(roots);
-        }
-        let settings = builder.build_with(client).map_err(|e| registry_error(format!("client for {url}"), e))?;
+            None => None,
+        };
+        let http = http_client(config, timeout)?.build().map_err(|e| registry_error(format!("client for {url}"), e))?;
+        let settings = builder
+            .build_with(http_client(config, timeout)?)
+            .map_err(|e| registry_error(format!("client for {url}"), e))?;
         Ok(SchemaRegistry {
             settings,
+            http,
+            base,
+            auth,
             mode: config.mode,
             url,
             writers: Mutex::default(),
@@ -221,23 +253,30 @@ impl SchemaRegistry {
     /// Lookup-only: the id of exactly this schema (its references looked up the same way)
     /// under `subject`, registering nothing.
     async fn look_up(&self, subject: &str, schema: &RegistrySchema) -> Result<Writer, String> {
-        let (id, _) = self.look_up_file(subject, &schema.schema, &schema.references).await?;
-        Ok(Writer { id, message_indexes: schema.message_indexes.clone() })
+        match self.look_up_file(subject, &schema.schema, &schema.references).await? {
+            Ok((id, _)) => Ok(Writer { id, message_indexes: schema.message_indexes.clone() }),
+            Err(missing) => Err(format!("{missing} (lookup-only mode registers nothing)")),
+        }
     }
 
+    /// `Ok(Ok((id, version)))`: registered; `Ok(Err(what))`: this file or one of its
+    /// references is not; `Err`: the registry could not say.
     fn look_up_file<'a>(
         &'a self,
         subject: &'a str,
         text: &'a str,
         references: &'a [SchemaReference],
-    ) -> futures_util::future::BoxFuture<'a, Result<(u32, u32), String>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<Found, String>> {
         Box::pin(async move {
             let mut refs = Vec::new();
             for r in references {
-                let (_, version) = self
-                    .look_up_file(&r.subject, &r.schema, &r.references)
-                    .await
-                    .map_err(|why| format!("its reference {:?} (subject {:?}): {why}", r.name, r.subject))?;
+                let version = match self.look_up_file(&r.subject, &r.schema, &r.references).await {
+                    Ok(Ok((_, version))) => version,
+                    Ok(Err(missing)) => {
+                        return Ok(Err(format!("its reference {:?} (subject {:?}): {missing}", r.name, r.subject)));
+                    }
+                    Err(why) => return Err(format!("its reference {:?} (subject {:?}): {why}", r.name, r.subject)),
+                };
                 refs.push(serde_json::json!({ "name": r.name, "subject": r.subject, "version": version }));
             }
             let mut body = serde_json::json!({ "schema": text, "schemaType": "PROTOBUF" });
@@ -250,15 +289,119 @@ impl SchemaRegistry {
                     || format!("looking up {subject:?}"),
                     perform_sr_call(&self.settings, SrCall::PostForVersion(subject, &body)),
                 )
-                .await
-                .map_err(|f| {
-                    f.explain("this schema is not registered under it (lookup-only mode registers nothing)")
-                })?;
-            match (found.id, found.version) {
-                (Some(id), Some(version)) => Ok((id, version)),
-                _ => Err("the registry's answer has no id and version".to_owned()),
+                .await;
+            match found {
+                Ok(found) => match (found.id, found.version) {
+                    (Some(id), Some(version)) => Ok(Ok((id, version))),
+                    _ => Err("the registry's answer has no id and version".to_owned()),
+                },
+                Err(f) if f.http_status() == Some(404) => Ok(Err("this schema is not registered under it".to_owned())),
+                Err(f) => Err(f.explain("")),
             }
         })
+    }
+
+    /// What a gateway in this client's mode would write `schema` with on `topic`, checked
+    /// now; registers nothing.
+    async fn check(&self, topic: &str, schema: &RegistrySchema) -> Result<SchemaCheck, String> {
+        let subject = schema.subject_for(topic);
+        match self.mode {
+            RegistryMode::UseLatest => {
+                self.latest(&subject, schema).await.map(|w| SchemaCheck::Latest { subject, id: w.id })
+            }
+            RegistryMode::LookupOnly => {
+                self.look_up(&subject, schema).await.map(|w| SchemaCheck::Registered { subject, id: w.id })
+            }
+            _ => {
+                if let Ok((id, _)) = self.look_up_file(&subject, &schema.schema, &schema.references).await? {
+                    return Ok(SchemaCheck::Registered { subject, id });
+                }
+                let latest = self
+                    .bounded(
+                        || format!("reading the latest version of {subject:?}"),
+                        get_schema_by_subject_and_version(&self.settings, &subject, None),
+                    )
+                    .await;
+                let latest = match latest {
+                    Ok(latest) => latest.id,
+                    Err(f) if f.http_status() == Some(404) => {
+                        return Ok(SchemaCheck::WouldRegister { subject, latest: None });
+                    }
+                    Err(f) => return Err(f.explain("")),
+                };
+                match self.compatible(&subject, schema).await? {
+                    Ok(()) => Ok(SchemaCheck::WouldRegister { subject, latest: Some(latest) }),
+                    Err(reasons) => Err(format!(
+                        "the registry finds this schema incompatible with the latest version (id {latest}){reasons}: \
+                         registering it would fail"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Whether the registry's compatibility rule for `subject` accepts `schema` against the
+    /// subject's latest version (`Ok(Err(reasons))` when it does not). References are sent
+    /// at their registered versions (the exact file when it is registered, else the
+    /// reference subject's latest version).
+    async fn compatible(&self, subject: &str, schema: &RegistrySchema) -> Result<Result<(), String>, String> {
+        let mut refs = Vec::new();
+        for r in &schema.references {
+            let version = match self.look_up_file(&r.subject, &r.schema, &r.references).await? {
+                Ok((_, version)) => version,
+                Err(_) => match self
+                    .bounded(
+                        || format!("reading the latest version of {:?}", r.subject),
+                        get_schema_by_subject_and_version(&self.settings, &r.subject, None),
+                    )
+                    .await
+                {
+                    Ok(latest) => latest.version.unwrap_or(1),
+                    Err(f) => {
+                        return Err(format!("its reference {:?} is not registered: {}", r.subject, f.explain("")));
+                    }
+                },
+            };
+            refs.push(serde_json::json!({ "name": r.name, "subject": r.subject, "version": version }));
+        }
+        let body = serde_json::json!({ "schema": schema.schema, "schemaType": "PROTOBUF", "references": refs });
+        let url = format!("{}/compatibility/subjects/{}/versions/latest?verbose=true", self.base, escape(subject));
+        let mut request = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
+            .body(body.to_string());
+        request = match &self.auth {
+            Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            None => request,
+        };
+        let call = async {
+            let response = request.send().await?;
+            let status = response.status();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
+        };
+        let (status, text) = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(causes(vec![e.to_string()], std::error::Error::source(&e))),
+            Err(_) => {
+                return Err(format!("no answer within {:?} checking compatibility with {subject:?}", self.timeout));
+            }
+        };
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if !status.is_success() {
+            let message = answer["message"].as_str().unwrap_or(text.trim());
+            return Err(format!("the registry cannot check compatibility: HTTP {}: {message}", status.as_u16()));
+        }
+        match answer["is_compatible"].as_bool() {
+            Some(true) => Ok(Ok(())),
+            Some(false) => {
+                let reasons: Vec<&str> =
+                    answer["messages"].as_array().into_iter().flatten().filter_map(|m| m.as_str()).collect();
+                Ok(Err(if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join("; ")) }))
+            }
+            None => Err(format!("the registry's compatibility answer is not understood: {}", text.trim())),
+        }
     }
 
     /// Use-latest: the subject's latest version, provided it declares the record type and
@@ -277,16 +420,12 @@ impl SchemaRegistry {
         let Some(message_indexes) = descriptor::indexes_of(&file, &schema.record) else {
             return Err(format!("its latest version (id {}) does not declare {}", latest.id, schema.record));
         };
-        let compatible = self
-            .bounded(
-                || format!("checking compatibility with {subject:?}"),
-                is_compatible_schema(&self.settings, subject.to_owned(), supplied(schema)),
-            )
-            .await
-            .map_err(|f| f.explain("the registry cannot check compatibility"))?;
-        if !compatible {
+        // A schema registered under the subject already fits it; others, the registry judges.
+        if self.look_up_file(subject, &schema.schema, &schema.references).await?.is_err()
+            && let Err(reasons) = self.compatible(subject, schema).await?
+        {
             return Err(format!(
-                "the registry finds this stream's schema incompatible with the latest version (id {})",
+                "the registry finds this stream's schema incompatible with the latest version (id {}){reasons}",
                 latest.id
             ));
         }
@@ -360,6 +499,56 @@ impl SchemaRegistry {
     }
 }
 
+/// What [`check_schema`] found: what a gateway would write a publish stream's records with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaCheck {
+    /// Exactly this schema (with its references) is registered under `subject` as `id`.
+    Registered {
+        /// The subject.
+        subject: String,
+        /// The schema id.
+        id: u32,
+    },
+    /// Auto-register mode: not registered yet, and the registry would accept it: the
+    /// subject is new (`latest` none), or it finds the schema compatible with the latest
+    /// version.
+    WouldRegister {
+        /// The subject.
+        subject: String,
+        /// The id of the subject's latest version, if it has one.
+        latest: Option<u32>,
+    },
+    /// Use-latest mode: records would be written with the subject's latest version.
+    Latest {
+        /// The subject.
+        subject: String,
+        /// Its id.
+        id: u32,
+    },
+}
+
+/// Checks the schema of a publish stream on `topic` against the registry as a gateway in
+/// `config.mode` would: in lookup-only and use-latest modes exactly as the gateway does at
+/// start; in auto-register mode, whether it is registered already or the registry's
+/// compatibility rule would let it be. Registers nothing; each call is bounded by
+/// `timeout`. An [`Error::Registry`] says why not. What `kafkasocks-gen registry check`
+/// runs, so a CI pipeline can gate a deploy.
+pub async fn check_schema(
+    config: &RegistryConfig,
+    topic: &str,
+    schema: &RegistrySchema,
+    timeout: Duration,
+) -> Result<SchemaCheck, Error> {
+    // reqwest uses rustls without a built-in provider: ring is the one this crate compiles.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let registry = SchemaRegistry::new(config, timeout)?;
+    registry.check(topic, schema).await.map_err(|why| Error::Registry {
+        what: format!("subject {:?} ({:?} mode): {why}", schema.subject_for(topic), config.mode),
+        source: None,
+    })
+}
+
 enum Failure {
     Registry(SRCError),
     Timeout(String),
@@ -417,10 +606,13 @@ impl Failure {
 /// certificate: UnknownIssuer" rather than only the first), without URL credentials.
 fn chain(e: &SRCError) -> String {
     let mut parts = vec![e.error.clone()];
-    if let Some(cause) = &e.cause {
-        parts.push(cause.clone());
-    }
-    let mut source = std::error::Error::source(e);
+    parts.extend(e.cause.clone());
+    causes(parts, std::error::Error::source(e))
+}
+
+/// `parts`, then each error down the `source` chain, each once, without URL credentials.
+fn causes(parts: Vec<String>, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts = parts;
     while let Some(s) = source {
         parts.push(s.to_string());
         source = s.source();
@@ -432,6 +624,19 @@ fn chain(e: &SRCError) -> String {
         }
     }
     scrub(&out.join(": "))
+}
+
+/// A subject as one URL path segment (`kafkasocks/options.proto` -> `kafkasocks%2Foptions.proto`).
+fn escape(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    for b in subject.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `scheme://user:password@host` -> `scheme://<redacted>@host`, wherever a URL appears.

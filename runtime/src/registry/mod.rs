@@ -20,12 +20,14 @@ use crate::secret::Secret;
 mod client;
 #[cfg(feature = "registry")]
 mod descriptor;
-#[cfg(feature = "registry")]
+#[cfg(all(feature = "registry", feature = "server"))]
 mod typed;
 
-#[cfg(feature = "registry")]
+#[cfg(all(feature = "registry", feature = "server"))]
 pub(crate) use client::SchemaRegistry;
 #[cfg(feature = "registry")]
+pub use client::{SchemaCheck, check_schema};
+#[cfg(all(feature = "registry", feature = "server"))]
 pub(crate) use typed::{Typed, TypedRecords};
 
 /// How the subject of a record schema is named: Confluent's subject name strategies.
