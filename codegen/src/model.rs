@@ -650,6 +650,21 @@ impl FileCtx<'_> {
                 ));
             }
         };
+        if kind != RpcKind::Unary && (opts.schema != 0 || !opts.schema_subject.trim().is_empty()) {
+            return Err(Error::stream(
+                option_location,
+                format!("rpc {service}.{}: schema and schema_subject are for publishes (unary rpcs)", m.name()),
+                "drop them here: subscriptions remove the Schema Registry framing from whatever they read \
+                 (use oneof_types for a topic of several record types)",
+            ));
+        }
+        if opts.other_types != 0 && !opts.oneof_types {
+            return Err(Error::stream(
+                option_location,
+                format!("rpc {service}.{}: other_types is set without oneof_types", m.name()),
+                "set oneof_types: true (a topic of several record types), or drop other_types",
+            ));
+        }
         let record_types = if opts.oneof_types {
             if kind != RpcKind::ServerStreaming {
                 return Err(Error::stream(

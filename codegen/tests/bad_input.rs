@@ -31,6 +31,8 @@ const CASES: &[(&str, u32, &str)] = &[
     ("schema_twice.proto", 7, "both schema and schema_subject are set"),
     ("oneof_types_extra_field.proto", 7, "is outside the oneof"),
     ("oneof_types_scalar.proto", 7, "is not a message type"),
+    ("schema_on_subscribe.proto", 7, "are for publishes"),
+    ("other_types_alone.proto", 7, "without oneof_types"),
 ];
 
 #[test]

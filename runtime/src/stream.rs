@@ -231,6 +231,14 @@ impl Streams {
         self
     }
 
+    /// The publish methods with a Schema Registry schema.
+    pub(crate) fn with_schema(&self) -> impl Iterator<Item = &str> {
+        let mut methods: Vec<&str> =
+            self.methods.iter().filter(|(_, d)| d.schema.is_some()).map(|(m, _)| m.as_str()).collect();
+        methods.sort_unstable();
+        methods.into_iter()
+    }
+
     /// The subscribe methods with several record types.
     pub(crate) fn with_record_types(&self) -> impl Iterator<Item = &str> {
         let mut methods: Vec<&str> =
@@ -249,7 +257,9 @@ impl Streams {
     }
 
     /// Serves unary `method` by producing to `topic` in the Confluent wire format with
-    /// `schema` (registered on first use; needs [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry)).
+    /// `schema` (registered on first use in auto-register mode, found at start in the
+    /// others: see [`RegistryMode`](crate::RegistryMode); the gateway needs
+    /// [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry) to start).
     pub fn publish_with_schema(
         mut self,
         method: impl Into<String>,

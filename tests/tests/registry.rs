@@ -155,11 +155,17 @@ async fn a_hung_registry_times_out_uncached_publishes_and_never_delays_cached_on
         let (r, took) = waiting.await?;
         panic!("the uncached publish did not wait for the registry: {r:?} after {took:?}");
     }
+    // A second publish queued behind the stuck registration is answered within its own
+    // timeout too, not after the first one's.
+    let queued = tokio::spawn(publish(uncached));
     let (refused, took) = waiting.await?;
     let status = refused.expect_err("the registry never answered");
     assert_eq!(status.code(), kafkasocks::Code::Unavailable, "{status}");
     assert!(status.message().contains("no answer within"), "{status}");
     assert!(took >= timeout && took < timeout + Duration::from_secs(3), "timed out after {took:?}");
+    let (refused, took) = queued.await?;
+    assert_eq!(refused.expect_err("still no answer").code(), kafkasocks::Code::Unavailable);
+    assert!(took < timeout + Duration::from_secs(1), "a queued publish waited {took:?}");
     delete_topic(&topic).await?;
     Ok(())
 }
@@ -691,6 +697,11 @@ async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type(
     let b = put("B.Nested", "second").await?;
     let c = put("C", "third").await?;
     let (_, plain) = produce(&producer(), &topic, Some(0), b"k", &message("k", "unframed")).await?;
+    // A schema id the registry does not have: of no type the stream accepts (not a
+    // registry outage, which the client would retry for ever).
+    let mut unknown_id = vec![0, 0x7f, 0xff, 0xff, 0x01, 0];
+    unknown_id.extend_from_slice(&message("k", "unknown schema"));
+    let (_, bogus) = produce(&producer(), &topic, Some(0), b"k", &unknown_id).await?;
     let d = put("A", "fifth").await?;
 
     let all = message("", "");
@@ -719,9 +730,16 @@ async fn streams_of_several_types_deliver_each_record_in_the_member_of_its_type(
             .iter()
             .map(|d| d.offset)
             .collect();
-    assert_eq!(offsets, [a.offset, b.offset, d.offset], "C (offset {}) and the unframed {plain} skipped", c.offset);
+    assert_eq!(offsets, [a.offset, b.offset, d.offset], "C ({}), the unframed {plain} and {bogus} skipped", c.offset);
     let after = metric(&gw.metrics_text().await?, "kafkasocks_records_skipped_other_type_total");
-    assert_eq!(after - before, 2.0);
+    assert_eq!(after - before, 3.0);
+    // From just before the unknown id, the strict stream ends on it, saying so.
+    let cursor = kafkasocks::Cursor { topic_id: bytes::Bytes::new(), positions: vec![(0, bogus)] };
+    let mut strict =
+        gw.local.subscribe(kafkasocks::Principal::new("t"), "test.v1.T/Strict", &all, StartAt::Cursor(cursor)).await?;
+    let refused = next_local(&mut strict).await.expect_err("an unknown schema id is no accepted type");
+    assert_eq!(refused.code(), kafkasocks::Code::FailedPrecondition, "{refused}");
+    assert!(refused.message().contains("which the registry does not have"), "{refused}");
     gw.shutdown.shutdown();
     delete_topic(&topic).await?;
     Ok(())
@@ -773,5 +791,48 @@ async fn a_typed_stream_waits_for_the_registry_and_ends_unavailable_when_it_hang
     assert!(took >= timeout && took < timeout + Duration::from_secs(5), "ended after {took:?}");
     gw.shutdown.shutdown();
     delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A reference the registry refuses (its subject's compatibility rule) is FAILED_PRECONDITION
+/// like the schema itself, not a retryable UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reference_is_failed_precondition() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("sr-ref-409");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let registry = Registry::local();
+    let (import, common, _) = with_import(n, "string");
+    registry.set_compatibility(&import.replace('/', "%2F"), "BACKWARD").await?;
+    registry.register(&import.replace('/', "%2F"), &common, serde_json::json!([])).await?;
+    // The imported file changed incompatibly (a field's type).
+    let changed = common.replace("string origin", "int64 origin");
+    let main = with_import(n, "string").2;
+    let schema = RegistrySchema::protobuf(format!("test.lookup{n}.Rec"), main, vec![0])
+        .reference(kafkasocks::SchemaReference::new(&import, &import, changed));
+    let streams = Streams::new().publish_with_schema(PUBLISH, &topic, KeyField::new(1), schema);
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    let status = publish_one(&gw, PUBLISH).await.expect_err("the reference is refused");
+    assert_eq!(status.code(), kafkasocks::Code::FailedPrecondition, "{status}");
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A publish stream with a schema and no registry configured does not start (it could
+/// publish nothing), as a typed stream without one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_streams_without_a_registry_do_not_start() -> anyhow::Result<()> {
+    let schema = RegistrySchema::protobuf("test.v1.Rec", schema("Rec"), vec![0]);
+    let streams = Streams::new().publish_with_schema(PUBLISH, "t", KeyField::new(1), schema);
+    let started = TestGateway::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())), streams, None).await;
+    let why = format!("{:#}", started.err().expect("started without a registry"));
+    assert!(why.contains(PUBLISH) && why.contains("no schema registry is configured"), "{why}");
+    let typed = Streams::new().subscribe_with_types(SUBSCRIBE, "t", KeyField::new(1), kafkasocks::RecordTypes::new());
+    let started = TestGateway::start_with(GatewayConfig::new(KafkaConfig::new(bootstrap())), typed, None).await;
+    let why = format!("{:#}", started.err().expect("started without a registry"));
+    assert!(why.contains(SUBSCRIBE) && why.contains("needs a schema registry"), "{why}");
     Ok(())
 }

@@ -108,8 +108,8 @@ impl SharedRecord {
         if schema_id != 0 {
             put_varint(&mut body, 7 << 3);
             put_varint(&mut body, u64::from(schema_id));
-            // Packed, as prost decodes it; [0] (the common case) is left out.
-            if indexes.count != 0 {
+            // Packed, as prost decodes it; [0] (the common case, in either form) is left out.
+            if indexes.count != 0 && !(indexes.count == 1 && indexes.bytes == [0]) {
                 let mut packed = BytesMut::new();
                 let mut rest = indexes.bytes;
                 while let Some(v) = read_varint(&mut rest) {
@@ -369,6 +369,10 @@ mod tests {
         assert_eq!(&r.payload[..], b"\x08\x07");
         let rec = Record::decode(&r.encoded[2..]).expect("decodes");
         assert_eq!((rec.schema_id, rec.message_indexes), (9, vec![1, 0]));
+        // [0] written in the long form (count 1, index 0) is [0] too: left out.
+        let r = SharedRecord::new(0, 1, 1, b"", &[], b"\x00\x00\x00\x00\x09\x02\x00\x08\x07");
+        let rec = Record::decode(&r.encoded[2..]).expect("decodes");
+        assert_eq!((rec.schema_id, rec.message_indexes.len(), &r.payload[..]), (9, 0, &b"\x08\x07"[..]));
         let (id, indexes, message) = split_confluent_framing(b"\x00\x00\x00\x00\x05\x04\x02\x00\x08\x01");
         assert_eq!((id, indexes.count, indexes.bytes, message), (5, 2, &b"\x02\x00"[..], &b"\x08\x01"[..]));
     }

@@ -49,6 +49,9 @@ enum ById {
     /// Being fetched; these subscribers are woken when it is known.
     Fetching(Vec<Arc<Notify>>),
     Known(Arc<FileDescriptorProto>, Instant),
+    /// The registry has no schema with this id, or not a protobuf one the gateway reads:
+    /// records naming it are of no type the stream accepts.
+    Unusable(String, Instant),
     Failed(Status, Instant),
 }
 
@@ -56,6 +59,8 @@ enum ById {
 pub(crate) enum Lookup {
     /// The message name at those indexes (`None`: the schema has no message there).
     Known(Option<String>),
+    /// No type can be known for the record: why.
+    Unusable(String),
     /// Being fetched: the caller is woken when it is known.
     Pending,
     /// The registry could not say (the subscription ends; the client resumes later).
@@ -236,16 +241,26 @@ impl SchemaRegistry {
             ));
         }
         let gate = self.registering.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
-        let _turn = gate.lock().await;
-        if let Some(w) = self.cached(&key) {
-            return Ok(w);
-        }
-        let supplied = supplied(schema);
-        let registered = self
-            .bounded(|| format!("registering {:?}", key.0), post_schema(&self.settings, key.0.clone(), supplied))
-            .await
-            .map_err(|f| f.status(&key.0, "registering"))?;
-        let writer = Writer { id: registered.id, message_indexes: schema.message_indexes.clone() };
+        // One deadline for waiting for another publish's registration and for our own: a
+        // publish queued behind a stuck registration is answered within the timeout too.
+        let register = async {
+            let _turn = gate.lock().await;
+            if let Some(w) = self.cached(&key) {
+                return Ok(Ok(w));
+            }
+            let registered = post_schema(&self.settings, key.0.clone(), supplied(schema)).await?;
+            Ok(Err(registered.id))
+        };
+        let id = match tokio::time::timeout(self.timeout, register).await {
+            Ok(Ok(Ok(cached))) => return Ok(cached),
+            Ok(Ok(Err(id))) => id,
+            Ok(Err(e)) => return Err(Failure::Registry(e).status(&key.0, "registering")),
+            Err(_) => {
+                let why = format!("no answer within {:?} registering {:?}", self.timeout, key.0);
+                return Err(Failure::Timeout(why).status(&key.0, "registering"));
+            }
+        };
+        let writer = Writer { id, message_indexes: schema.message_indexes.clone() };
         self.remember(key, writer.clone());
         Ok(writer)
     }
@@ -366,16 +381,12 @@ impl SchemaRegistry {
         }
         let body = serde_json::json!({ "schema": schema.schema, "schemaType": "PROTOBUF", "references": refs });
         let url = format!("{}/compatibility/subjects/{}/versions/latest?verbose=true", self.base, escape(subject));
-        let mut request = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
-            .body(body.to_string());
-        request = match &self.auth {
-            Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
-            Some(Auth::Bearer(token)) => request.bearer_auth(token),
-            None => request,
-        };
+        let request = self.authorized(
+            self.http
+                .post(url)
+                .header(reqwest::header::CONTENT_TYPE, "application/vnd.schemaregistry.v1+json")
+                .body(body.to_string()),
+        );
         let call = async {
             let response = request.send().await?;
             let status = response.status();
@@ -439,6 +450,7 @@ impl SchemaRegistry {
         let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         match by_id.get_mut(&id) {
             Some(ById::Known(file, _)) => return Lookup::Known(descriptor::type_name(file, indexes)),
+            Some(ById::Unusable(why, _)) => return Lookup::Unusable(why.clone()),
             Some(ById::Fetching(waiting)) => {
                 if !waiting.iter().any(|w| Arc::ptr_eq(w, wake)) {
                     waiting.push(wake.clone());
@@ -454,7 +466,7 @@ impl SchemaRegistry {
             let oldest = by_id
                 .iter()
                 .filter_map(|(id, s)| match s {
-                    ById::Known(_, at) | ById::Failed(_, at) => Some((*at, *id)),
+                    ById::Known(_, at) | ById::Unusable(_, at) | ById::Failed(_, at) => Some((*at, *id)),
                     ById::Fetching(_) => None,
                 })
                 .min();
@@ -466,19 +478,19 @@ impl SchemaRegistry {
         drop(by_id);
         let this = self.clone();
         tokio::spawn(async move {
-            let fetched = this
-                .bounded(|| format!("reading schema {id}"), get_schema_by_id(id, &this.settings))
-                .await
-                .map_err(|f| Status::unavailable(format!("schema registry: reading schema {id}: {}", f.explain(""))))
-                .and_then(|registered| {
-                    descriptor::parse(&registered.schema).map_err(|e| {
-                        Status::new(Code::FailedPrecondition, format!("schema {id} is not a protobuf schema: {e}"))
-                    })
-                });
+            let fetched = this.bounded(|| format!("reading schema {id}"), get_schema_by_id(id, &this.settings)).await;
             let now = Instant::now();
             let entry = match fetched {
-                Ok(file) => ById::Known(Arc::new(file), now),
-                Err(status) => {
+                Ok(registered) => match descriptor::parse(&registered.schema) {
+                    Ok(file) => ById::Known(Arc::new(file), now),
+                    Err(e) => ById::Unusable(format!("names schema {id}, which is not a protobuf schema: {e}"), now),
+                },
+                Err(f) if f.http_status() == Some(404) => {
+                    ById::Unusable(format!("names schema {id}, which the registry does not have"), now)
+                }
+                Err(f) => {
+                    let status =
+                        Status::unavailable(format!("schema registry: reading schema {id}: {}", f.explain("")));
                     tracing::warn!(schema_id = id, %status, "schema registry: a record's schema could not be read");
                     ById::Failed(status, now)
                 }
@@ -494,8 +506,26 @@ impl SchemaRegistry {
     /// Whether the registry answers (for readiness): `GET /subjects`, bounded by the
     /// timeout.
     pub(crate) async fn health(&self) -> Result<(), String> {
-        let call = schema_registry_converter::async_impl::schema_registry::get_all_subjects(&self.settings);
-        self.bounded(|| "listing subjects".to_owned(), call).await.map(drop).map_err(|f| f.explain(""))
+        // `GET /schemas/types`: a few bytes, whatever the registry holds, and readable with
+        // any credentials a gateway has.
+        let request = self.authorized(self.http.get(format!("{}/schemas/types", self.base)));
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Ok(Err(e)) => Err(causes(vec![e.to_string()], std::error::Error::source(&e))),
+            Ok(Ok(r)) if matches!(r.status().as_u16(), 401 | 403) => {
+                Err(format!("the registry refuses the gateway's credentials (HTTP {})", r.status().as_u16()))
+            }
+            Ok(Ok(r)) if r.status().is_server_error() => Err(format!("HTTP {}", r.status().as_u16())),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(Auth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            Some(Auth::Bearer(token)) => request.bearer_auth(token),
+            None => request,
+        }
     }
 }
 
@@ -555,10 +585,11 @@ enum Failure {
 }
 
 impl Failure {
+    /// The registry's HTTP status, wherever in the error it is said (a refused reference
+    /// is an error about posting the reference, with the registry's answer as its cause).
     fn http_status(&self) -> Option<u16> {
         let Failure::Registry(e) = self else { return None };
-        let rest = e.error.split("status ").nth(1)?;
-        rest.get(..3)?.parse().ok()
+        chain(e).split("status ").skip(1).find_map(|rest| rest.get(..3)?.parse().ok())
     }
 
     /// For start-up errors: what happened, with `not_found` for a 404.
@@ -566,10 +597,13 @@ impl Failure {
         match (self, self.http_status()) {
             (Failure::Timeout(why), _) => why.clone(),
             (Failure::Registry(e), Some(404)) if !not_found.is_empty() => {
-                format!("{not_found} ({})", e.cause.as_deref().unwrap_or("404"))
+                format!("{not_found} ({})", scrub(e.cause.as_deref().unwrap_or("404")))
             }
             (Failure::Registry(e), Some(401 | 403)) => {
-                format!("the registry refuses the gateway's credentials: {}", e.cause.as_deref().unwrap_or(&e.error))
+                format!(
+                    "the registry refuses the gateway's credentials: {}",
+                    scrub(e.cause.as_deref().unwrap_or(&e.error))
+                )
             }
             (Failure::Registry(e), _) => chain(e),
         }
@@ -580,8 +614,8 @@ impl Failure {
     /// `FAILED_PRECONDITION`; anything else (unreachable, 5xx, a timeout) is `UNAVAILABLE`.
     fn status(&self, subject: &str, doing: &str) -> Status {
         let cause = match self {
-            Failure::Registry(e) => e.cause.as_deref().unwrap_or(""),
-            Failure::Timeout(_) => "",
+            Failure::Registry(e) => scrub(e.cause.as_deref().unwrap_or("")),
+            Failure::Timeout(_) => String::new(),
         };
         match self.http_status() {
             Some(409) => Status::new(

@@ -58,6 +58,7 @@ impl TypedRecords {
                     ),
                 );
             }
+            Lookup::Unusable(why) => return self.other(rec, why),
             Lookup::Pending => return Typed::Wait,
             Lookup::Failed(status) => return Typed::Fail(status),
         };

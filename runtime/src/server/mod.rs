@@ -200,6 +200,11 @@ async fn registry_client(
                 "stream {method} has several record types, which needs a schema registry to name them; configure one"
             )));
         }
+        if let Some(method) = streams.with_schema().next() {
+            return Err(Error::Config(format!(
+                "stream {method} writes with a Schema Registry schema, but no schema registry is configured"
+            )));
+        }
         return Ok(None);
     };
     // The registry client (reqwest) uses rustls without a built-in provider: ring is the
