@@ -115,7 +115,8 @@ export interface StreamOptions {
   oneofTypes: boolean;
   /**
    * Subscribe with oneof_types: records of a type the oneof does not accept,
-   * or without the Confluent framing.
+   * without the Confluent framing, or naming a schema the registry does not
+   * have (or not a protobuf one).
    */
   otherTypes: OtherTypes;
   /** Fields this schema does not know, kept as read (tag included) and written back on encode. */
