@@ -7,16 +7,23 @@ Confluent's ProtobufDeserializer reads, and that what Confluent's ProtobufSerial
 gateway reads. See README.md beside this file.
 
     confluent_io.py --bootstrap HOST:PORT --registry URL --proto-path DIR --proto FILE ...
-        produce --topic T [--strategy topic|record|topic_record] [--timeout SECONDS]
+        produce --topic T [--strategy topic|record|topic_record] [--key-strategy ...]
+                [--timeout SECONDS]
         consume --topic T --type NAME [--type NAME ...] --count N [--strategy ...]
-                [--descriptors registry|local] [--timeout SECONDS]
+                [--key-type NAME [--key-strategy ...]] [--descriptors registry|local]
+                [--timeout SECONDS]
 
 produce reads JSON lines from stdin, {"type": "interop.v1.Reading", "key": "k" or null,
 "value": {...proto3 JSON...}}, and prints one JSON line per record it produced:
-{"partition", "offset", "schema_id", "subject", "type", "value_hex"}.
+{"partition", "offset", "key_hex", "schema_id", "subject", "type", "value_hex"}. A line with
+"key_type": "interop.v1.SourceKey" has a proto3-JSON "key" of that message instead, written
+with a ProtobufSerializer for keys (subject <topic>-key by default); its output line also has
+"key_schema_id", "key_subject" and "key_type".
 
 consume reads the topic from the beginning and prints one JSON line per record:
-{"partition", "offset", "key", "schema_id", "indexes", "type", "value"}.
+{"partition", "offset", "key", "schema_id", "indexes", "type", "value"}; with --key-type the
+"key" is the deserialized message (proto field names) and "key_schema_id" and "key_indexes"
+are added.
 
 Exit status 0 on success; 1 with a one-line reason on stderr for an expected failure (a registry
 error, a record that does not deserialize, a timeout); 2 for bad arguments (argparse).
@@ -119,6 +126,11 @@ def describe(error: BaseException) -> str:
         path = frame.filename.split("site-packages/")[-1]
         text += f" (at {path}:{frame.lineno} in {frame.name})"
     return text
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's text on one line (json_format's parse errors list fields on a second)."""
+    return " ".join(str(error).split())
 
 
 def emit(out: TextIO, record: dict[str, Any]) -> None:
@@ -306,10 +318,30 @@ def require_topic(client: Producer | Consumer, topic: str, timeout: float) -> No
         fail(f"topic {topic} is not there ({why}); create it first")
 
 
+def protobuf_serializer(cache: dict[str, ProtobufSerializer], cls: type[Message],
+                        registry: SchemaRegistryClient,
+                        strategy: SubjectStrategy) -> ProtobufSerializer:
+    """The serializer of one message type, made on first use: one per type, as in an app.
+
+    Keys and values get separate caches: a serializer is made with one subject name
+    strategy, and --key-strategy need not be --strategy (a class may be used as both)."""
+    full_name = cls.DESCRIPTOR.full_name
+    serializer = cache.get(full_name)
+    if serializer is None:
+        serializer = ProtobufSerializer(cls, registry, {
+            "auto.register.schemas": True,
+            "subject.name.strategy": strategy,
+        })
+        cache[full_name] = serializer
+    return serializer
+
+
 def produce(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
     strategy = STRATEGIES[args.strategy]
-    serializers: dict[str, ProtobufSerializer] = {}    # one per message type, as in an app
-    keys = StringSerializer("utf_8")
+    key_strategy = STRATEGIES[args.key_strategy]
+    serializers: dict[str, ProtobufSerializer] = {}
+    key_serializers: dict[str, ProtobufSerializer] = {}
+    string_keys = StringSerializer("utf_8")
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
         # Exactly the records given, once each, in order (librdkafka's default is off).
@@ -334,23 +366,47 @@ def produce(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
         if not isinstance(request, dict) or not isinstance(request.get("type"), str):
             fail(f"{where}: expected an object with a \"type\" string")
         type_name: str = request["type"]
-        key = request.get("key")
-        if key is not None and not isinstance(key, str):
-            fail(f"{where}: \"key\" must be a string or null")
+        key_type = request.get("key_type")
+        if key_type is not None and not isinstance(key_type, str):
+            fail(f"{where}: \"key_type\" must be a message name or absent")
+        raw_key = request.get("key")
+
+        # The key first, as a Kafka client serializes it (and as confluent-kafka expects, for
+        # the original key it keeps for the value's rules).
+        key_subject: Optional[str] = None
+        if key_type is None:
+            # Without key_type, keys are UTF-8 strings, as they always were here.
+            if raw_key is not None and not isinstance(raw_key, str):
+                fail(f"{where}: \"key\" must be a string or null (or set \"key_type\")")
+            key = string_keys(raw_key, key_ctx)
+        else:
+            if raw_key is not None and not isinstance(raw_key, dict):
+                fail(f"{where}: with \"key_type\", \"key\" must be {key_type} in proto3 JSON "
+                     "(an object) or null")
+            key_cls = message_class(key_type)
+            key = None
+            if raw_key is not None:
+                try:
+                    key_message = json_format.ParseDict(raw_key, key_cls())
+                except json_format.ParseError as error:
+                    fail(f"{where}: \"key\" is not {key_type} in proto3 JSON: {one_line(error)}")
+                key_serializer = protobuf_serializer(key_serializers, key_cls, registry,
+                                                     key_strategy)
+                try:
+                    key = key_serializer(key_message, key_ctx)
+                except Exception as error:    # whatever Confluent's code raises is the finding
+                    fail(f"{where}: ProtobufSerializer failed for the key {key_type}: "
+                         f"{describe(error)}")
+                assert key is not None
+                key_subject = key_strategy(key_ctx, key_cls.DESCRIPTOR.full_name)
 
         cls = message_class(type_name)
         try:
             message = json_format.ParseDict(request.get("value") or {}, cls())
         except json_format.ParseError as error:
-            fail(f"{where}: \"value\" is not {type_name} in proto3 JSON: {error}")
+            fail(f"{where}: \"value\" is not {type_name} in proto3 JSON: {one_line(error)}")
 
-        serializer = serializers.get(type_name)
-        if serializer is None:
-            serializer = ProtobufSerializer(cls, registry, {
-                "auto.register.schemas": True,
-                "subject.name.strategy": strategy,
-            })
-            serializers[type_name] = serializer
+        serializer = protobuf_serializer(serializers, cls, registry, strategy)
         try:
             value = serializer(message, value_ctx)
         except Exception as error:    # whatever Confluent's code raises is the finding
@@ -360,7 +416,7 @@ def produce(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
         # Synchronous, one record at a time: a failure names its input line, and the output
         # lines come in input order with their offsets.
         outcome: list[tuple[Optional[KafkaError], KafkaRecord]] = []
-        producer.produce(args.topic, value=value, key=keys(key, key_ctx),
+        producer.produce(args.topic, value=value, key=key,
                          on_delivery=lambda err, rec: outcome.append((err, rec)))
         remaining = producer.flush(args.timeout)
         if remaining or not outcome:
@@ -369,14 +425,22 @@ def produce(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
         if error is not None:
             fail(f"{where}: delivery to {args.topic} failed: {error}")
 
-        emit(sys.stdout, {
+        produced: dict[str, Any] = {
             "partition": record.partition(),
             "offset": record.offset(),
+            # The exact key bytes, framed or not (null for a null key).
+            "key_hex": key.hex() if key is not None else None,
             "schema_id": parse_frame(value).id,
             "subject": strategy(value_ctx, cls.DESCRIPTOR.full_name),
             "type": type_name,
             "value_hex": value.hex(),
-        })
+        }
+        if key_subject is not None:
+            assert key is not None
+            produced["key_schema_id"] = parse_frame(key).id
+            produced["key_subject"] = key_subject
+            produced["key_type"] = key_type
+        emit(sys.stdout, produced)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,6 +497,7 @@ class Deserializers:
     so each record goes first to the first type's deserializer, which resolves the writer's
     message from the registry before it decodes; when that is another of the given types, the
     record goes to that type's deserializer instead (whose look-ups are cached by then).
+    consume --key-type uses one of these with a single type for the keys.
     """
 
     def __init__(self, type_names: Sequence[str], conf: dict[str, Any],
@@ -464,6 +529,10 @@ class Deserializers:
         return message, writer
 
 
+# How consume reads keys: as UTF-8 strings, or (--key-type) as one framed message type.
+Keys = StringDeserializer | Deserializers
+
+
 class WrongType(Exception):
     """The registry names, for a record, a message that is none of the --type ones."""
 
@@ -476,7 +545,14 @@ def consume(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
     deserializers = Deserializers(args.type, {
         "subject.name.strategy": STRATEGIES[args.strategy],
     }, registry)
-    keys = StringDeserializer("utf_8")
+    keys: Keys
+    if args.key_type is None:
+        keys = StringDeserializer("utf_8")
+    else:
+        # Through the same registry client as the values, so --descriptors applies to both.
+        keys = Deserializers([args.key_type], {
+            "subject.name.strategy": STRATEGIES[args.key_strategy],
+        }, registry)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
         # A group of its own, from the beginning, committing nothing: every run sees the whole
@@ -514,9 +590,43 @@ def consume(args: argparse.Namespace, registry: SchemaRegistryClient) -> None:
         consumer.close()
 
 
-def decode(record: KafkaRecord, topic: str, keys: StringDeserializer,
+def decode_key(record: KafkaRecord, topic: str, where: str, keys: Keys) -> dict[str, Any]:
+    """The key's part of an output line: a UTF-8 string, or with --key-type the message
+    (proto field names) with its schema id and message indexes, all null for a null key."""
+    key_ctx = SerializationContext(topic, MessageField.KEY, record.headers())
+    if isinstance(keys, StringDeserializer):
+        try:
+            return {"key": keys(record.key(), key_ctx)}
+        except SerializationError as error:
+            fail(f"{where}: the key is not UTF-8 (pass --key-type for framed keys): {error}")
+    key = record.key()
+    if key is None:
+        return {"key": None, "key_schema_id": None, "key_indexes": None}
+    try:
+        frame = parse_frame(key)
+    except SerializationError as error:
+        fail(f"{where}: the key is {error}")
+    try:
+        message, _ = keys.deserialize(key, key_ctx)
+    except WrongType as wrong:
+        fail(f"{where}: the key's schema id {frame.id} with indexes {frame.message_indexes} "
+             f"is {wrong.writer.full_name} in the registry, not {keys.names[0]}")
+    except Exception as error:    # whatever Confluent's code raises is the finding
+        fail(f"{where}: ProtobufDeserializer failed for the key (schema id {frame.id}, "
+             f"indexes {frame.message_indexes}): {describe(error)}")
+    return {
+        "key": json_format.MessageToDict(message, preserving_proto_field_name=True),
+        "key_schema_id": frame.id,
+        "key_indexes": frame.message_indexes,
+    }
+
+
+def decode(record: KafkaRecord, topic: str, keys: Keys,
            deserializers: Deserializers) -> dict[str, Any]:
     where = f"{topic} partition {record.partition()} offset {record.offset()}"
+    # The key first, as a consuming application would (confluent-kafka keeps it for the
+    # value's rules).
+    key = decode_key(record, topic, where, keys)
     value = record.value()
     if value is None:
         fail(f"{where}: a tombstone (null value)")
@@ -536,7 +646,7 @@ def decode(record: KafkaRecord, topic: str, keys: StringDeserializer,
     return {
         "partition": record.partition(),
         "offset": record.offset(),
-        "key": keys(record.key(), SerializationContext(topic, MessageField.KEY)),
+        **key,
         "schema_id": frame.id,
         "indexes": frame.message_indexes,
         # Also the message that the registry's schema and the indexes name: Deserializers
@@ -568,6 +678,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     producing.add_argument("--topic", required=True)
     producing.add_argument("--strategy", choices=sorted(STRATEGIES), default="topic",
                            help="subject name strategy for the values (default: topic)")
+    producing.add_argument("--key-strategy", choices=sorted(STRATEGIES), default="topic",
+                           help="subject name strategy for the keys of lines with a "
+                                "\"key_type\" (default: topic, i.e. <topic>-key)")
     producing.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                            help="for each record's delivery (default: 30)")
 
@@ -583,6 +696,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     consuming.add_argument("--strategy", choices=sorted(STRATEGIES), default="topic",
                            help="subject name strategy the values were written with (default: "
                                 "topic); only the subject hint of the schema look-up uses it")
+    consuming.add_argument("--key-type", metavar="NAME",
+                           help="full name of the keys' message, e.g. interop.v1.SourceKey: "
+                                "keys are Confluent-framed and read with ProtobufDeserializer "
+                                "(default: keys are UTF-8 strings)")
+    consuming.add_argument("--key-strategy", choices=sorted(STRATEGIES), default="topic",
+                           help="subject name strategy the keys were written with (default: "
+                                "topic); only used with --key-type, like --strategy")
     consuming.add_argument("--descriptors", choices=("registry", "local"), default="registry",
                            help="registry (default): the deserializer gets the schemas with "
                                 "format=serialized, as confluent-kafka does; local: it gets "
