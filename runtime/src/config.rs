@@ -96,10 +96,13 @@ pub struct Limits {
     /// Record bytes queued for all connections together before subscriptions pause (each
     /// connection may still hold one record). Default 512 MiB.
     pub send_queue_bytes_total: usize,
-    /// Time a Schema Registry call may take: registering a stream's schema (the publish that
-    /// needs it then fails with `UNAVAILABLE`), the look-ups at start (lookup-only and
-    /// use-latest modes; the gateway then refuses to start), the readiness probe. Default
-    /// 5 s. Publishes whose schema id is known never wait on the registry.
+    /// Time a Schema Registry call may take: registering a stream's schema, waiting for
+    /// another publish's registration included (the publish that needs it then fails with
+    /// `UNAVAILABLE`), the look-ups and compatibility checks at start (lookup-only and
+    /// use-latest modes; the gateway then refuses to start), fetching a schema by id for a
+    /// stream of several record types (the subscription then ends with `UNAVAILABLE`), the
+    /// readiness probe. Default 5 s. Publishes whose schema id is known never wait on the
+    /// registry.
     pub registry_timeout: Duration,
     /// Principals and addresses tracked for the per-principal and per-address limits.
     /// Default 100,000; idle entries are dropped first.
@@ -247,7 +250,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// TLS for the listener (`wss://`). Default none (`ws://`).
     pub tls: Option<TlsConfig>,
-    /// HTTP listener for `/metrics` and `/healthz`. Default none.
+    /// HTTP listener for `/metrics`, `/healthz` (liveness: Kafka) and `/readyz` (readiness:
+    /// Kafka and the Schema Registry). Default none.
     pub metrics_listen: Option<SocketAddr>,
     /// Kafka.
     pub kafka: KafkaConfig,
@@ -255,8 +259,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Identifies this process in Welcome and logs. Default a random id.
     pub server_id: String,
-    /// A Confluent-compatible Schema Registry. Default none: streams declared with a
-    /// schema then fail to publish with `FAILED_PRECONDITION`.
+    /// A Confluent-compatible Schema Registry. Default none: a gateway serving a stream
+    /// declared with a schema, or one of several record types, then refuses to start.
     pub schema_registry: Option<RegistryConfig>,
     /// Which web pages may open sessions, and under which `Host`. Default: no browser page
     /// at all (clients that send no `Origin`, which browsers always send, are let in).
@@ -365,7 +369,8 @@ impl GatewayConfig {
         self
     }
 
-    /// Serves `/metrics` and `/healthz` on this address.
+    /// Serves `/metrics`, `/healthz` (liveness: Kafka) and `/readyz` (readiness: Kafka and
+    /// the Schema Registry) on this address.
     pub fn metrics_listen(mut self, addr: SocketAddr) -> GatewayConfig {
         self.metrics_listen = Some(addr);
         self

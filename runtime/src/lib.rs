@@ -30,7 +30,7 @@
 //! |---|---|---|
 //! | `server` | yes | the gateway: [`Gateway`], [`Streams`], [`LocalStreams`], Kafka (librdkafka), metrics and health over HTTP |
 //! | `tls` | yes | `wss://` for the gateway and the client (rustls with the ring provider) |
-//! | `registry` | yes | Confluent Schema Registry registration for publish streams with a schema |
+//! | `registry` | yes | Confluent Schema Registry: schema publish streams, typed streams (with `server`), [`check_schema`] |
 //! | `jwt` | yes | [`JwtAuthenticator`]: JWTs checked against PEM or JWK keys or a JWKS URL |
 //! | `conformance-echo` | no | test-only: an echo endpoint for the Autobahn WebSocket suite |
 //! | `client` | yes | [`client::Client`], a Rust client with reconnection and resume (no librdkafka) |

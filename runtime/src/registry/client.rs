@@ -503,8 +503,8 @@ impl SchemaRegistry {
         Lookup::Pending
     }
 
-    /// Whether the registry answers (for readiness): `GET /subjects`, bounded by the
-    /// timeout.
+    /// Whether the registry answers (for readiness): `GET /schemas/types`, bounded by the
+    /// timeout; refused credentials (401, 403) and 5xx answers count as not ready.
     pub(crate) async fn health(&self) -> Result<(), String> {
         // `GET /schemas/types`: a few bytes, whatever the registry holds, and readable with
         // any credentials a gateway has.

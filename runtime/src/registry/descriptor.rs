@@ -1,6 +1,7 @@
 //! The message types of a schema as a registry holds it, by Confluent message indexes: the
 //! `.proto` text the gateway (and most clients) register, or the base64
-//! `FileDescriptorProto` Confluent's own serializers register.
+//! `FileDescriptorProto` that confluent-kafka's Python `ProtobufSerializer` (and other
+//! serializers working from descriptors) registers.
 
 use base64::Engine as _;
 use prost::Message as _;

@@ -187,7 +187,8 @@ impl RecordTypes {
 }
 
 /// What a stream of several record types does with a record of a type it does not accept
-/// (or one without the Schema Registry framing).
+/// (or one without the Schema Registry framing, or naming a schema id the registry does
+/// not have, or a schema that is not protobuf).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OtherTypes {

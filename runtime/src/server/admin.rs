@@ -1,7 +1,9 @@
 //! The admin HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (503 when Kafka
-//! does not answer) and `/readyz` (503 when Kafka or the Schema Registry does not answer).
-//! A registry outage fails only readiness: publishes whose schema id is known and every
-//! subscription go on without it. Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
+//! does not answer) and `/readyz` (503 when Kafka or the Schema Registry does not answer,
+//! or the registry refuses the gateway's credentials).
+//! A registry outage fails only readiness: publishes whose schema id is known and
+//! subscriptions go on without it (but for a typed stream meeting a schema id it has not
+//! read yet). Bounded like every port: at most [`MAX_CONNECTIONS`] connections at
 //! once, [`MAX_CONNECTIONS_PER_ADDRESS`] of them from one address (more are closed
 //! unread), and a request's headers must arrive within
 //! [`HEADER_TIMEOUT`] (which also closes idle keep-alive connections).
@@ -29,7 +31,7 @@ pub(crate) const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 /// Time a client has to send a request's headers.
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` and `/healthz` until `shutdown` turns true.
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` turns true.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let shares = Shares::new(MAX_CONNECTIONS_PER_ADDRESS);
