@@ -272,6 +272,8 @@ pub struct Method {
     pub unknown_fields: UnknownFields,
     /// Subscriptions to a topic of several record types (`oneof_types`).
     pub record_types: Option<RecordTypes>,
+    /// The topic's keys are Confluent-framed key messages (`key_message`).
+    pub key_message: Option<KeyMessage>,
     /// Doc comments.
     pub comments: Comments,
     /// Where it is declared.
@@ -289,6 +291,15 @@ pub struct RecordTypes {
     /// Records of other types are skipped (`OTHER_TYPES_SKIP`) rather than failing the
     /// subscription.
     pub skip_others: bool,
+}
+
+/// Keys written and read as Confluent-framed protobuf key messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMessage {
+    /// The key message's schema (its record is the key message type).
+    pub schema: RegistrySchema,
+    /// The field of the key message holding the key.
+    pub field: u32,
 }
 
 /// The `unknown_fields` stream option.
@@ -677,6 +688,17 @@ impl FileCtx<'_> {
         } else {
             None
         };
+        let key_message = match opts.key_message.trim() {
+            "" => None,
+            name => {
+                let key_subject = match opts.schema {
+                    2 => Subject::RecordName,
+                    3 => Subject::TopicRecordName,
+                    _ => Subject::TopicName,
+                };
+                Some(self.key_message(m, key.as_ref(), name, key_subject, &option_location)?)
+            }
+        };
         let schema = match subject {
             Some(subject) if kind == RpcKind::Unary => {
                 Some(self.registry_schema(m, &input, subject, &option_location)?)
@@ -694,6 +716,7 @@ impl FileCtx<'_> {
             schema,
             unknown_fields: opts.unknown_fields,
             record_types,
+            key_message,
             comments: self.comments(m.path()),
             location,
         })
@@ -751,6 +774,53 @@ impl FileCtx<'_> {
             },
         };
         Ok(KeyField { name: f.name().to_owned(), number: f.number(), ty, optional: f.supports_presence() })
+    }
+
+    /// The `key_message` option: a message of one string or bytes field, for a string or
+    /// bytes key field.
+    fn key_message(
+        &self,
+        m: &MethodDescriptor,
+        key: Option<&KeyField>,
+        name: &str,
+        subject: Subject,
+        at: &Location,
+    ) -> Result<KeyMessage, Error> {
+        let what = format!("rpc {}.{}", m.parent_service().name(), m.name());
+        let package = m.parent_file().package_name().to_owned();
+        let pool = m.parent_pool();
+        let found = pool.get_message_by_name(name).or_else(|| {
+            (!package.is_empty()).then(|| pool.get_message_by_name(&format!("{package}.{name}"))).flatten()
+        });
+        let Some(message) = found else {
+            return Err(Error::stream(
+                at.clone(),
+                format!("{what}: key_message {name:?} is not a message of these files"),
+                "name the key message type, e.g. key_message: \"my.v1.RoomKey\" (imported if in another file)",
+            ));
+        };
+        let Some(key) = key else {
+            return Err(Error::stream(
+                at.clone(),
+                format!("{what}: key_message needs a key field"),
+                "set key to the request field whose value the key message holds",
+            ));
+        };
+        let fields: Vec<_> = message.fields().collect();
+        let usable = matches!(key.ty, KeyType::String | KeyType::Bytes)
+            && matches!(&fields[..], [f] if matches!(f.kind(), Kind::String | Kind::Bytes) && !f.is_list());
+        if !usable {
+            return Err(Error::stream(
+                at.clone(),
+                format!(
+                    "{what}: key_message {} must have exactly one string or bytes field, for a string or bytes key",
+                    message.full_name()
+                ),
+                "declare the key message as message RoomKey { string room = 1; } with a string or bytes key field",
+            ));
+        }
+        let schema = self.registry_schema(m, &message, subject, at)?;
+        Ok(KeyMessage { schema, field: fields[0].number() })
     }
 
     fn registry_schema(
@@ -831,6 +901,7 @@ struct StreamOptions {
     schema: i32,
     oneof_types: bool,
     other_types: i32,
+    key_message: String,
 }
 
 fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor) -> Option<StreamOptions> {
@@ -867,6 +938,7 @@ fn stream_options(m: &MethodDescriptor, ext: &prost_reflect::ExtensionDescriptor
         schema,
         oneof_types: matches!(msg.get_field_by_name("oneof_types").as_deref(), Some(Value::Bool(true))),
         other_types: number("other_types"),
+        key_message: text("key_message"),
     })
 }
 

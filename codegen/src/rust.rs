@@ -556,31 +556,9 @@ fn service_module(
                 });
                 match &m.schema {
                     Some(schema) => {
-                        let idx = match schemas.iter().position(|s| *s == schema.schema) {
-                            Some(i) => i,
-                            None => {
-                                schemas.push(schema.schema.clone());
-                                schemas.len() - 1
-                            }
-                        };
-                        let constant = format_ident!("SCHEMA_{}", idx);
-                        let record = &schema.record;
-                        let subject = match &schema.subject {
-                            Subject::TopicName => quote!(),
-                            Subject::RecordName => {
-                                quote!(.subject_name_strategy(__ks::SubjectNameStrategy::RecordName))
-                            }
-                            Subject::TopicRecordName => {
-                                quote!(.subject_name_strategy(__ks::SubjectNameStrategy::TopicRecordName))
-                            }
-                            Subject::Named(name) => quote!(.subject(#name)),
-                        };
-                        let indexes = &schema.message_indexes;
-                        let references = schema_references(&schema.references, &mut schemas);
+                        let schema = registry_schema_expr(schema, &mut schemas);
                         registrations.push(quote! {
-                            .publish_with_schema(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)),
-                                __ks::RegistrySchema::protobuf(#record, #constant, ::std::vec![#(#indexes),*])
-                                    #subject #(#references)*)
+                            .publish_with_schema(#route, #topic, #adapter(::std::sync::Arc::clone(&self.hooks)), #schema)
                         });
                     }
                     None => registrations.push(quote! {
@@ -588,6 +566,13 @@ fn service_module(
                     }),
                 }
             }
+        }
+        if let Some(key) = &m.key_message {
+            let schema = registry_schema_expr(&key.schema, &mut schemas);
+            let field = key.field;
+            registrations.push(quote! {
+                .key_message(#route, __ks::KeyMessage::new(#schema, #field))
+            });
         }
         if tonic_module.is_some() {
             grpc_methods.push(grpc_method(m, pm, &input, &output)?);
@@ -732,19 +717,40 @@ fn service_module(
     })
 }
 
+/// `RegistrySchema::protobuf(record, SCHEMA_n, indexes)` with its subject and references,
+/// the sources as `SCHEMA_n` constants (each once).
+fn registry_schema_expr(schema: &crate::model::RegistrySchema, schemas: &mut Vec<String>) -> TokenStream {
+    let constant = schema_constant(&schema.schema, schemas);
+    let record = &schema.record;
+    let subject = match &schema.subject {
+        Subject::TopicName => quote!(),
+        Subject::RecordName => quote!(.subject_name_strategy(__ks::SubjectNameStrategy::RecordName)),
+        Subject::TopicRecordName => quote!(.subject_name_strategy(__ks::SubjectNameStrategy::TopicRecordName)),
+        Subject::Named(name) => quote!(.subject(#name)),
+    };
+    let indexes = &schema.message_indexes;
+    let references = schema_references(&schema.references, schemas);
+    quote!(__ks::RegistrySchema::protobuf(#record, #constant, ::std::vec![#(#indexes),*]) #subject #(#references)*)
+}
+
+/// The `SCHEMA_n` constant holding `source`.
+fn schema_constant(source: &str, schemas: &mut Vec<String>) -> Ident {
+    let idx = match schemas.iter().position(|s| s == source) {
+        Some(i) => i,
+        None => {
+            schemas.push(source.to_owned());
+            schemas.len() - 1
+        }
+    };
+    format_ident!("SCHEMA_{}", idx)
+}
+
 /// `.reference(SchemaReference::new(name, subject, SCHEMA_n).reference(…))` for each
 /// import, the sources as `SCHEMA_n` constants shared with the schemas themselves.
 fn schema_references(refs: &[crate::model::SchemaReference], schemas: &mut Vec<String>) -> Vec<TokenStream> {
     refs.iter()
         .map(|r| {
-            let idx = match schemas.iter().position(|s| *s == r.schema) {
-                Some(i) => i,
-                None => {
-                    schemas.push(r.schema.clone());
-                    schemas.len() - 1
-                }
-            };
-            let constant = format_ident!("SCHEMA_{}", idx);
+            let constant = schema_constant(&r.schema, schemas);
             let name = &r.name;
             let nested = schema_references(&r.references, schemas);
             quote!(.reference(__ks::SchemaReference::new(#name, #name, #constant)#(#nested)*))

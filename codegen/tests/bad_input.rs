@@ -33,6 +33,8 @@ const CASES: &[(&str, u32, &str)] = &[
     ("oneof_types_scalar.proto", 7, "is not a message type"),
     ("schema_on_subscribe.proto", 7, "are for publishes"),
     ("other_types_alone.proto", 7, "without oneof_types"),
+    ("key_message_two_fields.proto", 7, "must have exactly one string or bytes field"),
+    ("key_message_unknown.proto", 7, "is not a message of these files"),
 ];
 
 #[test]

@@ -6,7 +6,7 @@
 
 pub use crate::auth::{Handshake, Principal, Transport};
 pub use crate::protocol::{Code, Cursor, Delivery, OutgoingRecord, Receipt, RecordView, StartAt, Status};
-pub use crate::registry::{OtherTypes, RecordTypes, RegistrySchema, SchemaReference, SubjectNameStrategy};
+pub use crate::registry::{KeyMessage, OtherTypes, RecordTypes, RegistrySchema, SchemaReference, SubjectNameStrategy};
 pub use crate::session::local::{LocalStreams, RecordStream};
 pub use crate::stream::{
     BoxFuture, PublishHook, RecordFilter, RequestContext, Streams, SubscribeHook, SubscriptionPlan,

@@ -107,8 +107,8 @@ pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(any(feature = "server", feature = "registry"))]
 pub use registry::{
-    OtherTypes, RecordTypes, RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema, SchemaReference,
-    SubjectNameStrategy,
+    KeyMessage, OtherTypes, RecordTypes, RegistryConfig, RegistryCredentials, RegistryMode, RegistrySchema,
+    SchemaReference, SubjectNameStrategy,
 };
 #[cfg(feature = "registry")]
 pub use registry::{SchemaCheck, check_schema};

@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::auth::Principal;
 use crate::protocol::{Code, OutgoingRecord, RecordView, Status};
-use crate::registry::{RecordTypes, RegistrySchema};
+use crate::registry::{KeyMessage, RecordTypes, RegistrySchema};
 
 /// What a hook knows about the caller.
 #[derive(Debug, Clone)]
@@ -176,8 +176,9 @@ pub(crate) enum StreamKind {
 pub(crate) struct StreamDef {
     pub(crate) topic: String,
     pub(crate) kind: StreamKind,
-    pub(crate) schema: Option<RegistrySchema>,
+    pub(crate) schema: Option<Arc<RegistrySchema>>,
     pub(crate) types: Option<RecordTypes>,
+    pub(crate) key_message: Option<Arc<KeyMessage>>,
 }
 
 /// The methods a gateway serves.
@@ -204,7 +205,13 @@ impl Streams {
     pub fn subscribe(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef { topic: topic.into(), kind: StreamKind::Subscribe(Arc::new(hook)), schema: None, types: None },
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Subscribe(Arc::new(hook)),
+                schema: None,
+                types: None,
+                key_message: None,
+            },
         );
         self
     }
@@ -226,16 +233,72 @@ impl Streams {
                 kind: StreamKind::Subscribe(Arc::new(hook)),
                 schema: None,
                 types: Some(types),
+                key_message: None,
             },
         );
         self
     }
 
-    /// The publish methods with a Schema Registry schema.
+    /// Declares that the records of `method`'s topic have Confluent-framed protobuf keys
+    /// (see [`KeyMessage`]). Every stream of that topic must say so; the gateway refuses to
+    /// start otherwise. For a method added before; others are left as they are.
+    pub fn key_message(mut self, method: &str, key: KeyMessage) -> Self {
+        if let Some(def) = self.methods.get_mut(method) {
+            def.key_message = Some(Arc::new(key));
+        }
+        self
+    }
+
+    /// The topics whose keys are framed key messages, with the key's field, checked to be
+    /// declared alike by every stream of each.
+    pub(crate) fn framed_key_topics(&self) -> Result<std::collections::HashMap<String, u32>, String> {
+        let mut methods: Vec<(&String, &StreamDef)> = self.methods.iter().collect();
+        methods.sort_unstable_by_key(|(m, _)| *m);
+        let mut framed = std::collections::HashMap::new();
+        for (method, def) in &methods {
+            if let Some(k) = &def.key_message
+                && framed.insert(def.topic.clone(), (k.field, method.as_str())).is_some_and(|(f, _)| f != k.field)
+            {
+                return Err(format!(
+                    "the streams of topic {:?} declare key messages with different key fields",
+                    def.topic
+                ));
+            }
+        }
+        for (method, def) in &methods {
+            if def.key_message.is_none()
+                && let Some((_, declared)) = framed.get(&def.topic)
+            {
+                return Err(format!(
+                    "the keys of topic {:?} are Confluent-framed key messages (stream {declared} says so), but \
+                     stream {method} does not declare a key message: every stream of a topic must agree",
+                    def.topic
+                ));
+            }
+        }
+        Ok(framed.into_iter().map(|(topic, (field, _))| (topic, field)).collect())
+    }
+
+    /// Every schema the registry must know before publishes: (method, topic, schema) for
+    /// each publish stream's value schema and key schema.
+    pub(crate) fn publish_schemas(&self) -> Vec<(&str, &str, &RegistrySchema)> {
+        let mut out = Vec::new();
+        for (method, def) in &self.methods {
+            if matches!(def.kind, StreamKind::Publish(_)) {
+                let key = def.key_message.as_deref().map(|k| &k.schema);
+                for schema in def.schema.as_deref().into_iter().chain(key) {
+                    out.push((method.as_str(), def.topic.as_str(), schema));
+                }
+            }
+        }
+        out.sort_by_key(|(method, _, s)| (*method, s.key));
+        out
+    }
+
+    /// The publish methods with a Schema Registry schema (of the value or of the key).
     pub(crate) fn with_schema(&self) -> impl Iterator<Item = &str> {
-        let mut methods: Vec<&str> =
-            self.methods.iter().filter(|(_, d)| d.schema.is_some()).map(|(m, _)| m.as_str()).collect();
-        methods.sort_unstable();
+        let mut methods: Vec<&str> = self.publish_schemas().into_iter().map(|(m, _, _)| m).collect();
+        methods.dedup();
         methods.into_iter()
     }
 
@@ -251,7 +314,13 @@ impl Streams {
     pub fn publish(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
         self.methods.insert(
             method.into(),
-            StreamDef { topic: topic.into(), kind: StreamKind::Publish(Arc::new(hook)), schema: None, types: None },
+            StreamDef {
+                topic: topic.into(),
+                kind: StreamKind::Publish(Arc::new(hook)),
+                schema: None,
+                types: None,
+                key_message: None,
+            },
         );
         self
     }
@@ -272,8 +341,9 @@ impl Streams {
             StreamDef {
                 topic: topic.into(),
                 kind: StreamKind::Publish(Arc::new(hook)),
-                schema: Some(schema),
+                schema: Some(Arc::new(schema)),
                 types: None,
+                key_message: None,
             },
         );
         self

@@ -314,3 +314,90 @@ fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
     assert_eq!((tag & 7, rest.len()), (2, len), "one length-delimited member, nothing else");
     ((tag >> 3) as u32, rest.to_vec())
 }
+
+/// Protobuf keys, both ways: records Confluent's serializer keys with a `SourceKey`
+/// message reach a key-filtered KafkaSocks stream by the key's value; keys the gateway
+/// writes are read by Confluent's deserializer as that message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_keys_fit_confluents_key_serdes_both_ways() -> anyhow::Result<()> {
+    use kafkasocks::KeyMessage;
+    init_tracing();
+    let topic = unique_topic("interop-keys");
+    create_topic(&topic, 1).await?;
+    let lines = [
+        json!({ "type": "interop.v1.Command", "key_type": "interop.v1.SourceKey", "key": { "sourceId": "s-1" },
+                "value": { "sourceId": "s-1", "samplingMs": 250 } }),
+        json!({ "type": "interop.v1.Command", "key_type": "interop.v1.SourceKey", "key": { "sourceId": "s-2" },
+                "value": { "sourceId": "s-2", "samplingMs": 500 } }),
+    ];
+    let stdin: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let produced = confluent(&["produce", "--topic", &topic], &stdin).await?;
+
+    // SourceKey is the fifth top-level message of reading.proto: [4].
+    let key = || KeyMessage::new(reading_schema("interop.v1.SourceKey", vec![4]), 1);
+    let streams = Streams::new()
+        .subscribe("interop.v1.Telemetry/BySource", &topic, KeyField::new(1))
+        .key_message("interop.v1.Telemetry/BySource", key())
+        .publish_with_schema(
+            "interop.v1.Telemetry/Command",
+            &topic,
+            KeyField::new(1),
+            reading_schema("interop.v1.Command", vec![1]),
+        )
+        .key_message("interop.v1.Telemetry/Command", key());
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    let filter = SourceFilterMsg { source_id: "s-2".into() }.encode_to_vec();
+    let mut sub =
+        gw.local.subscribe(Principal::new("t"), "interop.v1.Telemetry/BySource", &filter, StartAt::Earliest).await?;
+    let d = next_local(&mut sub).await?;
+    assert_eq!(
+        (d.offset, &d.key[..]),
+        (produced[1]["offset"].as_i64().unwrap(), &b"s-2"[..]),
+        "only s-2, by its value"
+    );
+    assert_eq!(Some(u64::from(d.key_schema_id)), produced[1]["key_schema_id"].as_u64());
+    assert_eq!(Command::decode(&d.payload[..])?, Command { source_id: "s-2".into(), sampling_ms: 500 });
+
+    let command = Command { source_id: "s-3".into(), sampling_ms: 750 };
+    let receipt = gw
+        .local
+        .publish(
+            Principal::new("t"),
+            "interop.v1.Telemetry/Command",
+            command.encode_to_vec().into(),
+            bytes::Bytes::new(),
+        )
+        .await?;
+    let got = confluent(
+        &[
+            "consume",
+            "--topic",
+            &topic,
+            "--type",
+            "interop.v1.Command",
+            "--key-type",
+            "interop.v1.SourceKey",
+            "--count",
+            "3",
+            "--descriptors",
+            "local",
+        ],
+        "",
+    )
+    .await?;
+    let ours = got.iter().find(|r| r["offset"].as_i64() == Some(receipt.offset)).expect("the gateway's record");
+    assert_eq!(ours["key"], json!({ "source_id": "s-3" }));
+    assert_eq!(ours["key_indexes"], json!([4]));
+    assert_eq!(ours["value"], json!({ "source_id": "s-3", "sampling_ms": 750 }));
+    gw.shutdown.shutdown();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// `interop.v1.SourceFilter`, the request of a subscription by source.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SourceFilterMsg {
+    #[prost(string, tag = "1")]
+    source_id: String,
+}

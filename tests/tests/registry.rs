@@ -836,3 +836,69 @@ async fn schema_streams_without_a_registry_do_not_start() -> anyhow::Result<()> 
     assert!(why.contains(SUBSCRIBE) && why.contains("needs a schema registry"), "{why}");
     Ok(())
 }
+
+/// A topic whose keys are Confluent-framed protobuf messages (`SourceKey { string
+/// source_id = 1; }`): the gateway writes its keys so, registered under `<topic>-key`, and
+/// reads every record's key (its own, and one framed as Confluent's serializer frames
+/// keys) out of its key message, so key filters and deliveries see the key's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_protobuf_keys_are_written_and_read_as_key_messages() -> anyhow::Result<()> {
+    use kafkasocks::{KeyMessage, StartAt};
+    init_tracing();
+    let topic = unique_topic("sr-keys");
+    create_topic(&topic, 1).await?;
+    let n = rand::random::<u32>();
+    let file = format!(
+        "syntax = \"proto3\";\npackage test.keys{n};\nmessage Rec {{ string key = 1; string body = 2; }}\n\
+         message SourceKey {{ string source_id = 1; }}\n"
+    );
+    let key = || KeyMessage::new(RegistrySchema::protobuf(format!("test.keys{n}.SourceKey"), &file, vec![1]), 1);
+    let value = RegistrySchema::protobuf(format!("test.keys{n}.Rec"), &file, vec![0]);
+    let streams = Streams::new()
+        .publish_with_schema(PUBLISH, &topic, KeyField::new(1), value)
+        .key_message(PUBLISH, key())
+        .subscribe(SUBSCRIBE, &topic, KeyField::new(1))
+        .key_message(SUBSCRIBE, key());
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let gw = TestGateway::start_with(config, streams, None).await?;
+    let publish = |key: &'static str, body: &'static str| {
+        gw.local.publish(kafkasocks::Principal::new("t"), PUBLISH, message(key, body), bytes::Bytes::new())
+    };
+    let first = publish("s-1", "one").await?;
+    publish("s-2", "two").await?;
+
+    // In Kafka: the key message SourceKey{source_id: "s-1"}, framed with the key schema's
+    // id and SourceKey's indexes [1], registered under <topic>-key.
+    let (raw_key, _) = read_back(&topic, first.partition, first.offset).await?;
+    let (key_id, indexes) = framing(&raw_key, 2);
+    assert_eq!(indexes, [2, 2], "SourceKey is [1]");
+    assert_eq!(&raw_key[7..], b"\x0a\x03s-1");
+    assert_eq!(Registry::local().latest_id(&format!("{topic}-key")).await?, Some(key_id));
+    // A record keyed as Confluent's serializer keys it, by another producer.
+    let mut theirs = vec![0];
+    theirs.extend_from_slice(&key_id.to_be_bytes());
+    theirs.extend_from_slice(&[2, 2, 0x0a, 3]);
+    theirs.extend_from_slice(b"s-1");
+    let (_, third) = produce(&producer(), &topic, Some(0), &theirs, &message("s-1", "three")).await?;
+
+    let mut sub =
+        gw.local.subscribe(kafkasocks::Principal::new("t"), SUBSCRIBE, &message("s-1", ""), StartAt::Earliest).await?;
+    for (offset, body) in [(first.offset, "one"), (third, "three")] {
+        let d = next_local(&mut sub).await?;
+        assert_eq!((d.offset, &d.key[..], d.key_schema_id), (offset, &b"s-1"[..], key_id));
+        assert_eq!(&d.payload[..], &message("s-1", body)[..]);
+    }
+    gw.shutdown.shutdown();
+
+    // Every stream of the topic must say its keys are framed.
+    let mixed = Streams::new().publish(PUBLISH, &topic, KeyField::new(1)).key_message(PUBLISH, key()).subscribe(
+        SUBSCRIBE,
+        &topic,
+        KeyField::new(1),
+    );
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).schema_registry(registry_url());
+    let why = format!("{:#}", TestGateway::start_with(config, mixed, None).await.err().expect("mixed keys started"));
+    assert!(why.contains(SUBSCRIBE) && why.contains("every stream of a topic must agree"), "{why}");
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -114,6 +114,7 @@ export interface KafkaRecord {
   payload: Uint8Array;
   schemaId: number;
   typeName: string;
+  keySchemaId: number;
 }
 export interface Data {
   subscriptionId: number;
@@ -279,6 +280,7 @@ const FRAME: Schema = {
                 [6, "payload", BYTES],
                 [7, "schemaId", U32],
                 [8, "typeName", STR],
+                [10, "keySchemaId", U32],
               ],
             },
             1,

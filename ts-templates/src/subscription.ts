@@ -72,6 +72,8 @@ export interface RecordMetadata {
    * type). Empty otherwise.
    */
   typeName: string;
+  /** Topics whose keys are Confluent-framed key messages: the key's schema id (`key` is the key's value). 0 otherwise. */
+  keySchemaId: number;
 }
 
 /** A record with its decoded value. */
@@ -399,6 +401,7 @@ export class SubscriptionImpl<T> implements Subscription<T>, SubscriptionEndpoin
         headers: r.headers,
         schemaId: r.schemaId,
         typeName: r.typeName,
+        keySchemaId: r.keySchemaId,
       };
       if (buffering) {
         // An iterator takes it later; listeners (if any) only observe it now.

@@ -33,8 +33,8 @@ const EVERY: [number, Frame][] = [
       data: {
         subscriptionId: 7,
         records: [
-          { partition: 2, offset: 99n, timestampMs: 1_600_000_000_000n, key: u8(9), headers: [{ key: "h", value: u8(1) }, { key: "i", value: u8() }], payload: u8(4, 5), schemaId: 12, typeName: "pkg.Event.Reading" },
-          { partition: 0, offset: 0n, timestampMs: 0n, key: u8(), headers: [], payload: u8(), schemaId: 0, typeName: "" },
+          { partition: 2, offset: 99n, timestampMs: 1_600_000_000_000n, key: u8(9), headers: [{ key: "h", value: u8(1) }, { key: "i", value: u8() }], payload: u8(4, 5), schemaId: 12, typeName: "pkg.Event.Reading", keySchemaId: 3 },
+          { partition: 0, offset: 0n, timestampMs: 0n, key: u8(), headers: [], payload: u8(), schemaId: 0, typeName: "", keySchemaId: 0 },
         ],
       },
     },
@@ -68,7 +68,7 @@ test("hand-checked bytes: Frame{ping{nonce: 1}} = 62 02 08 01", () => {
 });
 
 test("hand-checked bytes: the Data frame layout of protocol.md section 2", () => {
-  const rec = { partition: 0, offset: 5n, timestampMs: 0n, key: u8(), headers: [], payload: u8(0xaa), schemaId: 0, typeName: "" };
+  const rec = { partition: 0, offset: 5n, timestampMs: 0n, key: u8(), headers: [], payload: u8(0xaa), schemaId: 0, typeName: "", keySchemaId: 0 };
   const b = encodeFrame({ kind: "data", data: { subscriptionId: 7, records: [rec, rec] } });
   // Record: 10 05 (offset 5) 32 01 aa (payload) = 5 bytes
   assert.equal(hex(b), "2a10" + "0807" + "1205" + "1005" + "3201aa" + "1205" + "1005" + "3201aa");

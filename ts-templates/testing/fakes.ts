@@ -147,7 +147,7 @@ export function welcome(over: Partial<Welcome> = {}): Frame {
 }
 
 export function record(partition: number, offset: bigint, payload: Uint8Array = new Uint8Array([partition, Number(offset % 256n)])): KafkaRecord {
-  return { partition, offset, timestampMs: 1_600_000_000_000n + offset, key: new Uint8Array(0), headers: [], payload, schemaId: 0, typeName: "" };
+  return { partition, offset, timestampMs: 1_600_000_000_000n + offset, key: new Uint8Array(0), headers: [], payload, schemaId: 0, typeName: "", keySchemaId: 0 };
 }
 
 export function data(subscriptionId: number, ...records: KafkaRecord[]): Frame {

@@ -254,7 +254,7 @@ fn finish(common: &Common, output: &Output) -> anyhow::Result<ExitCode> {
 
 /// `registry check`: one line per publish stream with a schema; exit 1 if one does not fit.
 fn registry_check(args: &RegistryCheck) -> anyhow::Result<ExitCode> {
-    use kafkasocks::{RegistryConfig, RegistryMode, SchemaCheck, Secret};
+    use kafkasocks::{KeyMessage, RegistryConfig, RegistryMode, SchemaCheck, Secret};
     let mut b = kafkasocks_build::configure().emit_rerun_if_changed(false).includes(&args.includes);
     for s in &args.services {
         b = b.service(s);
@@ -281,7 +281,15 @@ fn registry_check(args: &RegistryCheck) -> anyhow::Result<ExitCode> {
         .filter(|f| f.requested)
         .flat_map(|f| &f.services)
         .flat_map(|s| &s.methods)
-        .filter_map(|m| m.schema.as_ref().map(|schema| (m, runtime_schema(schema))))
+        .filter(|m| m.kind == kafkasocks_build::model::RpcKind::Unary)
+        .flat_map(|m| {
+            let value = m.schema.as_ref().map(|schema| (m, runtime_schema(schema)));
+            let key = m
+                .key_message
+                .as_ref()
+                .map(|k| (m, KeyMessage::new(runtime_schema(&k.schema), k.field).schema().clone()));
+            value.into_iter().chain(key)
+        })
         .collect();
     if streams.is_empty() {
         eprintln!("kafkasocks-gen: no publish stream in these files has a schema (schema / schema_subject)");

@@ -85,6 +85,9 @@ pub(crate) struct Kafka {
     marks: Fresh<Vec<(i64, i64)>>,
     /// Said once: the cluster gives no topic ids.
     warned_no_ids: std::sync::atomic::AtomicBool,
+    /// Topics whose record keys are Confluent-framed key messages, and the field of the
+    /// key in them (set once, when the gateway binds).
+    framed_keys: std::sync::OnceLock<std::collections::HashMap<String, u32>>,
 }
 
 /// What a peer is told about a Kafka error: the code it maps to and why. An error that only
@@ -144,6 +147,7 @@ impl Kafka {
             descriptions: Fresh::new(),
             marks: Fresh::new(),
             warned_no_ids: std::sync::atomic::AtomicBool::new(false),
+            framed_keys: std::sync::OnceLock::new(),
         }))
     }
 
@@ -162,6 +166,11 @@ impl Kafka {
         c
     }
 
+    /// Says which topics have Confluent-framed keys (once; later calls are ignored).
+    pub(crate) fn set_framed_keys(&self, topics: std::collections::HashMap<String, u32>) {
+        let _ = self.framed_keys.set(topics);
+    }
+
     /// A consumer assigned to `positions` of `topic`. `catch_up` readers report the end of
     /// a partition and buffer less.
     pub(crate) fn reader(&self, topic: &str, positions: &[(i32, i64)], catch_up: bool) -> Result<Reader, Status> {
@@ -177,7 +186,8 @@ impl Kafka {
             tpl.add_partition_offset(topic, p, Offset::Offset(o)).map_err(|e| self.status("assigning", &e))?;
         }
         consumer.assign(&tpl).map_err(|e| self.status("assigning", &e))?;
-        Ok(Reader::new(consumer))
+        let key_field = self.framed_keys.get().and_then(|t| t.get(topic).copied());
+        Ok(Reader::new(consumer, key_field))
     }
 
     /// Fresh topic metadata (see [`Fresh`]).

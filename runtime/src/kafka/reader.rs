@@ -28,17 +28,19 @@ pub(crate) enum ReadEvent {
 /// A consumer made by [`Kafka::reader`](super::Kafka::reader).
 pub(crate) struct Reader {
     consumer: StreamConsumer<GatewayContext>,
+    /// The topic's keys are Confluent-framed key messages, the key in this field.
+    key_field: Option<u32>,
 }
 
 impl Reader {
-    pub(super) fn new(consumer: StreamConsumer<GatewayContext>) -> Reader {
-        Reader { consumer }
+    pub(super) fn new(consumer: StreamConsumer<GatewayContext>, key_field: Option<u32>) -> Reader {
+        Reader { consumer, key_field }
     }
 
     /// Waits for the next record or event.
     pub(crate) async fn next(&self) -> ReadEvent {
         match self.consumer.recv().await {
-            Ok(m) => ReadEvent::Record(to_shared(&m)),
+            Ok(m) => ReadEvent::Record(to_shared(&m, self.key_field)),
             Err(KafkaError::PartitionEOF(_)) => ReadEvent::PartitionEnd,
             Err(e) if below_log_start(&e) => ReadEvent::BelowLogStart,
             Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
@@ -54,15 +56,14 @@ fn below_log_start(e: &KafkaError) -> bool {
     matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange))
 }
 
-fn to_shared(msg: &BorrowedMessage<'_>) -> SharedRecord {
+fn to_shared(msg: &BorrowedMessage<'_>, key_field: Option<u32>) -> SharedRecord {
     let headers: Vec<(&str, &[u8])> =
         msg.headers().map(|h| h.iter().map(|h| (h.key, h.value.unwrap_or_default())).collect()).unwrap_or_default();
-    SharedRecord::new(
-        msg.partition(),
-        msg.offset(),
-        msg.timestamp().to_millis().unwrap_or(0),
-        msg.key().unwrap_or_default(),
-        &headers,
-        msg.payload().unwrap_or_default(),
-    )
+    let (partition, offset) = (msg.partition(), msg.offset());
+    let timestamp = msg.timestamp().to_millis().unwrap_or(0);
+    let (key, value) = (msg.key().unwrap_or_default(), msg.payload().unwrap_or_default());
+    match key_field {
+        Some(field) => SharedRecord::with_framed_key(partition, offset, timestamp, key, field, &headers, value),
+        None => SharedRecord::new(partition, offset, timestamp, key, &headers, value),
+    }
 }

@@ -24,6 +24,9 @@ pub struct Delivery {
     /// then the stream's wrapper message, the record in the member of that type). Empty
     /// otherwise.
     pub type_name: String,
+    /// Topics whose keys are Confluent-framed: the key's schema id (the framing is removed
+    /// from `key`). 0 otherwise.
+    pub key_schema_id: u32,
     /// The headers.
     pub headers: Vec<(String, Bytes)>,
 }

@@ -67,6 +67,40 @@ impl SharedRecord {
         headers: &[(&str, &[u8])],
         value: &[u8],
     ) -> SharedRecord {
+        SharedRecord::build(partition, offset, timestamp_ms, key, 0, headers, value)
+    }
+
+    /// [`SharedRecord::new`] for a topic whose keys are Confluent-framed key messages, the
+    /// key in their field `key_field`: the record's key is that field's value (the schema
+    /// id kept beside it), as on any other topic. A key that is not such a message is kept
+    /// as it is.
+    pub(crate) fn with_framed_key(
+        partition: i32,
+        offset: i64,
+        timestamp_ms: i64,
+        key: &[u8],
+        key_field: u32,
+        headers: &[(&str, &[u8])],
+        value: &[u8],
+    ) -> SharedRecord {
+        let (key_schema_id, _, message) = split_confluent_framing(key);
+        match scan_field(message, key_field) {
+            Ok(Some(inner)) if key_schema_id != 0 => {
+                SharedRecord::build(partition, offset, timestamp_ms, &inner, key_schema_id, headers, value)
+            }
+            _ => SharedRecord::build(partition, offset, timestamp_ms, key, 0, headers, value),
+        }
+    }
+
+    fn build(
+        partition: i32,
+        offset: i64,
+        timestamp_ms: i64,
+        key: &[u8],
+        key_schema_id: u32,
+        headers: &[(&str, &[u8])],
+        value: &[u8],
+    ) -> SharedRecord {
         let (schema_id, indexes, payload) = split_confluent_framing(value);
         let mut body = BytesMut::with_capacity(32 + key.len() + payload.len());
         if partition != 0 {
@@ -118,6 +152,10 @@ impl SharedRecord {
                 put_bytes_field(&mut body, 9, &packed);
             }
         }
+        if key_schema_id != 0 {
+            put_varint(&mut body, 10 << 3);
+            put_varint(&mut body, u64::from(key_schema_id));
+        }
         let mut out = BytesMut::with_capacity(body.len() + 6);
         put_varint(&mut out, 2 << 3 | 2);
         put_varint(&mut out, body.len() as u64);
@@ -145,6 +183,7 @@ impl From<Record> for Delivery {
             schema_id: r.schema_id,
             message_indexes: r.message_indexes,
             type_name: r.type_name,
+            key_schema_id: r.key_schema_id,
             headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
         }
     }
@@ -373,6 +412,12 @@ mod tests {
         let r = SharedRecord::new(0, 1, 1, b"", &[], b"\x00\x00\x00\x00\x09\x02\x00\x08\x07");
         let rec = Record::decode(&r.encoded[2..]).expect("decodes");
         assert_eq!((rec.schema_id, rec.message_indexes.len(), &r.payload[..]), (9, 0, &b"\x08\x07"[..]));
+        // Framed keys lose their framing too, on topics that say their keys are framed.
+        let framed_key = add_confluent_framing(4, &[0], b"\x0a\x03s-1");
+        let r = SharedRecord::with_framed_key(0, 1, 1, &framed_key, 1, &[], b"\x08\x07");
+        assert_eq!(&r.key[..], b"s-1", "the key field's value, as on other topics");
+        assert_eq!(Record::decode(&r.encoded[2..]).expect("decodes").key_schema_id, 4);
+        assert_eq!(&SharedRecord::new(0, 1, 1, &framed_key, &[], b"").key[..], &framed_key[..], "others keep theirs");
         let (id, indexes, message) = split_confluent_framing(b"\x00\x00\x00\x00\x05\x04\x02\x00\x08\x01");
         assert_eq!((id, indexes.count, indexes.bytes, message), (5, 2, &b"\x02\x00"[..], &b"\x08\x01"[..]));
     }

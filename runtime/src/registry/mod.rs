@@ -78,6 +78,8 @@ pub struct RegistrySchema {
     pub(crate) message_indexes: Vec<i32>,
     pub(crate) references: Vec<SchemaReference>,
     pub(crate) subject: Subject,
+    /// A key schema: TopicNameStrategy names `<topic>-key`.
+    pub(crate) key: bool,
 }
 
 impl RegistrySchema {
@@ -92,6 +94,7 @@ impl RegistrySchema {
             message_indexes,
             references: Vec::new(),
             subject: Subject::Strategy(SubjectNameStrategy::TopicName),
+            key: false,
         }
     }
 
@@ -117,9 +120,55 @@ impl RegistrySchema {
     /// The subject for records on `topic`.
     pub(crate) fn subject_for(&self, topic: &str) -> String {
         match &self.subject {
+            Subject::Strategy(SubjectNameStrategy::TopicName) if self.key => format!("{topic}-key"),
             Subject::Strategy(s) => s.subject(topic, &self.record),
             Subject::Named(name) => name.clone(),
         }
+    }
+}
+
+/// A topic whose record keys are Confluent-framed protobuf messages (as Confluent's
+/// `ProtobufSerializer` writes keys): a message of one string or bytes field, holding the
+/// value of the stream's key field.
+///
+/// Publishes write the key as that message, framed with `schema` (registered under
+/// `<topic>-key` by default, found or registered as value schemas are in each
+/// [`RegistryMode`]). Reading the topic, the gateway takes each record's key out of its key
+/// message (the schema id kept as `Delivery::key_schema_id`), so key filters and
+/// deliveries see the key field's value as on any other topic. Every stream of the topic
+/// must declare it.
+///
+/// ```
+/// use kafkasocks::{KeyMessage, RegistrySchema};
+/// // message SourceKey { string source_id = 1; }  (the first message of its file)
+/// let key = KeyMessage::new(RegistrySchema::protobuf("telemetry.v1.SourceKey", "...", vec![0]), 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyMessage {
+    pub(crate) schema: RegistrySchema,
+    pub(crate) field: u32,
+}
+
+impl KeyMessage {
+    /// Keys are message `schema` (its record type), the key value in its field `field`.
+    pub fn new(mut schema: RegistrySchema, field: u32) -> KeyMessage {
+        schema.key = true;
+        KeyMessage { schema, field }
+    }
+
+    /// The key message's schema (for [`check_schema`](crate::check_schema) and the like).
+    pub fn schema(&self) -> &RegistrySchema {
+        &self.schema
+    }
+
+    /// The key message holding `value` (its one field, length-delimited).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn wrap(&self, value: &[u8]) -> bytes::Bytes {
+        let mut out = bytes::BytesMut::with_capacity(value.len() + 8);
+        crate::protocol::wire::put_varint(&mut out, u64::from(self.field) << 3 | 2);
+        crate::protocol::wire::put_varint(&mut out, value.len() as u64);
+        bytes::BufMut::put_slice(&mut out, value);
+        out.freeze()
     }
 }
 
@@ -359,6 +408,12 @@ mod tests {
         assert_eq!(s.subject_for("t"), "t-value");
         let s = s.subject_name_strategy(SubjectNameStrategy::TopicRecordName);
         assert_eq!(s.subject_for("t"), "t-a.v1.Rec");
-        assert_eq!(s.subject("fixed").subject_for("t"), "fixed");
+        assert_eq!(s.clone().subject("fixed").subject_for("t"), "fixed");
+        // Key schemas: <topic>-key under the topic strategy, the others as for values.
+        let key = KeyMessage::new(RegistrySchema::protobuf("a.v1.Key", "", vec![0]), 1);
+        assert_eq!(key.schema.subject_for("t"), "t-key");
+        let key = KeyMessage::new(s, 1);
+        assert_eq!(key.schema.subject_for("t"), "t-a.v1.Rec");
+        assert_eq!(&key.wrap(b"s-1")[..], b"\x0a\x03s-1");
     }
 }

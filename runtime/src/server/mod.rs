@@ -143,6 +143,7 @@ impl GatewayBuilder {
         let registry =
             registry_client(config.schema_registry.as_ref(), config.limits.registry_timeout, &streams).await?;
         let kafka = Kafka::new(config.kafka.clone(), config.limits.publish_timeout, &config.server_id)?;
+        kafka.set_framed_keys(streams.framed_key_topics().map_err(Error::Config)?);
         let hubs = Hubs::new(FanoutContext::new(kafka, config.limits.clone(), metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -211,13 +212,7 @@ async fn registry_client(
     // one this crate compiles. Another one already installed is fine too.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = crate::registry::SchemaRegistry::new(config, timeout)?;
-    let mut with_schema: Vec<_> = streams
-        .methods
-        .iter()
-        .filter_map(|(method, def)| def.schema.as_ref().map(|s| (method.as_str(), def.topic.as_str(), s)))
-        .collect();
-    with_schema.sort_by_key(|(method, _, _)| *method);
-    registry.prepare(with_schema.into_iter()).await?;
+    registry.prepare(streams.publish_schemas().into_iter()).await?;
     Ok(Some(Arc::new(registry)))
 }
 

@@ -482,9 +482,9 @@ impl Session {
                 Status::new(Code::ResourceExhausted, "too many publishes awaiting receipts")
                     .with_retry_after(Duration::from_millis(50))
             })?;
-            Ok((def.topic.clone(), hook.clone(), def.schema.clone(), permit))
+            Ok((def.topic.clone(), hook.clone(), (def.schema.clone(), def.key_message.clone()), permit))
         })();
-        let (topic, hook, schema, permit) = match checked {
+        let (topic, hook, (schema, key_message), permit) = match checked {
             Ok(v) => v,
             Err(status) => {
                 self.shared.metrics.publish_failed();
@@ -499,7 +499,14 @@ impl Session {
             async move {
                 let id = p.id;
                 let _permit = permit;
-                let req = PublishRequest { ctx, topic: &topic, hook, schema: schema.as_ref(), publish: p };
+                let req = PublishRequest {
+                    ctx,
+                    topic: &topic,
+                    hook,
+                    schema: schema.as_deref(),
+                    key_message: key_message.as_deref(),
+                    publish: p,
+                };
                 let kind = match publish(&shared, req).await {
                     Ok(r) => Kind::Receipt(wire::Receipt {
                         id,

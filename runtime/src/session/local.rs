@@ -71,6 +71,7 @@ pub(crate) fn stream_plan(
         if pins {
             shared.permissions.check_key(&principal, &method, plan.key.as_deref())?;
         }
+
         #[cfg(feature = "registry")]
         {
             plan.typed = typed;
@@ -214,7 +215,8 @@ impl LocalStreams {
             ctx: context(principal, method, handshake),
             topic: &def.topic,
             hook: hook.clone(),
-            schema: def.schema.as_ref(),
+            schema: def.schema.as_deref(),
+            key_message: def.key_message.as_deref(),
             publish: wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key },
         };
         publish(&self.shared, req).await

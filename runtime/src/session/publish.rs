@@ -9,7 +9,7 @@ use super::shared::Shared;
 use crate::auth::Operation;
 use crate::protocol::wire;
 use crate::protocol::{Code, Receipt, Status};
-use crate::registry::RegistrySchema;
+use crate::registry::{KeyMessage, RegistrySchema};
 use crate::stream::{PublishHook, RequestContext};
 
 /// What one publish asks for.
@@ -18,6 +18,8 @@ pub(crate) struct PublishRequest<'a> {
     pub(crate) topic: &'a str,
     pub(crate) hook: Arc<dyn PublishHook>,
     pub(crate) schema: Option<&'a RegistrySchema>,
+    /// The topic's keys are framed protobuf messages of this type.
+    pub(crate) key_message: Option<&'a KeyMessage>,
     pub(crate) publish: wire::Publish,
 }
 
@@ -54,7 +56,7 @@ fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Sta
 }
 
 async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
-    let PublishRequest { ctx, topic, hook, schema, publish: p } = req;
+    let PublishRequest { ctx, topic, hook, schema, key_message, publish: p } = req;
     let key = (!p.idempotency_key.is_empty()).then(|| (ctx.dedup_scope(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
         Some(k) => match shared.dedup.claim(k).await? {
@@ -69,6 +71,11 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
         if let Some(schema) = schema {
             let (id, indexes) = schema_writer(shared, topic, schema).await?;
             record.payload = wire::add_confluent_framing(id, &indexes, &record.payload);
+        }
+        if let Some(key_message) = key_message {
+            let key = record.key.as_deref().unwrap_or_default();
+            let (id, indexes) = schema_writer(shared, topic, &key_message.schema).await?;
+            record.key = Some(wire::add_confluent_framing(id, &indexes, &key_message.wrap(key)));
         }
         shared.kafka().produce(topic, &record, &p.idempotency_key).await
     }

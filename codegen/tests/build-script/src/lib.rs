@@ -37,7 +37,7 @@ mod tests {
     #[test]
     fn the_generated_gateway_registers_every_method() {
         let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
-        assert_eq!(streams.len(), 6);
+        assert_eq!(streams.len(), 8);
         // A topic of several record types, each in its member of ChatEvent's oneof.
         let types = kafkasocks::RecordTypes::new()
             .member("chat.v1.ChatMessage", 1)

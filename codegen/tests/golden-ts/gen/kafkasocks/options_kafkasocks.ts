@@ -119,6 +119,16 @@ export interface StreamOptions {
    * have (or not a protobuf one).
    */
   otherTypes: OtherTypes;
+  /**
+   * The topic's record keys are Confluent-framed protobuf messages (Confluent's
+   * ProtobufSerializer as the key serializer): the key message type (full
+   * name, or relative to this file's package), with one string or bytes field.
+   * Publish: the record key is that message holding the `key` field's value,
+   * framed with its schema (subject "<topic>-key", or by `schema`'s record
+   * strategies). Subscribe: each record's key is taken out of its key message,
+   * so `key` filters as on any topic. Every stream of the topic must set it.
+   */
+  keyMessage: string;
   /** Fields this schema does not know, kept as read (tag included) and written back on encode. */
   $unknown?: Uint8Array[] | undefined;
 }
@@ -135,6 +145,7 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
       schema: 0,
       oneofTypes: false,
       otherTypes: 0,
+      keyMessage: "",
     };
   },
   encode(value: StreamOptions): Uint8Array<ArrayBuffer> {
@@ -167,6 +178,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
     if (m.otherTypes !== 0) {
       w.uint32(56).int32(m.otherTypes);
     }
+    if (m.keyMessage !== "") {
+      w.uint32(66).string(m.keyMessage);
+    }
     if (m.$unknown !== undefined) for (const u of m.$unknown) w.raw(u);
   },
   read(r: $ks.Reader, endGroup = 0, into?: StreamOptions): StreamOptions {
@@ -195,6 +209,9 @@ export const StreamOptions: $ks.MessageCodec<StreamOptions> = {
         case 56:
           m.otherTypes = r.int32();
           break;
+        case 66:
+          m.keyMessage = r.string();
+          break;
         default:
           if (t === endGroup) return m;
           (m.$unknown ??= []).push(r.skip(t));
@@ -218,6 +235,7 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
     if (m.schema !== 0) o["schema"] = $j.writeEnum(m.schema, SchemaSubject);
     if (m.oneofTypes) o["oneofTypes"] = m.oneofTypes;
     if (m.otherTypes !== 0) o["otherTypes"] = $j.writeEnum(m.otherTypes, OtherTypes);
+    if (m.keyMessage !== "") o["keyMessage"] = m.keyMessage;
     return o;
   },
   fromJson(json: $j.JsonInput, options?: $j.JsonReadOptions): StreamOptions {
@@ -265,6 +283,11 @@ export const StreamOptionsJson: $j.JsonCodec<StreamOptions> = {
               const e = $j.readEnum(v, OtherTypes, "kafkasocks.OtherTypes", options);
               if (e !== undefined) m.otherTypes = e;
             }
+            break;
+          case "keyMessage":
+          case "key_message":
+            $j.once(seen, 8, "key_message");
+            if (v !== null) m.keyMessage = $j.readString(v);
             break;
           default:
             $j.unknownField(key, "kafkasocks.StreamOptions", options);
