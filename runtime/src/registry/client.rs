@@ -516,6 +516,10 @@ impl SchemaRegistry {
                 Err(format!("the registry refuses the gateway's credentials (HTTP {})", r.status().as_u16()))
             }
             Ok(Ok(r)) if r.status().is_server_error() => Err(format!("HTTP {}", r.status().as_u16())),
+            Ok(Ok(r)) if r.status().as_u16() == 404 => Err(format!(
+                "HTTP 404 for {}/schemas/types: is the URL the registry's Confluent API base?",
+                self.url.trim_end_matches('/')
+            )),
             Ok(Ok(_)) => Ok(()),
         }
     }

@@ -84,7 +84,7 @@ async fn respond(path: &str, shared: &Shared) -> Response<Full<Bytes>> {
             for (what, state) in [("kafka", Some(kafka)), ("schema registry", registry)] {
                 match state {
                     Some(Ok(())) => body.push_str(&format!("{what}: ok\n")),
-                    Some(Err(why)) => body.push_str(&format!("{what}: unreachable: {why}\n")),
+                    Some(Err(why)) => body.push_str(&format!("{what}: not ready: {why}\n")),
                     None => {}
                 }
             }

@@ -162,9 +162,9 @@ impl GatewayBuilder {
             shutdown: shutdown_rx,
         });
         #[cfg(not(feature = "registry"))]
-        if let Some(method) = shared.streams.with_record_types().next() {
+        if let Some(method) = shared.streams.with_record_types().chain(shared.streams.with_schema()).next() {
             return Err(Error::Config(format!(
-                "stream {method} has several record types, but kafkasocks was built without `registry`"
+                "stream {method} needs the Schema Registry, but kafkasocks was built without `registry`"
             )));
         }
         #[cfg(not(feature = "registry"))]
