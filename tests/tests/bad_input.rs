@@ -234,8 +234,22 @@ async fn bad_subscriptions_get_errors_naming_them_and_the_session_goes_on() -> a
     check(error_of(c.recv().await?), 7, wire::Code::InvalidArgument);
     c.send(subscribe(1, SUBSCRIBE)).await?;
     assert!(matches!(c.recv().await?, Some(Kind::Subscribed(s)) if s.id == 1));
+    // Reusing an open id: refused as a frame (subscription id 0 in the Error, which
+    // would otherwise end subscription 1), and subscription 1 goes on.
     c.send(subscribe(1, SUBSCRIBE)).await?;
-    check(error_of(c.recv().await?), 1, wire::Code::AlreadyExists);
+    let refused = error_of(c.recv().await?);
+    check(refused.clone(), 0, wire::Code::AlreadyExists);
+    assert!(refused.message.contains("subscription 1 is open"), "{refused:?}");
+    c.send(publish(1, PUBLISH, b"")).await?;
+    let (mut receipt, mut data) = (false, false);
+    while !(receipt && data) {
+        match c.recv().await? {
+            Some(Kind::Receipt(r)) => receipt = r.id == 1,
+            Some(Kind::Data(d)) => data = d.subscription_id == 1,
+            Some(Kind::Checkpoint(_)) => {}
+            other => panic!("expected the receipt and subscription 1's record, got {other:?}"),
+        }
+    }
     c.send(subscribe(2, SUBSCRIBE)).await?;
     assert!(matches!(c.recv().await?, Some(Kind::Subscribed(s)) if s.id == 2));
     c.send(subscribe(3, SUBSCRIBE)).await?;
@@ -351,6 +365,87 @@ async fn connections_beyond_the_limit_get_503_before_the_upgrade() -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ok, "a freed slot is usable");
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// Bursts of frames that each need an answer (1,100 Pings, 10,000 frames of an unknown
+/// type, each more than the 1,024 control frames a connection queues), written at once
+/// by a client that reads its answers: every one is answered and the connection stays
+/// open. The gateway reads such a client only as fast as the answers leave (TCP pushes
+/// back), it does not close it as a slow consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_requests_are_all_answered_never_closed_as_a_slow_consumer() -> anyhow::Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use prost::Message as _;
+    use tokio_tungstenite::tungstenite::Message;
+    init_tracing();
+    let (gw, topic) = gateway(Limits::default()).await?;
+    let c = RawClient::open(gw.addr).await?;
+    let (mut sink, mut stream) = c.ws.split();
+    let reader = tokio::spawn(async move {
+        let (mut pongs, mut errors) = (0usize, 0usize);
+        while pongs < 1_100 || errors < 10_000 {
+            let m = tokio::time::timeout(Duration::from_secs(30), stream.next()).await;
+            match m {
+                Ok(Some(Ok(Message::Binary(b)))) => match wire::Frame::decode(b)?.kind {
+                    Some(Kind::Pong(p)) if p.nonce > 0 => pongs += 1,
+                    Some(Kind::Error(e)) if e.code == wire::Code::Unimplemented as i32 => errors += 1,
+                    Some(Kind::Ping(_)) => {}
+                    other => anyhow::bail!("unexpected {other:?}"),
+                },
+                Ok(Some(Ok(Message::Close(c)))) => anyhow::bail!("closed after {pongs} pongs, {errors} errors: {c:?}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => anyhow::bail!("read: {e}"),
+                Ok(None) => anyhow::bail!("connection ended after {pongs} pongs, {errors} errors"),
+                Err(_) => anyhow::bail!("stuck after {pongs} pongs, {errors} errors"),
+            }
+        }
+        Ok((pongs, errors))
+    });
+    for nonce in 1..=1_100 {
+        let ping = wire::Frame { kind: Some(Kind::Ping(wire::Ping { nonce })) }.encode_to_vec();
+        sink.feed(Message::Binary(ping.into())).await?;
+    }
+    for _ in 0..10_000 {
+        sink.feed(Message::Binary(vec![0x9a, 0x06, 0x00].into())).await?;
+    }
+    sink.flush().await?;
+    assert_eq!(reader.await??, (1_100, 10_000));
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A publish refused because too many await receipts takes no rate token: with one
+/// publish in flight allowed and two tokens, a publish refused for the in-flight bound
+/// leaves the second token for the next one. Rate-limit refusals say how long to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_for_the_inflight_bound_take_no_rate_token() -> anyhow::Result<()> {
+    init_tracing();
+    let limits = Limits::default().with_max_publishes_per_second(2).with_max_inflight_publishes(1);
+    let (gw, topic) = gateway(limits).await?;
+    let mut c = RawClient::open(gw.addr).await?;
+    c.send(publish(1, PUBLISH, b"")).await?;
+    c.send(publish(2, PUBLISH, b"")).await?;
+    let (mut receipt, mut refused) = (false, None);
+    while !receipt || refused.is_none() {
+        match c.recv().await? {
+            Some(Kind::Receipt(r)) => receipt = r.id == 1,
+            Some(Kind::Error(e)) => refused = Some(e),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let e = refused.unwrap();
+    assert_eq!((e.publish_id, e.code), (2, wire::Code::ResourceExhausted as i32));
+    assert!(e.message.contains("awaiting receipts"), "{e:?}");
+    // The second token is still there.
+    c.send(publish(3, PUBLISH, b"")).await?;
+    assert!(matches!(c.recv().await?, Some(Kind::Receipt(r)) if r.id == 3));
+    // Now the bucket is empty: refused with the real wait (about 500 ms at 2/s).
+    c.send(publish(4, PUBLISH, b"")).await?;
+    let e = error_of(c.recv().await?);
+    assert_eq!((e.publish_id, e.code), (4, wire::Code::ResourceExhausted as i32));
+    assert!((100..=500).contains(&e.retry_after_ms), "{e:?}");
     delete_topic(&topic).await?;
     Ok(())
 }

@@ -227,3 +227,37 @@ async fn kafka_going_away_mid_stream_fails_publishes_cleanly_and_the_stream_cont
     client.close();
     Ok(())
 }
+
+/// A subscription that runs out of credit while catching up (reading history, not the
+/// live feed) is counted as paused too, once per pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_are_counted_on_every_path_once_each() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("pauses");
+    create_topic(&topic, 1).await?;
+    produce_n(&topic, 200, 10).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let before = metric(&gw.metrics_text().await?, "kafkasocks_subscription_pauses_total").max(0.0);
+    let mut c = RawClient::open(gw.addr).await?;
+    c.send(Kind::Subscribe(wire::Subscribe {
+        id: 1,
+        method: SUBSCRIBE.into(),
+        request: message("", ""),
+        start: Some(wire::StartPosition { position: Some(wire::start_position::Position::Earliest(wire::Empty {})) }),
+        credit: 5,
+    }))
+    .await?;
+    let mut records = 0;
+    while records < 5 {
+        match c.recv().await? {
+            Some(Kind::Data(d)) => records += d.records.len(),
+            Some(Kind::Subscribed(_) | Kind::Checkpoint(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let paused = metric(&gw.metrics_text().await?, "kafkasocks_subscription_pauses_total") - before;
+    assert_eq!(paused, 1.0, "one pause, however often the record was offered again");
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -538,7 +538,6 @@ fn deliver_live(sub: &Arc<Subscriber>, rec: &SharedRecord, p: usize) -> bool {
         Offer::Refused => {
             st.set_live(p, false);
             drop(st);
-            sub.metrics.paused();
             sub.wake.notify_one();
             false
         }

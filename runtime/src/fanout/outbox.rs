@@ -34,9 +34,14 @@ struct State {
     closed: bool,
 }
 
+/// Control-queue places kept for the gateway's own frames while a client's requests fill it.
+const RESERVED_FRAMES: usize = 16;
+
 pub(crate) struct Outbox {
     state: Mutex<State>,
     ready: Notify,
+    /// Notified when the writer took what was queued (control room again).
+    drained: Notify,
     max_record_bytes: usize,
     max_frames: usize,
     budget: Arc<SendBudget>,
@@ -74,7 +79,14 @@ pub(crate) struct Overflow;
 
 impl Outbox {
     pub(crate) fn new(max_record_bytes: usize, max_frames: usize, budget: Arc<SendBudget>) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), max_record_bytes, max_frames, budget })
+        Arc::new(Outbox {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            max_record_bytes,
+            max_frames,
+            budget,
+        })
     }
 
     /// The gateway-wide bound this queue counts against.
@@ -168,6 +180,7 @@ impl Outbox {
                     let waiting = std::mem::take(&mut s.waiting);
                     let items = std::mem::take(&mut s.items);
                     drop(s);
+                    self.drained.notify_waiters();
                     for w in waiting {
                         if let Some(wake) = w.upgrade() {
                             wake.notify_one();
@@ -177,6 +190,25 @@ impl Outbox {
                 }
             }
             notified.await;
+        }
+    }
+
+    /// Whether the control queue has room for the answers to another incoming frame. The
+    /// session stops reading while it has not (TCP pushes back on a client that sends
+    /// requests faster than it reads their answers) instead of closing it as a slow
+    /// consumer; a few places stay free for the gateway's own frames (Ping, GoAway).
+    pub(crate) fn has_answer_room(&self) -> bool {
+        self.lock().frames + RESERVED_FRAMES.min(self.max_frames / 2) < self.max_frames
+    }
+
+    /// Waits until the writer has taken the queue (then there is room again).
+    pub(crate) async fn answer_room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.has_answer_room() || self.is_closed() {
+                return;
+            }
+            drained.await;
         }
     }
 

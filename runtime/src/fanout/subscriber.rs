@@ -107,6 +107,8 @@ pub(crate) struct Subscriber {
     max_credit: u64,
     opened: Instant,
     got_first: AtomicBool,
+    /// Refused for lack of credit or queue room since it last sent (counted once a pause).
+    paused: AtomicBool,
 }
 
 impl Subscriber {
@@ -127,6 +129,7 @@ impl Subscriber {
             max_credit: u64::from(spec.max_credit),
             opened: Instant::now(),
             got_first: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         })
     }
 
@@ -179,6 +182,15 @@ impl Subscriber {
         self.wake.notify_one();
     }
 
+    /// Refused for lack of credit or queue room: counted once per pause, whichever path
+    /// (live, ring, history, catch-up) offered the record.
+    fn pause(&self) -> Offer {
+        if !self.paused.swap(true, Ordering::Relaxed) {
+            self.metrics.paused();
+        }
+        Offer::Refused
+    }
+
     /// Offers `rec` (partition `p`) to the client: sent, skipped (below the cursor or not
     /// matching; the cursor moves on) or refused (no credit or no queue space, or, on a
     /// stream of several types, the record's schema still being fetched; the cursor stays).
@@ -196,7 +208,7 @@ impl Subscriber {
             None => None,
             Some(typed) => {
                 if st.credit == 0 {
-                    return Offer::Refused;
+                    return self.pause();
                 }
                 match typed.prepare(rec, &self.wake) {
                     crate::registry::Typed::Deliver(r) => Some(r),
@@ -220,8 +232,9 @@ impl Subscriber {
             return Offer::Skipped;
         }
         if st.credit == 0 || !self.outbox.offer_record(self.id, &self.wake, rec) {
-            return Offer::Refused;
+            return self.pause();
         }
+        self.paused.store(false, Ordering::Relaxed);
         st.credit -= 1;
         st.next[p] = rec.offset + 1;
         if !self.got_first.load(Ordering::Relaxed) && !self.got_first.swap(true, Ordering::Relaxed) {

@@ -199,7 +199,10 @@ impl Status {
             subscription_id,
             publish_id,
             discontinuity: self.discontinuity.map_or(wire::Discontinuity::Unspecified, Discontinuity::to_wire) as i32,
-            retry_after_ms: self.retry_after.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+            // Rounded up, and never 0 when there is a hint (0 is "none" on the wire).
+            retry_after_ms: self
+                .retry_after
+                .map_or(0, |d| u32::try_from(d.as_nanos().div_ceil(1_000_000).max(1)).unwrap_or(u32::MAX)),
         }
     }
 
@@ -228,6 +231,17 @@ impl std::error::Error for Status {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Retry hints are whole milliseconds rounded up, never 0 (0 means "no hint").
+    #[test]
+    fn retry_hints_round_up_to_whole_milliseconds() {
+        let ms = |d: Duration| Status::unavailable("x").with_retry_after(d).to_wire(0, 0).retry_after_ms;
+        assert_eq!(ms(Duration::from_micros(1500)), 2);
+        assert_eq!(ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ms(Duration::ZERO), 1);
+        assert_eq!(ms(Duration::from_millis(500)), 500);
+        assert_eq!(Status::unavailable("x").to_wire(0, 0).retry_after_ms, 0);
+    }
 
     /// The one table agrees with the enum frame.proto declares, number for number.
     #[test]

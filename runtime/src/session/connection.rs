@@ -226,9 +226,14 @@ impl Session {
         let mut watchdog = tokio::time::interval(Duration::from_millis(250).min(limits.heartbeat_interval));
         let mut shutdown = self.shared.shutdown.clone();
         let mut drain_until: Option<Instant> = None;
+        let outbox = self.outbox.clone();
         loop {
+            // A client whose requests' answers fill the control queue is read again once
+            // the writer has taken them (backpressure, not a slow-consumer close).
+            let room = outbox.has_answer_room();
             let flow = tokio::select! {
-                m = stream.next() => match m {
+                () = outbox.answer_room(), if !room => Flow::Continue,
+                m = stream.next(), if room => match m {
                     None => Flow::Stop,
                     Some(m) => {
                         self.last_heard = Instant::now();
@@ -432,7 +437,13 @@ impl Session {
                 return Err(refuse(Status::invalid_argument("subscription id 0 is reserved")));
             }
             if self.subs.contains_key(&s.id) {
-                return Err(refuse(Status::new(Code::AlreadyExists, format!("subscription {} is open", s.id))));
+                // Not about subscription s.id (an Error carrying it would end the open one):
+                // about this frame.
+                let status = Status::new(
+                    Code::AlreadyExists,
+                    format!("subscription {} is open: this Subscribe is refused", s.id),
+                );
+                return Err((status, 0));
             }
             if self.subs.len() >= self.shared.limits.max_subscriptions {
                 return Err(refuse(Status::new(
@@ -475,13 +486,14 @@ impl Session {
                     "idempotency keys are at most {MAX_IDEMPOTENCY_KEY} bytes"
                 )));
             }
-            if let Err(wait) = self.bucket.take() {
-                return Err(Status::new(Code::ResourceExhausted, "publish rate limit").with_retry_after(wait));
-            }
+            // The in-flight bound first: a publish it refuses takes no rate token.
             let permit = self.inflight.clone().try_acquire_owned().map_err(|_| {
                 Status::new(Code::ResourceExhausted, "too many publishes awaiting receipts")
                     .with_retry_after(Duration::from_millis(50))
             })?;
+            if let Err(wait) = self.bucket.take() {
+                return Err(Status::new(Code::ResourceExhausted, "publish rate limit").with_retry_after(wait));
+            }
             Ok((def.topic.clone(), hook.clone(), (def.schema.clone(), def.key_message.clone()), permit))
         })();
         let (topic, hook, (schema, key_message), permit) = match checked {
