@@ -219,3 +219,68 @@ async fn a_burst_from_earliest_shares_one_reader_and_latest_still_means_latest()
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A key-filtered subscription from the earliest record, on a quiet topic whose records
+/// are all for other keys: within the checkpoint interval its cursor reaches the end of
+/// every partition, so a resume never rescans what was filtered out already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_cursors_reach_the_log_end_on_a_quiet_topic() -> anyhow::Result<()> {
+    use kafkasocks::wire::{self, frame::Kind};
+    init_tracing();
+    let topic = unique_topic("quiet-filtered");
+    create_topic(&topic, 2).await?;
+    // The topic's hub is running (another client reads it all), so partition 0's records
+    // are in the replay ring, and partition 1 has more than the ring holds (16,384): the
+    // filtered subscription below skips through both, from the ring and a catch-up reader.
+    let limits = kafkasocks::Limits::default().with_checkpoint_interval(Duration::from_millis(500));
+    let gw = TestGateway::start(streams(&topic), limits).await?;
+    let watcher = Client::connect(ClientConfig::new(gw.url()));
+    let mut all = watcher.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while all.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let p = producer();
+    let mut ends = [0i64; 2];
+    for (partition, n) in [(0, 2_000), (1, 20_000)] {
+        for chunk in (0..n).collect::<Vec<i32>>().chunks(1_000) {
+            let sends = chunk.iter().map(|_| produce(&p, &topic, Some(partition), b"other", b"\x0a\x05other"));
+            for r in futures_util::future::join_all(sends).await {
+                let (part, offset) = r?;
+                ends[part as usize] = ends[part as usize].max(offset + 1);
+            }
+        }
+    }
+    collect(&mut all, 22_000, Duration::from_secs(30)).await?;
+    let mut c = RawClient::open(gw.addr).await?;
+    c.send(Kind::Subscribe(wire::Subscribe {
+        id: 1,
+        method: SUBSCRIBE.into(),
+        request: message("mine", ""),
+        start: Some(wire::StartPosition { position: Some(wire::start_position::Position::Earliest(wire::Empty {})) }),
+        credit: 0,
+    }))
+    .await?;
+    let mut cursor = [0i64; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cursor != ends {
+        let frame = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("cursor {cursor:?} short of the log ends {ends:?} after 5 s"))??;
+        match frame {
+            Some(Kind::Subscribed(s)) => {
+                for po in s.cursor.unwrap_or_default().positions {
+                    cursor[po.partition as usize] = po.next_offset;
+                }
+            }
+            Some(Kind::Checkpoint(cp)) => {
+                for po in cp.positions {
+                    assert!(po.next_offset >= cursor[po.partition as usize], "a checkpoint went back");
+                    cursor[po.partition as usize] = po.next_offset;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    delete_topic(&topic).await?;
+    Ok(())
+}

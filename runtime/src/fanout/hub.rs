@@ -313,18 +313,14 @@ impl TopicHub {
         }
     }
 
-    /// For each partition where `sub` is live, raises its cursor to `live_next` (every
-    /// record below was offered to it already) and returns the raised positions.
-    pub(crate) fn checkpoint(&self, sub: &Subscriber) -> Vec<(i32, i64)> {
+    /// Sends `sub` a checkpoint of how far its cursor moved past records not for it, its
+    /// live partitions raised to the live reader's position (every record below was
+    /// offered to it already).
+    pub(crate) fn checkpoint(&self, sub: &Subscriber) {
+        // The feeds' lock before the subscriber's, as when records are dispatched.
         let feeds = self.lock();
-        let mut st = sub.lock();
-        let mut out = Vec::new();
-        for (p, feed) in feeds.iter().enumerate() {
-            if st.is_live(p) && st.raise(p, feed.live_next) {
-                out.push((p as i32, feed.live_next));
-            }
-        }
-        out
+        let live_next: Vec<i64> = feeds.iter().map(|f| f.live_next).collect();
+        sub.checkpoint(&live_next);
     }
 
     /// The next offset the live reader will hand over, per partition.

@@ -33,6 +33,9 @@ pub(crate) struct SubState {
     live: Vec<bool>,
     /// Per partition: on the partition's shared history reader (it delivers).
     boarded: Vec<bool>,
+    /// Per partition: the cursor the client has (from `Subscribed`, its records and the
+    /// checkpoints it was sent).
+    reported: Vec<i64>,
     credit: u64,
 }
 
@@ -40,6 +43,7 @@ impl SubState {
     /// Starts every partition at `next` (neither live nor boarded).
     pub(crate) fn start_at(&mut self, next: &[i64]) {
         self.next = next.to_vec();
+        self.reported = next.to_vec();
         self.live = vec![false; next.len()];
         self.boarded = vec![false; next.len()];
     }
@@ -106,6 +110,8 @@ pub(crate) struct Subscriber {
     ended: AtomicBool,
     max_credit: u64,
     opened: Instant,
+    /// When the client was last sent a checkpoint (or the subscription opened).
+    checkpointed: Mutex<Instant>,
     got_first: AtomicBool,
     /// Refused for lack of credit or queue room since it last sent (counted once a pause).
     paused: AtomicBool,
@@ -123,11 +129,13 @@ impl Subscriber {
                 next: Vec::new(),
                 live: Vec::new(),
                 boarded: Vec::new(),
+                reported: Vec::new(),
                 credit: u64::from(spec.credit),
             }),
             ended: AtomicBool::new(false),
             max_credit: u64::from(spec.max_credit),
             opened: Instant::now(),
+            checkpointed: Mutex::new(Instant::now()),
             got_first: AtomicBool::new(false),
             paused: AtomicBool::new(false),
         })
@@ -149,7 +157,42 @@ impl Subscriber {
 
     /// Whether some records may not be for it (it then gets checkpoints).
     pub(crate) fn is_filtered(&self) -> bool {
-        self.key().is_some() || self.filter().is_some()
+        #[cfg(feature = "registry")]
+        let typed = self.plan.get().is_some_and(|p| p.typed.is_some());
+        #[cfg(not(feature = "registry"))]
+        let typed = false;
+        self.key().is_some() || self.filter().is_some() || typed
+    }
+
+    /// Whether a checkpoint is due (the interval passed since the last one).
+    pub(crate) fn checkpoint_due(&self, interval: std::time::Duration) -> bool {
+        self.is_filtered() && self.checkpointed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= interval
+    }
+
+    /// Tells the client how far its cursor moved past the records it was not sent: a
+    /// Checkpoint for each partition whose position is beyond the client's, live ones
+    /// raised to the live reader's position (`live_next`) first. Queued under the
+    /// subscriber's lock, so no record at a later offset can be queued before it.
+    pub(crate) fn checkpoint(&self, live_next: &[i64]) {
+        *self.checkpointed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let mut st = self.lock();
+        let mut moved = Vec::new();
+        for p in 0..st.next.len() {
+            if st.live[p]
+                && let Some(&live) = live_next.get(p)
+            {
+                st.raise(p, live);
+            }
+            if st.next[p] > st.reported[p] {
+                st.reported[p] = st.next[p];
+                moved.push(wire::PartitionOffset { partition: p as i32, next_offset: st.next[p] });
+            }
+        }
+        if !moved.is_empty() {
+            let frame =
+                wire::encode(frame::Kind::Checkpoint(wire::Checkpoint { subscription_id: self.id, positions: moved }));
+            let _ = self.outbox.push_frame(frame);
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SubState> {
@@ -237,6 +280,7 @@ impl Subscriber {
         self.paused.store(false, Ordering::Relaxed);
         st.credit -= 1;
         st.next[p] = rec.offset + 1;
+        st.reported[p] = rec.offset + 1;
         if !self.got_first.load(Ordering::Relaxed) && !self.got_first.swap(true, Ordering::Relaxed) {
             self.metrics.first_record(self.opened.elapsed());
         }

@@ -223,17 +223,7 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
         tokio::select! {
             () = sub.wake.notified() => {}
             _ = checkpoint.tick(), if filtered => {
-                let moved = hub.checkpoint(sub);
-                if !moved.is_empty() {
-                    let frame = wire::encode(frame::Kind::Checkpoint(wire::Checkpoint {
-                        subscription_id: sub.id,
-                        positions: moved
-                            .into_iter()
-                            .map(|(partition, next_offset)| wire::PartitionOffset { partition, next_offset })
-                            .collect(),
-                    }));
-                    let _ = sub.outbox.push_frame(frame);
-                }
+                hub.checkpoint(sub);
             }
         }
     }
@@ -302,6 +292,11 @@ async fn catch_up(
             }
         };
         ctx.metrics.catch_up_read();
+        // A long catch-up through records that are not for it still moves the client's
+        // cursor on, every checkpoint interval.
+        if sub.checkpoint_due(ctx.limits.checkpoint_interval) {
+            hub.checkpoint(sub);
+        }
         // Out of credit or queue space: a client that is reading gets room soon, so wait a
         // little; one that is not must not hold the reader (and its permit) for as long as
         // it takes: give it back, and the driver resumes from the cursor when woken.
