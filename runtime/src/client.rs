@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -364,7 +364,9 @@ struct Driver {
     subs: HashMap<u64, ActiveSub>,
     wire_to_key: HashMap<u32, u64>,
     next_wire: u32,
-    publishes: HashMap<u64, PendingPublish>,
+    /// By id, which grows in send order: resent in that order after a reconnect (the
+    /// gateway keeps one connection's order, docs/protocol.md §5).
+    publishes: BTreeMap<u64, PendingPublish>,
     attempt: u32,
 }
 
@@ -387,7 +389,7 @@ impl Driver {
             subs: HashMap::new(),
             wire_to_key: HashMap::new(),
             next_wire: 0,
-            publishes: HashMap::new(),
+            publishes: BTreeMap::new(),
             attempt: 0,
         }
     }
@@ -409,7 +411,7 @@ impl Driver {
             match outcome {
                 Outcome::Closed => {
                     let _ = self.state.send(ConnectionState::Closed);
-                    for (_, p) in self.publishes.drain() {
+                    for (_, p) in std::mem::take(&mut self.publishes) {
                         let _ = p.reply.send(Err(Status::new(Code::Cancelled, "client closed")));
                     }
                     return;
@@ -683,7 +685,7 @@ impl Driver {
         for (_, s) in self.subs.drain() {
             let _ = s.spec.events.send(Event::Failed(status.clone()));
         }
-        for (_, p) in self.publishes.drain() {
+        for (_, p) in std::mem::take(&mut self.publishes) {
             let _ = p.reply.send(Err(status.clone()));
         }
     }

@@ -22,7 +22,9 @@ pub struct Limits {
     /// Sustained publishes per second per connection (token bucket with the same burst).
     /// Default 1000.
     pub max_publishes_per_second: u32,
-    /// Publishes awaiting their receipt per connection. Default 256.
+    /// Publishes awaiting their receipt per connection. Default 256; with room for 16 more
+    /// in [`Limits::send_queue_frames`] (every receipt must fit the control queue), checked
+    /// when the gateway binds.
     pub max_inflight_publishes: usize,
     /// Credit a subscription gets when it asks for none. Default 1000 records.
     pub default_credit: u32,

@@ -35,7 +35,7 @@ struct State {
 }
 
 /// Control-queue places kept for the gateway's own frames while a client's requests fill it.
-const RESERVED_FRAMES: usize = 16;
+pub(crate) const RESERVED_FRAMES: usize = 16;
 
 pub(crate) struct Outbox {
     state: Mutex<State>,

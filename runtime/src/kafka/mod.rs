@@ -312,13 +312,16 @@ impl Kafka {
             .collect())
     }
 
-    /// Produces one record and waits for Kafka's acknowledgement (acks=all).
-    pub(crate) async fn produce(
+    /// Queues one record in the producer (waiting, up to the publish timeout, while its
+    /// queue is full); [`Produced::receipt`] then waits for Kafka's acknowledgement
+    /// (acks=all). Records queued one after the other keep that order in their partition
+    /// (the idempotent producer).
+    pub(crate) async fn enqueue(
         &self,
         topic: &str,
         record: &OutgoingRecord,
         idempotency_key: &[u8],
-    ) -> Result<Receipt, Status> {
+    ) -> Result<Produced, Status> {
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
         for (k, v) in &record.headers {
             headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
@@ -331,15 +334,18 @@ impl Kafka {
         if let Some(k) = &record.key {
             fr = fr.key(k.as_ref());
         }
-        match self.producer.send(fr, self.publish_timeout).await {
-            Ok(d) => Ok(Receipt {
-                topic: topic.to_owned(),
-                partition: d.partition,
-                offset: d.offset,
-                timestamp_ms: d.timestamp.to_millis().unwrap_or(0),
-                duplicate: false,
-            }),
-            Err((e, _)) => Err(self.produce_status(topic, &e)),
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        loop {
+            match self.producer.send_result(fr) {
+                Ok(delivery) => return Ok(Produced { delivery, topic: topic.to_owned() }),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    fr = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(self.produce_status(topic, &e)),
+            }
         }
     }
 
@@ -386,6 +392,30 @@ impl Kafka {
                 Some(why) => format!("Kafka does not answer: {e}; it reported: {why}"),
                 None => format!("Kafka does not answer: {e}"),
             }),
+        }
+    }
+}
+
+/// A record queued in the producer, its acknowledgement to come.
+pub(crate) struct Produced {
+    delivery: rdkafka::producer::DeliveryFuture,
+    topic: String,
+}
+
+impl Produced {
+    /// Waits for Kafka's acknowledgement (bounded by `message.timeout.ms`, the publish
+    /// timeout).
+    pub(crate) async fn receipt(self, kafka: &Kafka) -> Result<Receipt, Status> {
+        match self.delivery.await {
+            Ok(Ok(d)) => Ok(Receipt {
+                topic: self.topic,
+                partition: d.partition,
+                offset: d.offset,
+                timestamp_ms: d.timestamp.to_millis().unwrap_or(0),
+                duplicate: false,
+            }),
+            Ok(Err((e, _))) => Err(kafka.produce_status(&self.topic, &e)),
+            Err(_) => Err(Status::unavailable(format!("producing to {:?}: the producer went away", self.topic))),
         }
     }
 }

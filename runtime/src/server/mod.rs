@@ -121,6 +121,16 @@ impl GatewayBuilder {
         if streams.is_empty() {
             return Err(Error::Config("a gateway needs at least one stream".into()));
         }
+        let limits = &config.limits;
+        if limits.max_inflight_publishes + crate::fanout::outbox::RESERVED_FRAMES > limits.send_queue_frames {
+            return Err(Error::Config(format!(
+                "max_inflight_publishes ({}) must leave room in send_queue_frames ({}) for {} more frames: the \
+                 receipt of every publish in flight must fit a connection's control queue",
+                limits.max_inflight_publishes,
+                limits.send_queue_frames,
+                crate::fanout::outbox::RESERVED_FRAMES
+            )));
+        }
         let auth: Arc<dyn Authenticator> = match (auth, anonymous) {
             (Some(a), _) => a,
             (None, true) => Arc::new(AllowAnonymous),

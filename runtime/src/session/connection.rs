@@ -61,6 +61,7 @@ where
         let mut session = Session {
             inflight: Arc::new(Semaphore::new(shared.limits.max_inflight_publishes)),
             bucket: TokenBucket::new(shared.limits.max_publishes_per_second),
+            order: super::order::Sequencer::new(),
             shared,
             outbox,
             session_id,
@@ -101,6 +102,8 @@ struct Session {
     subs: HashMap<u32, SubscriptionHandle>,
     inflight: Arc<Semaphore>,
     bucket: TokenBucket,
+    /// The order publishes are handed to the producer in: the order they were read.
+    order: Arc<super::order::Sequencer>,
     last_heard: Instant,
     nonce: u64,
 }
@@ -506,6 +509,7 @@ impl Session {
         let ctx = self.context(&p.method);
         let shared = self.shared.clone();
         let outbox = self.outbox.clone();
+        let turn = self.order.ticket();
         let span = tracing::debug_span!("publish", id = p.id, method = %p.method, topic = %topic);
         tokio::spawn(
             async move {
@@ -517,6 +521,7 @@ impl Session {
                     hook,
                     schema: schema.as_deref(),
                     key_message: key_message.as_deref(),
+                    turn: Some(turn),
                     publish: p,
                 };
                 let kind = match publish(&shared, req).await {

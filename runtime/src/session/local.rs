@@ -217,6 +217,7 @@ impl LocalStreams {
             hook: hook.clone(),
             schema: def.schema.as_deref(),
             key_message: def.key_message.as_deref(),
+            turn: None,
             publish: wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key },
         };
         publish(&self.shared, req).await

@@ -8,6 +8,7 @@ pub(crate) mod clients;
 pub(crate) mod connection;
 pub(crate) mod dedup;
 pub(crate) mod local;
+pub(crate) mod order;
 pub(crate) mod publish;
 pub(crate) mod rate;
 pub(crate) mod shared;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::clients::BudgetKey;
 use super::dedup::Claim;
+use super::order::Turn;
 use super::shared::Shared;
 use crate::auth::Operation;
 use crate::protocol::wire;
@@ -20,6 +21,9 @@ pub(crate) struct PublishRequest<'a> {
     pub(crate) schema: Option<&'a RegistrySchema>,
     /// The topic's keys are framed protobuf messages of this type.
     pub(crate) key_message: Option<&'a KeyMessage>,
+    /// Its place in its connection's order (WebSocket publishes), kept until its record is
+    /// queued in the producer.
+    pub(crate) turn: Option<Turn>,
     pub(crate) publish: wire::Publish,
 }
 
@@ -56,7 +60,7 @@ fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Sta
 }
 
 async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
-    let PublishRequest { ctx, topic, hook, schema, key_message, publish: p } = req;
+    let PublishRequest { ctx, topic, hook, schema, key_message, turn, publish: p } = req;
     let key = (!p.idempotency_key.is_empty()).then(|| (ctx.dedup_scope(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
         Some(k) => match shared.dedup.claim(k).await? {
@@ -77,7 +81,13 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
             let (id, indexes) = schema_writer(shared, topic, &key_message.schema).await?;
             record.key = Some(wire::add_confluent_framing(id, &indexes, &key_message.wrap(key)));
         }
-        shared.kafka().produce(topic, &record, &p.idempotency_key).await
+        // In the connection's order: every publish read before this one is queued first.
+        if let Some(turn) = &turn {
+            turn.wait(shared.limits.publish_timeout).await;
+        }
+        let produced = shared.kafka().enqueue(topic, &record, &p.idempotency_key).await;
+        drop(turn);
+        produced?.receipt(shared.kafka()).await
     }
     .await;
     if let (Some(k), Some(tx)) = (&key, owner) {
