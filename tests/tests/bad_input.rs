@@ -449,3 +449,32 @@ async fn publishes_refused_for_the_inflight_bound_take_no_rate_token() -> anyhow
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A message far over the limit (4 MiB against the default 1 MiB), which the client is
+/// still writing when the gateway refuses it: the Close 1009 reaches the client (the
+/// gateway reads on before closing the socket), it is not reset away (1006).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_writing_an_oversized_message_gets_1009_not_a_reset() -> anyhow::Result<()> {
+    init_tracing();
+    let (gw, topic) = gateway(Limits::default()).await?;
+    for attempt in 0..5 {
+        let mut c = RawClient::open(gw.addr).await?;
+        // The send may fail part way (the gateway stops reading it as a message): fine.
+        let _ = c.send_bytes(vec![0u8; 4 << 20]).await;
+        // And it goes on writing for a while before it reads: without the gateway reading
+        // on, its socket would close with this unread, and the reset would destroy the
+        // Close frame waiting in the client's buffer.
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        while tokio::time::Instant::now() < until {
+            let write = tokio::io::AsyncWriteExt::write_all(c.ws.get_mut(), &[0u8; 64 << 10]);
+            if tokio::time::timeout(Duration::from_millis(50), write).await.is_ok_and(|r| r.is_err()) {
+                break;
+            }
+        }
+        let (code, _) = c.until_close().await;
+        assert_eq!(code, 1009, "attempt {attempt}");
+    }
+    still_serves(&gw).await?;
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -36,7 +36,9 @@ where
             Err(_) => return,
         };
         let _ = ws.send(Message::Close(Some(CloseFrame { code: close, reason: "".into() }))).await;
-        let _ = ws.close(None).await;
+        let _ = ws.flush().await;
+        // As the gateway's sessions do: read on, so the close is not lost to a reset.
+        crate::session::connection::drain_input(ws.get_mut()).await;
         return;
     }
 }

@@ -34,6 +34,28 @@ use crate::protocol::wire::{self, frame::Kind};
 use crate::protocol::{Code, StartAt, Status};
 use crate::stream::RequestContext;
 
+/// How long, and how many bytes, a connection that sent its Close reads on.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+const DRAIN_BYTES: usize = 32 << 20;
+
+/// After the gateway's Close: reads and discards what the peer still sends (the rest of
+/// an oversized message, frames already in flight) until it closes its side, for at most
+/// [`DRAIN_TIME`] and [`DRAIN_BYTES`]. A socket closed with unread input answers with a
+/// TCP reset, which can destroy the Close frame before the peer reads it: this is what
+/// lets 1009 (or 1002, 4008…) reach a client that was still writing.
+pub(crate) async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut read = 0;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    while read < DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => return,
+        }
+    }
+}
+
 /// The largest Data frame the writer builds from several records.
 const DATA_BATCH_BYTES: usize = 256 << 10;
 const MAX_IDEMPOTENCY_KEY: usize = 64;
@@ -79,8 +101,17 @@ where
         // Give the writer time to send what is queued and the close frame; a peer that
         // does not read does not get to hold the task.
         let mut writer = writer;
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
-            writer.abort();
+        let sink = match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+            Ok(Ok(sink)) => sink,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                writer.abort();
+                None
+            }
+        };
+        // After the Close: take in what the peer still sends before closing the socket.
+        if let Some(Ok(mut ws)) = sink.map(|sink| stream.reunite(sink)) {
+            drain_input(ws.get_mut()).await;
         }
         tracing::debug!("connection closed");
     }
@@ -561,7 +592,11 @@ impl Drop for Release<'_> {
     }
 }
 
-async fn write_loop<S>(mut sink: SplitSink<WebSocketStream<S>, Message>, outbox: Arc<Outbox>, metrics: Arc<Metrics>)
+async fn write_loop<S>(
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
+) -> Option<SplitSink<WebSocketStream<S>, Message>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -577,7 +612,7 @@ where
                     if !batch.is_empty() && (batch_id != *id || batch_bytes + rec.encoded.len() > DATA_BATCH_BYTES) {
                         frames += 1;
                         if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                            return;
+                            return None;
                         }
                         batch.clear();
                         batch_bytes = 0;
@@ -596,30 +631,29 @@ where
             if !batch.is_empty() {
                 frames += 1;
                 if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                    return;
+                    return None;
                 }
                 batch.clear();
                 batch_bytes = 0;
             }
             let is_close = matches!(frame, Message::Close(_));
             if sink.feed(frame).await.is_err() {
-                return;
+                return None;
             }
             if is_close {
                 let _ = sink.flush().await;
-                let _ = sink.close().await;
                 metrics.delivered(records, frames);
-                return;
+                return Some(sink);
             }
         }
         if !batch.is_empty() {
             frames += 1;
             if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                return;
+                return None;
             }
         }
         if sink.flush().await.is_err() {
-            return;
+            return None;
         }
         metrics.delivered(records, frames);
     }
