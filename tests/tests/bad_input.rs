@@ -478,3 +478,34 @@ async fn a_client_still_writing_an_oversized_message_gets_1009_not_a_reset() -> 
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A publish the principal's budget refuses takes no token of its connection's: the
+/// connection can publish again as soon as the principal's budget allows, not later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_refused_by_the_principal_budget_take_no_connection_token() -> anyhow::Result<()> {
+    init_tracing();
+    // Two connections from one address share its anonymous budget of 3/s; each has 2/s.
+    let limits = Limits::default().with_max_publishes_per_second(2).with_max_publishes_per_second_per_principal(3);
+    let (gw, topic) = gateway(limits).await?;
+    let mut a = RawClient::open(gw.addr).await?;
+    let mut b = RawClient::open(gw.addr).await?;
+    for id in [1, 2] {
+        a.send(publish(id, PUBLISH, b"")).await?;
+        assert!(matches!(a.recv().await?, Some(Kind::Receipt(r)) if r.id == id));
+    }
+    b.send(publish(3, PUBLISH, b"")).await?;
+    assert!(matches!(b.recv().await?, Some(Kind::Receipt(r)) if r.id == 3));
+    b.send(publish(4, PUBLISH, b"")).await?;
+    let e = error_of(b.recv().await?);
+    assert!(e.message.contains("of this principal"), "{e:?}");
+    // 400 ms later the shared budget has a token again (3/s); the connection still has
+    // the token the refused publish did not take.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.send(publish(5, PUBLISH, b"")).await?;
+    match b.recv().await? {
+        Some(Kind::Receipt(r)) => assert_eq!(r.id, 5),
+        other => panic!("the connection's own token was taken by the refused publish: {other:?}"),
+    }
+    delete_topic(&topic).await?;
+    Ok(())
+}

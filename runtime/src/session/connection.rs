@@ -525,9 +525,13 @@ impl Session {
                 Status::new(Code::ResourceExhausted, "too many publishes awaiting receipts")
                     .with_retry_after(Duration::from_millis(50))
             })?;
-            if let Err(wait) = self.bucket.take() {
+            // Then the connection's rate and the principal's: a publish either refuses takes
+            // no token of the other.
+            if let Err(wait) = self.bucket.ready() {
                 return Err(Status::new(Code::ResourceExhausted, "publish rate limit").with_retry_after(wait));
             }
+            super::publish::admit(&self.shared, &self.context(&p.method))?;
+            let _ = self.bucket.take();
             Ok((def.topic.clone(), hook.clone(), (def.schema.clone(), def.key_message.clone()), permit))
         })();
         let (topic, hook, (schema, key_message), permit) = match checked {
@@ -553,6 +557,7 @@ impl Session {
                     schema: schema.as_deref(),
                     key_message: key_message.as_deref(),
                     turn: Some(turn),
+                    admitted: true,
                     publish: p,
                 };
                 let kind = match publish(&shared, req).await {

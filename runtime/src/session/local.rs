@@ -218,6 +218,7 @@ impl LocalStreams {
             schema: def.schema.as_deref(),
             key_message: def.key_message.as_deref(),
             turn: None,
+            admitted: false,
             publish: wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key },
         };
         publish(&self.shared, req).await

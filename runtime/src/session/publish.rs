@@ -24,6 +24,8 @@ pub(crate) struct PublishRequest<'a> {
     /// Its place in its connection's order (WebSocket publishes), kept until its record is
     /// queued in the producer.
     pub(crate) turn: Option<Turn>,
+    /// [`admit`] said yes already (the WebSocket path admits before its own rate limit).
+    pub(crate) admitted: bool,
     pub(crate) publish: wire::Publish,
 }
 
@@ -31,7 +33,8 @@ pub(crate) struct PublishRequest<'a> {
 /// answers it from the dedup window), and counts the outcome.
 pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
     let started = std::time::Instant::now();
-    let result = match admit(shared, &req.ctx) {
+    let admitted = if req.admitted { Ok(()) } else { admit(shared, &req.ctx) };
+    let result = match admitted {
         Ok(()) => produce(shared, req).await,
         Err(status) => Err(status),
     };
@@ -47,7 +50,7 @@ pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<
 
 /// The permission to publish on this stream, and the principal's publish budget (shared
 /// by all its connections and its gRPC calls; anonymous clients': per address).
-fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Status> {
+pub(crate) fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Status> {
     shared.authorize(ctx, Operation::Publish)?;
     let key = if ctx.principal.is_anonymous() {
         BudgetKey::Anonymous(ctx.client_ip)
@@ -60,7 +63,7 @@ fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Result<(), Sta
 }
 
 async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
-    let PublishRequest { ctx, topic, hook, schema, key_message, turn, publish: p } = req;
+    let PublishRequest { ctx, topic, hook, schema, key_message, turn, publish: p, .. } = req;
     let key = (!p.idempotency_key.is_empty()).then(|| (ctx.dedup_scope(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
         Some(k) => match shared.dedup.claim(k).await? {

@@ -16,11 +16,17 @@ impl TokenBucket {
 
     /// Takes a token, or says how long until one is there.
     pub(crate) fn take(&mut self) -> Result<(), Duration> {
+        self.ready()?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Whether a token is there (taking none), or how long until one is.
+    pub(crate) fn ready(&mut self) -> Result<(), Duration> {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
         self.at = now;
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
             Ok(())
         } else {
             // At least 1 ms: a retry-after of 0 reads as "none" on the wire.
