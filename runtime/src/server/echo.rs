@@ -38,7 +38,7 @@ where
         let _ = ws.send(Message::Close(Some(CloseFrame { code: close, reason: "".into() }))).await;
         let _ = ws.flush().await;
         // As the gateway's sessions do: read on, so the close is not lost to a reset.
-        crate::session::connection::drain_input(ws.get_mut()).await;
+        crate::session::connection::close_after(&mut ws).await;
         return;
     }
 }

@@ -38,16 +38,29 @@ use crate::stream::RequestContext;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 const DRAIN_BYTES: usize = 32 << 20;
 
-/// After the gateway's Close: reads and discards what the peer still sends (the rest of
-/// an oversized message, frames already in flight) until it closes its side, for at most
+/// After the gateway's Close: reads what the peer still sends (frames already in flight,
+/// the rest of an oversized message) until its Close or the end of its side, for at most
 /// [`DRAIN_TIME`] and [`DRAIN_BYTES`]. A socket closed with unread input answers with a
 /// TCP reset, which can destroy the Close frame before the peer reads it: this is what
-/// lets 1009 (or 1002, 4008…) reach a client that was still writing.
-pub(crate) async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S) {
+/// lets 1009 (or 1002, 4008…) reach a client that was still writing. Input that is no
+/// longer frames (an oversized message's remainder) is read as bytes.
+pub(crate) async fn close_after<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) | Ok(None | Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed))) => return,
+            Ok(Some(Err(_))) => return drain_input(ws.get_mut(), deadline).await,
+        }
+    }
+}
+
+/// Reads and discards bytes until the peer closes its side, `deadline` or [`DRAIN_BYTES`].
+async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S, deadline: tokio::time::Instant) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 64 << 10];
     let mut read = 0;
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
     while read < DRAIN_BYTES {
         match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => read += n,
@@ -98,6 +111,9 @@ where
         tracing::debug!("connection open");
         session.run(&mut stream).await;
         session.teardown();
+        // The session is over: its connection slot is given back now; the socket closes
+        // within the bounds below.
+        drop(session);
         // Give the writer time to send what is queued and the close frame; a peer that
         // does not read does not get to hold the task.
         let mut writer = writer;
@@ -111,7 +127,7 @@ where
         };
         // After the Close: take in what the peer still sends before closing the socket.
         if let Some(Ok(mut ws)) = sink.map(|sink| stream.reunite(sink)) {
-            drain_input(ws.get_mut()).await;
+            close_after(&mut ws).await;
         }
         tracing::debug!("connection closed");
     }
