@@ -181,6 +181,12 @@ pub(crate) struct StreamDef {
     pub(crate) key_message: Option<Arc<KeyMessage>>,
 }
 
+impl StreamDef {
+    fn new(topic: impl Into<String>, kind: StreamKind) -> StreamDef {
+        StreamDef { topic: topic.into(), kind, schema: None, types: None, key_message: None }
+    }
+}
+
 /// The methods a gateway serves.
 #[derive(Clone, Default)]
 pub struct Streams {
@@ -202,41 +208,22 @@ impl Streams {
     }
 
     /// Serves server-streaming `method` ("package.Service/Method") from `topic`.
-    pub fn subscribe(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
-        self.methods.insert(
-            method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Subscribe(Arc::new(hook)),
-                schema: None,
-                types: None,
-                key_message: None,
-            },
-        );
-        self
+    pub fn subscribe(self, method: impl Into<String>, topic: impl Into<String>, hook: impl SubscribeHook) -> Self {
+        self.add(method, StreamDef::new(topic, StreamKind::Subscribe(Arc::new(hook))))
     }
 
     /// Serves server-streaming `method` from `topic`, whose records are of several types:
     /// each is delivered in the member of its type of the response message's oneof (see
     /// [`RecordTypes`]; needs [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry)).
     pub fn subscribe_with_types(
-        mut self,
+        self,
         method: impl Into<String>,
         topic: impl Into<String>,
         hook: impl SubscribeHook,
         types: RecordTypes,
     ) -> Self {
-        self.methods.insert(
-            method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Subscribe(Arc::new(hook)),
-                schema: None,
-                types: Some(types),
-                key_message: None,
-            },
-        );
-        self
+        let def = StreamDef { types: Some(types), ..StreamDef::new(topic, StreamKind::Subscribe(Arc::new(hook))) };
+        self.add(method, def)
     }
 
     /// Declares that the records of `method`'s topic have Confluent-framed protobuf keys
@@ -311,18 +298,8 @@ impl Streams {
     }
 
     /// Serves unary `method` by producing to `topic`.
-    pub fn publish(mut self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
-        self.methods.insert(
-            method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Publish(Arc::new(hook)),
-                schema: None,
-                types: None,
-                key_message: None,
-            },
-        );
-        self
+    pub fn publish(self, method: impl Into<String>, topic: impl Into<String>, hook: impl PublishHook) -> Self {
+        self.add(method, StreamDef::new(topic, StreamKind::Publish(Arc::new(hook))))
     }
 
     /// Serves unary `method` by producing to `topic` in the Confluent wire format with
@@ -330,22 +307,19 @@ impl Streams {
     /// others: see [`RegistryMode`](crate::RegistryMode); the gateway needs
     /// [`GatewayConfig::schema_registry`](crate::GatewayConfig::schema_registry) to start).
     pub fn publish_with_schema(
-        mut self,
+        self,
         method: impl Into<String>,
         topic: impl Into<String>,
         hook: impl PublishHook,
         schema: RegistrySchema,
     ) -> Self {
-        self.methods.insert(
-            method.into(),
-            StreamDef {
-                topic: topic.into(),
-                kind: StreamKind::Publish(Arc::new(hook)),
-                schema: Some(Arc::new(schema)),
-                types: None,
-                key_message: None,
-            },
-        );
+        let def =
+            StreamDef { schema: Some(Arc::new(schema)), ..StreamDef::new(topic, StreamKind::Publish(Arc::new(hook))) };
+        self.add(method, def)
+    }
+
+    fn add(mut self, method: impl Into<String>, def: StreamDef) -> Self {
+        self.methods.insert(method.into(), def);
         self
     }
 
