@@ -29,7 +29,7 @@ pub(crate) fn encode(kind: frame::Kind) -> Bytes {
     Frame { kind: Some(kind) }.encode_to_vec().into()
 }
 
-pub(crate) fn put_varint(buf: &mut BytesMut, mut v: u64) {
+fn put_varint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -42,9 +42,16 @@ fn varint_len(v: u64) -> usize {
 }
 
 fn put_bytes_field(buf: &mut BytesMut, field: u32, data: &[u8]) {
-    put_varint(buf, u64::from(field << 3 | 2));
+    put_varint(buf, u64::from(field) << 3 | 2);
     put_varint(buf, data.len() as u64);
     buf.put_slice(data);
+}
+
+/// A message holding `data` in its length-delimited field `field`, and nothing else.
+pub(crate) fn length_delimited(field: u32, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 16);
+    put_bytes_field(&mut out, field, data);
+    out.freeze()
 }
 
 /// A record read from Kafka, encoded once and shared by every subscriber it matches.

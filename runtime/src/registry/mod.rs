@@ -164,11 +164,7 @@ impl KeyMessage {
     /// The key message holding `value` (its one field, length-delimited).
     #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn wrap(&self, value: &[u8]) -> bytes::Bytes {
-        let mut out = bytes::BytesMut::with_capacity(value.len() + 8);
-        crate::protocol::wire::put_varint(&mut out, u64::from(self.field) << 3 | 2);
-        crate::protocol::wire::put_varint(&mut out, value.len() as u64);
-        bytes::BufMut::put_slice(&mut out, value);
-        out.freeze()
+        crate::protocol::wire::length_delimited(self.field, value)
     }
 }
 

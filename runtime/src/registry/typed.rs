@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::client::Lookup;
 use super::{OtherTypes, RecordTypes, SchemaRegistry};
-use crate::protocol::wire::{Record, SharedRecord, put_varint};
+use crate::protocol::wire::{Record, SharedRecord, length_delimited};
 use crate::protocol::{Code, Status};
 
 /// A typed stream's record types and the registry that names them.
@@ -65,11 +65,7 @@ impl TypedRecords {
         let Some(&field) = self.types.members.get(&name) else {
             return self.other(rec, format!("is a {name}, which this stream does not accept"));
         };
-        let mut wrapped = BytesMut::with_capacity(record.payload.len() + 16);
-        put_varint(&mut wrapped, u64::from(field) << 3 | 2);
-        put_varint(&mut wrapped, record.payload.len() as u64);
-        wrapped.put_slice(&record.payload);
-        let wrapped = wrapped.freeze();
+        let wrapped = length_delimited(field, &record.payload);
         record.payload = wrapped.clone();
         record.type_name = name;
         let mut encoded = BytesMut::with_capacity(record.encoded_len() + 6);
