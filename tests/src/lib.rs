@@ -262,6 +262,21 @@ pub async fn collect(
     Ok(got)
 }
 
+/// The Confluent-compatible Schema Registry the tests use (scripts/services prints it).
+pub fn registry_url() -> String {
+    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081/apis/ccompat/v7".into())
+}
+
+/// The member field number and the record inside a typed stream's wrapper message
+/// (exactly one length-delimited field); panics on anything else.
+pub fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
+    let mut rest = wrapper;
+    let tag = kafkasocks::wire::read_varint(&mut rest).expect("tag");
+    let len = kafkasocks::wire::read_varint(&mut rest).expect("len") as usize;
+    assert_eq!((tag & 7, rest.len()), (2, len), "one length-delimited member, nothing else");
+    ((tag >> 3) as u32, rest.to_vec())
+}
+
 /// The next record of an in-process subscription, or the error that ended it, within 20 s.
 pub async fn next_local(s: &mut kafkasocks::RecordStream) -> Result<kafkasocks::Delivery, kafkasocks::Status> {
     use futures_util::StreamExt as _;

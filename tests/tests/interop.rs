@@ -79,10 +79,6 @@ struct Command {
     sampling_ms: u32,
 }
 
-fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081/apis/ccompat/v7".into())
-}
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -304,15 +300,6 @@ async fn the_gateway_reads_what_confluents_serializer_writes_and_frames_alike() 
     delete_topic(&events).await?;
     delete_topic(&ours).await?;
     Ok(())
-}
-
-/// The member field and the record inside a typed stream's wrapper message.
-fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
-    let mut rest = wrapper;
-    let tag = kafkasocks::wire::read_varint(&mut rest).unwrap();
-    let len = kafkasocks::wire::read_varint(&mut rest).unwrap() as usize;
-    assert_eq!((tag & 7, rest.len()), (2, len), "one length-delimited member, nothing else");
-    ((tag >> 3) as u32, rest.to_vec())
 }
 
 /// Protobuf keys, both ways: records Confluent's serializer keys with a `SourceKey`

@@ -7,10 +7,6 @@ use kafkasocks::client::{Client, ClientConfig, StartAt};
 use kafkasocks::{GatewayConfig, KafkaConfig, KeyField, RegistrySchema, Streams};
 use kafkasocks_tests::*;
 
-fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081/apis/ccompat/v7".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_are_framed_with_the_registered_schema_and_subscribers_get_plain_messages() -> anyhow::Result<()> {
     init_tracing();
@@ -637,15 +633,6 @@ async fn credentials_and_a_private_ca_reach_a_registry_behind_tls() -> anyhow::R
     gw.shutdown.shutdown();
     delete_topic(&topic).await?;
     Ok(())
-}
-
-/// The member field and the record inside a typed stream's wrapper message.
-fn member(wrapper: &[u8]) -> (u32, Vec<u8>) {
-    let mut rest = wrapper;
-    let tag = kafkasocks::wire::read_varint(&mut rest).expect("tag");
-    let len = kafkasocks::wire::read_varint(&mut rest).expect("len") as usize;
-    assert_eq!((tag & 7, rest.len()), (2, len), "one length-delimited member, nothing else");
-    ((tag >> 3) as u32, rest.to_vec())
 }
 
 /// A topic of three record types (RecordNameStrategy) and unframed records, read by

@@ -49,10 +49,6 @@ impl every::ChatStreamsHooks for ChatRules {
     }
 }
 
-fn registry_url() -> String {
-    std::env::var("SCHEMA_REGISTRY_URL").unwrap_or_else(|_| "http://127.0.0.1:18081/apis/ccompat/v7".into())
-}
-
 async fn ensure_topic(name: &str) {
     if kafkasocks_tests::create_topic(name, 2).await.is_err() {
         // It exists (an earlier run): fine, every test uses fresh keys.
@@ -79,7 +75,7 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
         .merge(every::SensorsGateway::new(every::SensorsDefaultHooks).streams());
     assert_eq!(streams.len(), 9);
     let config = GatewayConfig::new(KafkaConfig::new(kafkasocks_tests::bootstrap()))
-        .schema_registry(registry_url())
+        .schema_registry(kafkasocks_tests::registry_url())
         .listen("127.0.0.1:0".parse()?);
     // A test authenticator: the token is the subject (none: anonymous). The gRPC service
     // below is authenticated by the same one, from its `authorization` metadata.
@@ -115,7 +111,7 @@ async fn generated_server_runs_on_a_real_gateway_and_broker() -> anyhow::Result<
     assert!(d.schema_id > 0, "schema: written in the Confluent framing");
     // Registered as Confluent's serializer would: the imports as references (by import
     // path), so a registry-aware consumer can rebuild the schema from the registry alone.
-    let url = registry_url();
+    let url = kafkasocks_tests::registry_url();
     let (host, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
     let (status, body) =
         kafkasocks_tests::http_get(host.parse()?, &format!("/{path}/schemas/ids/{}", d.schema_id)).await?;
