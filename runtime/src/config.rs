@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::kafka::cluster::ClusterConfig;
 use crate::kafka::config::KafkaConfig;
 use crate::registry::RegistryConfig;
 
@@ -271,6 +272,9 @@ pub struct GatewayConfig {
     /// believed: behind them the client address (per-address limits, [`Handshake::client_ip`](crate::Handshake::client_ip))
     /// is the forwarded one. Default none: the TCP peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// Exactly-once publishes across the nodes of a cluster ([`GatewayConfig::cluster`]).
+    /// Default none: dedup is per node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Which web pages may open WebSocket sessions (the `Origin` header a browser sends) and,
@@ -340,7 +344,17 @@ impl GatewayConfig {
             schema_registry: None,
             origins: OriginPolicy::new(),
             trusted_proxies: Vec::new(),
+            cluster: None,
         }
+    }
+
+    /// Makes this node one of a cluster of gateway nodes with exactly-once publishes
+    /// across them: a publish retried with the same idempotency key on any node of the
+    /// cluster is produced once (docs/design.md, "Exactly-once publish across nodes").
+    /// Without it, the dedup window is this node's own.
+    pub fn cluster(mut self, cluster: ClusterConfig) -> GatewayConfig {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Sets which pages may connect.

@@ -104,6 +104,8 @@ pub use auth::{
 #[cfg(feature = "server")]
 pub use config::{GatewayConfig, Limits, OriginPolicy, TlsConfig};
 #[cfg(feature = "server")]
+pub use kafka::cluster::ClusterConfig;
+#[cfg(feature = "server")]
 pub use kafka::config::{KafkaConfig, KafkaTls, Partitioner, Sasl};
 #[cfg(any(feature = "server", feature = "registry"))]
 pub use registry::{

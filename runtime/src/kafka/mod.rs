@@ -3,6 +3,7 @@
 //! the same secured connection as everything else) and watermarks. It knows nothing of
 //! subscribers or sessions; rdkafka's types do not leave it.
 
+pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod reader;
@@ -88,6 +89,8 @@ pub(crate) struct Kafka {
     /// Topics whose record keys are Confluent-framed key messages, and the field of the
     /// key in them (set once, when the gateway binds).
     framed_keys: std::sync::OnceLock<std::collections::HashMap<String, u32>>,
+    /// Exactly-once across the nodes of a cluster, when configured (set once, at bind).
+    cluster: std::sync::OnceLock<cluster::Cluster>,
 }
 
 /// What a peer is told about a Kafka error: the code it maps to and why. An error that only
@@ -148,6 +151,7 @@ impl Kafka {
             marks: Fresh::new(),
             warned_no_ids: std::sync::atomic::AtomicBool::new(false),
             framed_keys: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -169,6 +173,28 @@ impl Kafka {
     /// Says which topics have Confluent-framed keys (once; later calls are ignored).
     pub(crate) fn set_framed_keys(&self, topics: std::collections::HashMap<String, u32>) {
         let _ = self.framed_keys.set(topics);
+    }
+
+    /// Publishes go through the owners of their keys in this cluster from now on
+    /// ([`cluster`]). Once; fails when the cluster cannot be joined.
+    pub(crate) async fn join_cluster(
+        &self,
+        config: &cluster::ClusterConfig,
+        server_id: &str,
+        dedup_window: Duration,
+        dedup_capacity: usize,
+    ) -> Result<(), Error> {
+        let joined = cluster::Cluster::start(cluster::ClusterStart {
+            config,
+            base: &self.base,
+            context: &self.context,
+            server_id,
+            dedup_window,
+            dedup_capacity,
+            publish_timeout: self.publish_timeout,
+        })
+        .await?;
+        self.cluster.set(joined).map_err(|_| Error::Config("the gateway joined a cluster twice".into()))
     }
 
     /// A consumer assigned to `positions` of `topic`. `catch_up` readers report the end of
@@ -315,13 +341,23 @@ impl Kafka {
     /// Queues one record in the producer (waiting, up to the publish timeout, while its
     /// queue is full); [`Produced::receipt`] then waits for Kafka's acknowledgement
     /// (acks=all). Records queued one after the other keep that order in their partition
-    /// (the idempotent producer).
+    /// (the idempotent producer). In a cluster, what is queued is the record's request to
+    /// the owner of its key, and the receipt is the owner's answer: `dedup` (the
+    /// publish's scope, method and idempotency key) decides whether it is produced.
     pub(crate) async fn enqueue(
         &self,
         topic: &str,
         record: &OutgoingRecord,
         idempotency_key: &[u8],
+        dedup: &[u8],
     ) -> Result<Produced, Status> {
+        let deadline = tokio::time::Instant::now() + self.publish_timeout;
+        if let Some(cluster) = self.cluster.get() {
+            return match cluster.request(&self.producer, deadline, (topic, record, idempotency_key), dedup).await {
+                Ok(asked) => Ok(Produced { sent: Sent::Asked(asked), topic: topic.to_owned() }),
+                Err(e) => Err(self.produce_status(topic, &e)),
+            };
+        }
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
         for (k, v) in &record.headers {
             headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
@@ -334,10 +370,9 @@ impl Kafka {
         if let Some(k) = &record.key {
             fr = fr.key(k.as_ref());
         }
-        let deadline = tokio::time::Instant::now() + self.publish_timeout;
         loop {
             match self.producer.send_result(fr) {
-                Ok(delivery) => return Ok(Produced { delivery, topic: topic.to_owned() }),
+                Ok(delivery) => return Ok(Produced { sent: Sent::Direct(delivery), topic: topic.to_owned() }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -398,15 +433,29 @@ impl Kafka {
 
 /// A record queued in the producer, its acknowledgement to come.
 pub(crate) struct Produced {
-    delivery: rdkafka::producer::DeliveryFuture,
+    sent: Sent,
     topic: String,
+}
+
+enum Sent {
+    /// Produced by this node.
+    Direct(rdkafka::producer::DeliveryFuture),
+    /// Asked of the owner of its key (a cluster).
+    Asked(cluster::Asked),
 }
 
 impl Produced {
     /// Waits for Kafka's acknowledgement (bounded by `message.timeout.ms`, the publish
-    /// timeout).
+    /// timeout), or in a cluster for the owner's answer (bounded by the publish timeout).
     pub(crate) async fn receipt(self, kafka: &Kafka) -> Result<Receipt, Status> {
-        match self.delivery.await {
+        let delivery = match self.sent {
+            Sent::Direct(delivery) => delivery,
+            Sent::Asked(asked) => {
+                let topic = self.topic;
+                return asked.answer(kafka.publish_timeout, |e| kafka.produce_status(&topic, e)).await;
+            }
+        };
+        match delivery.await {
             Ok(Ok(d)) => Ok(Receipt {
                 topic: self.topic,
                 partition: d.partition,

@@ -154,6 +154,11 @@ impl GatewayBuilder {
             registry_client(config.schema_registry.as_ref(), config.limits.registry_timeout, &streams).await?;
         let kafka = Kafka::new(config.kafka.clone(), config.limits.publish_timeout, &config.server_id)?;
         kafka.set_framed_keys(streams.framed_key_topics().map_err(Error::Config)?);
+        if let Some(cluster) = &config.cluster {
+            kafka
+                .join_cluster(cluster, &config.server_id, config.limits.dedup_window, config.limits.dedup_capacity)
+                .await?;
+        }
         let hubs = Hubs::new(FanoutContext::new(kafka, config.limits.clone(), metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

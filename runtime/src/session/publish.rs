@@ -88,7 +88,8 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
         if let Some(turn) = &turn {
             turn.wait(shared.limits.publish_timeout).await;
         }
-        let produced = shared.kafka().enqueue(topic, &record, &p.idempotency_key).await;
+        let dedup = key.as_ref().map(dedup_bytes).unwrap_or_default();
+        let produced = shared.kafka().enqueue(topic, &record, &p.idempotency_key, &dedup).await;
         drop(turn);
         produced?.receipt(shared.kafka()).await
     }
@@ -100,6 +101,17 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
         }
     }
     result
+}
+
+/// A dedup key as bytes, the same on every node: scope, method and idempotency key, each
+/// length-delimited (a field of a protobuf message), so no two keys can run together.
+fn dedup_bytes(key: &super::dedup::DedupKey) -> Vec<u8> {
+    let (scope, method, idempotency_key) = key;
+    let mut out = Vec::with_capacity(scope.len() + method.len() + idempotency_key.len() + 12);
+    out.extend_from_slice(&wire::length_delimited(1, scope.as_bytes()));
+    out.extend_from_slice(&wire::length_delimited(2, method.as_bytes()));
+    out.extend_from_slice(&wire::length_delimited(3, idempotency_key));
+    out
 }
 
 /// The schema id and message indexes records of `schema` on `topic` are framed with.
