@@ -228,6 +228,29 @@ pub fn streams(topic: &str) -> Streams {
     Streams::new().subscribe(SUBSCRIBE, topic, KeyField::new(1)).publish(PUBLISH, topic, KeyField::new(1))
 }
 
+/// A publish hook that waits a random 0..`max` before keying the record by field 1 of the
+/// request, as an async check against a database would (the publish-order tests).
+#[derive(Debug, Clone, Copy)]
+pub struct Jittery {
+    pub max: Duration,
+}
+
+impl kafkasocks::PublishHook for Jittery {
+    fn prepare(
+        &self,
+        ctx: &kafkasocks::RequestContext,
+        payload: Bytes,
+    ) -> kafkasocks::BoxFuture<Result<kafkasocks::OutgoingRecord, kafkasocks::Status>> {
+        let micros = self.max.as_micros() as u64;
+        let wait = Duration::from_micros(if micros == 0 { 0 } else { rand::random::<u64>() % micros });
+        let keyed = kafkasocks::PublishHook::prepare(&KeyField::new(1), ctx, payload);
+        Box::pin(async move {
+            tokio::time::sleep(wait).await;
+            keyed.await
+        })
+    }
+}
+
 /// A request/record message: field 1 = key (string), field 2 = body.
 pub fn message(key: &str, body: &str) -> Bytes {
     let mut out = Vec::new();

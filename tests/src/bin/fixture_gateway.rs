@@ -6,8 +6,15 @@
 //!
 //! Anonymous access (a test fixture). Browser pages may connect from the origins listed,
 //! comma-separated, in `$FIXTURE_ORIGINS` (none by default: browsers are refused).
+//! `$FIXTURE_LISTEN` is the address to listen on (default 127.0.0.1:0, a free port);
+//! `$FIXTURE_PUBLISH_JITTER_MS`, when set, makes the publish hook wait a random 0..N ms
+//! (the publish-order tests). `$FIXTURE_CLUSTER`, when set, makes the gateway a node of
+//! that cluster (exactly-once publishes across nodes); `$FIXTURE_BEHIND_PROXY=1` trusts
+//! 127.0.0.1 as a proxy and lifts the per-address connection bound (every client of a
+//! local load balancer comes from one address).
 
-use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, OriginPolicy};
+use kafkasocks::{ClusterConfig, Gateway, GatewayConfig, KafkaConfig, KeyField, OriginPolicy, Streams};
+use kafkasocks_tests::{Jittery, PUBLISH, SUBSCRIBE};
 use tokio::io::AsyncReadExt;
 
 #[tokio::main]
@@ -23,8 +30,24 @@ async fn main() -> anyhow::Result<()> {
     let origins = std::env::var("FIXTURE_ORIGINS").unwrap_or_default();
     let origins =
         origins.split(',').map(str::trim).filter(|o| !o.is_empty()).fold(OriginPolicy::new(), OriginPolicy::allow);
-    let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:0".parse()?).origins(origins);
-    let gw = Gateway::builder(config).streams(kafkasocks_tests::streams(&topic)).allow_anonymous().bind().await?;
+    let listen = std::env::var("FIXTURE_LISTEN").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let mut config = GatewayConfig::new(KafkaConfig::from_env()?).listen(listen.parse()?).origins(origins);
+    if let Ok(name) = std::env::var("FIXTURE_CLUSTER") {
+        config = config.cluster(ClusterConfig::new(name));
+    }
+    if std::env::var("FIXTURE_BEHIND_PROXY").is_ok_and(|v| v == "1") {
+        let limits = config.limits.clone().with_max_connections_per_address(100_000);
+        config = config.trusted_proxies(["127.0.0.1"]).limits(limits);
+    }
+    let streams = match std::env::var("FIXTURE_PUBLISH_JITTER_MS") {
+        Ok(ms) => Streams::new().subscribe(SUBSCRIBE, &topic, KeyField::new(1)).publish(
+            PUBLISH,
+            &topic,
+            Jittery { max: std::time::Duration::from_millis(ms.parse()?) },
+        ),
+        Err(_) => kafkasocks_tests::streams(&topic),
+    };
+    let gw = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
     println!("LISTENING {}", gw.local_addr());
     let stop = gw.shutdown_handle();
     tokio::spawn(async move {
