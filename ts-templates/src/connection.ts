@@ -79,7 +79,7 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** Default per-publish deadline, ms. Default 10000. */
   publishTimeoutMs?: number;
-  /** Most publishes waiting to be sent (offline, or beyond the gateway's in-flight limit). Default 1000. */
+  /** Most publishes waiting to be sent (offline, or beyond the gateway's in-flight limit or publish rate). Default 1000. */
   maxOfflinePublishes?: number;
   /** Retries of a publish refused with RESOURCE_EXHAUSTED + retry_after_ms (rate limit). Default 3. */
   maxPublishRetries?: number;

@@ -8,6 +8,14 @@
  * Rate limiting (`Error{RESOURCE_EXHAUSTED, retry_after_ms}`) is retried after that delay, a
  * bounded number of times; other errors reject. Each call has a deadline covering queueing,
  * retries and the wait for the receipt.
+ *
+ * Order: frames go out in call order, and nothing is sent ahead of an earlier publish that
+ * waits to be sent again (after a reconnect, or while it waits out a refusal's
+ * `retry_after_ms`). The gateway keeps one connection's frame order (docs/protocol.md §5)
+ * except for a publish it refused, which lands after the publishes sent in between; so the
+ * client stays within Welcome's `max_publishes_per_second` (a token bucket of half the
+ * gateway's burst, refilled at its rate, restarted with every session) instead of
+ * pipelining into refusals.
  */
 import type { Clock } from "./backoff.js";
 import { KafkaSocksError, fromErrorFrame } from "./errors.js";
@@ -80,6 +88,11 @@ export class Publisher {
   readonly #inflight = new Map<bigint, Pending>();
   #nextId = 1n;
   #closedWith: KafkaSocksError | undefined;
+  /** Publish rate tokens left this session, as of `#at` (clock ms; 0: the session is new). */
+  #tokens = 0;
+  #at = 0;
+  /** Pumps again once a rate token is due. */
+  #paceTimer: unknown;
 
   readonly #host: PublishHost;
   readonly #options: PublisherOptions;
@@ -154,13 +167,19 @@ export class Publisher {
     });
   }
 
-  /** Sends every sendable publish, in order, within the gateway's in-flight limit. */
+  /**
+   * Sends unsent publishes in call order, within the gateway's in-flight and rate limits;
+   * stops at a publish held by a refusal, so that none overtakes it.
+   */
   pump(): void {
     if (!this.#host.ready) return;
-    const max = this.#host.limits?.maxInflightPublishes || Infinity;
+    const limits = this.#host.limits;
+    const max = limits?.maxInflightPublishes || Infinity;
+    const rate = limits?.maxPublishesPerSecond;
     for (const p of this.#pending) {
-      if (this.#inflight.size >= max) return;
-      if (p.wireId || p.holding) continue;
+      if (this.#inflight.size >= max || p.holding) return;
+      if (p.wireId) continue;
+      if (rate && !this.#take(rate)) return;
       const id = this.#nextId++;
       const sent = this.#host.send({
         kind: "publish",
@@ -175,6 +194,31 @@ export class Publisher {
       p.wireId = id;
       this.#inflight.set(id, p);
     }
+  }
+
+  /**
+   * Takes a token of `rate` per second, false when none is left (the pump then runs again
+   * once one is due). Half the gateway's burst: frames bunched on their way to the gateway
+   * (up to half a second's worth) still find tokens there.
+   */
+  #take(rate: number): boolean {
+    const { clock } = this.#host;
+    const now = clock.now();
+    const burst = Math.max(1, rate / 2);
+    this.#tokens = this.#at ? Math.min(burst, this.#tokens + ((now - this.#at) * rate) / 1000) : burst;
+    this.#at = now;
+    if (this.#tokens >= 1) {
+      this.#tokens--;
+      return true;
+    }
+    this.#paceTimer ??= clock.setTimeout(
+      () => {
+        this.#paceTimer = undefined;
+        this.pump();
+      },
+      1000 / rate,
+    );
+    return false;
   }
 
   onReceipt(r: ReceiptFrame): void {
@@ -209,15 +253,19 @@ export class Publisher {
     // UNAVAILABLE while draining: it waits for the next connection.
   }
 
-  /** The socket is gone: in-flight publishes wait to be sent again (same key). */
+  /** The socket is gone: in-flight publishes wait to be sent again (same key); the rate bucket starts over. */
   disconnected(): void {
     for (const p of this.#inflight.values()) p.wireId = 0n;
     this.#inflight.clear();
+    this.#at = 0; // the next session has a bucket of its own
+    this.#host.clock.clearTimeout(this.#paceTimer);
+    this.#paceTimer = undefined;
   }
 
   /** Rejects everything pending, and every later publish, with `error`. */
   close(error: KafkaSocksError): void {
     this.#closedWith = error;
+    this.disconnected();
     for (const p of [...this.#pending]) p.settle(error);
   }
 }

@@ -142,6 +142,52 @@ test("rate limited (RESOURCE_EXHAUSTED + retry_after_ms): resent after that dela
   assert.equal(ws.sentOf("publish").length, 2 + 3, "1 try + 2 retries");
 });
 
+test("a publish waiting out a refusal's retry_after_ms is not overtaken: later publishes go after it, in call order", async () => {
+  const h = setup();
+  const ws = await h.session({ limits: limits({}) });
+  const body = (f: { payload: Uint8Array }) => f.payload[0];
+  const ps = [1, 2].map((i) => h.conn.publish(METHOD, new Uint8Array([i])));
+  const [f1, f2] = ws.sentOf("publish");
+  assert.ok(f1 && f2);
+  publishError(ws, f1.id, 8, 300); // 1 refused; 2 is on the wire already (the gateway may take it)
+  ps.push(h.conn.publish(METHOD, new Uint8Array([3])), h.conn.publish(METHOD, new Uint8Array([4])));
+  assert.deepEqual(ws.sentOf("publish").map(body), [1, 2], "3 and 4 wait behind 1");
+  await h.tick(299);
+  assert.deepEqual(ws.sentOf("publish").map(body), [1, 2]);
+  await h.tick(1);
+  assert.deepEqual(ws.sentOf("publish").map(body), [1, 2, 1, 3, 4], "1 again (same key), then 3 and 4");
+  assert.deepEqual(ws.sentOf("publish")[2]?.idempotencyKey, f1.idempotencyKey);
+  for (const f of ws.sentOf("publish").slice(1)) receipt(ws, f.id);
+  assert.equal((await Promise.all(ps)).length, 4);
+});
+
+test("publishes stay within Welcome's max_publishes_per_second: half its burst at once, then one per 1/rate, in call order; a new session has a new bucket", async () => {
+  const h = setup({ backoff: { random: () => 0 } });
+  const ws1 = await h.session({ limits: limits({ maxPublishesPerSecond: 10 }) });
+  const body = (f: { payload: Uint8Array }) => f.payload[0];
+  const ps = Array.from({ length: 12 }, (_, i) => h.conn.publish(METHOD, new Uint8Array([i])));
+  assert.deepEqual(ws1.sentOf("publish").map(body), [0, 1, 2, 3, 4], "half of the gateway's burst of 10 at once");
+  await h.tick(99);
+  assert.equal(ws1.sentOf("publish").length, 5, "the next token is 100 ms away");
+  await h.tick(1);
+  assert.deepEqual(ws1.sentOf("publish").map(body), [0, 1, 2, 3, 4, 5]);
+  await h.tick(200);
+  assert.deepEqual(ws1.sentOf("publish").map(body), [0, 1, 2, 3, 4, 5, 6, 7]);
+  for (const f of ws1.sentOf("publish").slice(0, 2)) receipt(ws1, f.id);
+  // Answers free no rate tokens: still one per 100 ms.
+  assert.equal(ws1.sentOf("publish").length, 8);
+  ws1.serverClose(1006);
+  await h.tick(1);
+  const ws2 = await h.session({ limits: limits({ maxPublishesPerSecond: 10 }) });
+  assert.deepEqual(ws2.sentOf("publish").map(body), [2, 3, 4, 5, 6], "the unanswered ones first, in call order, with a fresh burst");
+  await h.tick(100);
+  assert.deepEqual(ws2.sentOf("publish").map(body), [2, 3, 4, 5, 6, 7]);
+  await h.tick(400);
+  assert.deepEqual(ws2.sentOf("publish").map(body), [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+  for (const f of ws2.sentOf("publish")) receipt(ws2, f.id);
+  assert.equal((await Promise.all(ps)).length, 12);
+});
+
 test("other errors reject with the gateway's code", async () => {
   const h = setup();
   const ws = await h.session();

@@ -79,14 +79,27 @@ export interface GatewayProcess {
   output(): string;
 }
 
+/** How a fixture-gateway is configured beyond its topic (see tests/src/bin/fixture_gateway.rs). */
+export interface GatewayOptions {
+  /** Browser origins let in (`FIXTURE_ORIGINS`). Default none. */
+  origins?: readonly string[];
+  /**
+   * `FIXTURE_PUBLISH_JITTER_MS`: the publish hook waits a random 0..N ms before keying the
+   * record (an async validation). Default: unset (no wait).
+   */
+  publishJitterMs?: number;
+}
+
 /**
  * Starts `fixture-gateway TOPIC [PARTITIONS]` and waits for its `LISTENING host:port` line.
- * Browser pages of `origins` may connect (`FIXTURE_ORIGINS`); pages of any other origin get
- * HTTP 403 (clients that send no Origin, like Node's, are let in).
+ * Browser pages of `options.origins` may connect (`FIXTURE_ORIGINS`); pages of any other
+ * origin get HTTP 403 (clients that send no Origin, like Node's, are let in).
  */
-export function startGateway(topic: string, partitions?: number, origins: readonly string[] = []): Promise<GatewayProcess> {
+export function startGateway(topic: string, partitions?: number, options: GatewayOptions = {}): Promise<GatewayProcess> {
   const args = partitions === undefined ? [topic] : [topic, String(partitions)];
-  const env = { ...process.env, FIXTURE_ORIGINS: origins.join(",") };
+  const env: NodeJS.ProcessEnv = { ...process.env, FIXTURE_ORIGINS: (options.origins ?? []).join(",") };
+  delete env["FIXTURE_PUBLISH_JITTER_MS"];
+  if (options.publishJitterMs !== undefined) env["FIXTURE_PUBLISH_JITTER_MS"] = String(options.publishJitterMs);
   const child = spawn(bin("fixture-gateway"), args, { env, stdio: ["pipe", "pipe", "pipe"] });
   let output = "";
   let exited = false;

@@ -12,9 +12,11 @@
  */
 import {
   KafkaSocksError,
+  Reader,
   Writer,
   connect,
   encodeCursor,
+  type ConnectOptions,
   type Connection,
   type ConnectionState,
   type LogFields,
@@ -99,6 +101,18 @@ export function message(key: string, body?: string): Uint8Array {
   const w = new Writer().tag(1, 2).string(key);
   if (body !== undefined) w.tag(2, 2).string(body);
   return w.finish();
+}
+
+/** The body (field 2) of a request message of the fixture's methods; undefined when it has none. */
+export function messageBody(bytes: Uint8Array): string | undefined {
+  const r = new Reader(bytes);
+  let body: string | undefined;
+  while (!r.eof()) {
+    const tag = r.tag();
+    if (tag === ((2 << 3) | 2)) body = r.string();
+    else r.skip(tag);
+  }
+  return body;
 }
 
 function hex(bytes: Uint8Array): string {
@@ -192,7 +206,7 @@ interface Session {
   opens(): number;
 }
 
-function open(env: Env, extra: { backoff?: { initialMs?: number; maxMs?: number; random?: () => number } } = {}): Session {
+function open(env: Env, extra: Omit<ConnectOptions, "url" | "logger" | "WebSocket"> = {}): Session {
   const log = captureLogger();
   const conn = connect({
     url: env.url,
@@ -493,6 +507,114 @@ async function offlineQueue(env: Env) {
   }
 }
 
+/** One connection cut by `pipelinedPublishes`, as the page saw it. */
+export interface PublishCut {
+  /** Publishes answered (receipt or error) when the cut was asked for. */
+  answered: number;
+  /** Publishes not answered yet then: in flight on the socket, or waiting to be sent. */
+  unanswered: number;
+  /** Connections the proxy reset. */
+  severed: number;
+}
+
+/**
+ * Publish order: `count` publishes for ONE key made in one synchronous loop (publish() called
+ * `count` times, none awaited in between; record i's body is "i" and its idempotency key
+ * `<key>/i`), then every outcome awaited. The fixture's publish hook waits a random 0..N ms
+ * (FIXTURE_PUBLISH_JITTER_MS), so anything that let a publish overtake an earlier one, in the
+ * client or in the gateway, shows in the receipts' offsets. With `cuts` > 0 the proxy resets
+ * the connection that many times while publishes are unanswered: the first once a fifth of
+ * them are answered, each later one once the reconnected session has answered `afterReopen`
+ * more (a reconnected session first sends a full in-flight window: the unanswered publishes
+ * again, same keys, new frame ids, then the queue), so the client must resend them in call
+ * order. Last, the key's records are read back from earliest up to a sentinel published after
+ * everything else (same key, so the same partition).
+ */
+async function pipelinedPublishes(env: Env, params: { count: number; cuts: number; afterReopen?: number }) {
+  const { count, cuts } = params;
+  const afterReopen = params.afterReopen ?? 50;
+  // Room for every publish in the client's queue and time for all of them under the gateway's
+  // rate limit (1000/s by default); fast reconnects.
+  const s = open(env, { maxOfflinePublishes: count, publishTimeoutMs: 180_000, backoff: { initialMs: 50, maxMs: 200 } });
+  try {
+    await waitFor("the connection to open", () => s.conn.state === "open", 10_000, s.log.tail);
+    const k = `order-${randomId()}`;
+    const outcomes: Settled[] = new Array<Settled>(count);
+    let answered = 0;
+    const started = now();
+    const all: Promise<void>[] = [];
+    for (let i = 0; i < count; i++) {
+      const p = s.conn.publish(PUT, message(k, String(i)), { idempotencyKey: `${k}/${i}` });
+      all.push(
+        p.then(
+          (r) => void (outcomes[i] = { receipt: plainReceipt(r) }),
+          (e: unknown) => void (outcomes[i] = { error: describeError(e) }),
+        ).finally(() => void answered++),
+      );
+    }
+    const callMs = now() - started;
+    const progress = () => `answered ${answered}/${count}, opens ${s.opens()}, state ${s.conn.state}\n${s.log.tail()}`;
+    const cutLog: PublishCut[] = [];
+    for (let c = 0; c < cuts; c++) {
+      if (c === 0) {
+        await waitFor(`${Math.floor(count / 5)} answers`, () => answered >= count / 5, 120_000, progress, 1);
+      } else {
+        await waitFor(`reconnect ${c}`, () => s.opens() > c && s.conn.state === "open", 20_000, progress, 1);
+        const atReopen = answered;
+        await waitFor(`${afterReopen} answers after reconnect ${c}`, () => answered >= atReopen + afterReopen || answered === count, 60_000, progress, 1);
+      }
+      const at = answered;
+      const severed = await env.control.sever();
+      cutLog.push({ answered: at, unanswered: count - at, severed });
+    }
+    await Promise.all(all);
+    const publishMs = now() - started;
+    const receipts: PlainReceipt[] = [];
+    const errors: { index: number; error: unknown }[] = [];
+    outcomes.forEach((o, i) => {
+      if (o && "receipt" in o) receipts[i] = o.receipt;
+      else errors.push({ index: i, error: o?.error ?? "never settled" });
+    });
+
+    // Read the key's records back: earliest up to a sentinel published last.
+    const sub = s.conn.subscribe(WATCH, message(k), { start: "earliest", credit: 1000 });
+    /** [partition, offset, body of the request, idempotency key header] */
+    const rows: [number, number, string | null, string | null][] = [];
+    sub.on("record", (r) => rows.push([r.partition, Number(r.offset), messageBody(r.value) ?? null, header(r, IDEMPOTENCY_HEADER) ?? null]));
+    const sentinel = plainReceipt(await s.conn.publish(PUT, message(k, "sentinel"), { timeoutMs: 30_000 }));
+    await waitFor(
+      "the sentinel record",
+      () => rows.some(([p, o]) => p === sentinel.partition && o === sentinel.offset),
+      60_000,
+      () => `rows ${rows.length}\n${s.log.tail()}`,
+    );
+    return {
+      key: k,
+      count,
+      callMs,
+      publishMs,
+      /** Indexed by call: receipts[i] answers the i-th publish() (a hole where it failed). */
+      receipts,
+      errors: errors.slice(0, 10),
+      errorCount: errors.length,
+      cuts: cutLog,
+      /** Refusals the client waited out (`RESOURCE_EXHAUSTED` + `retry_after_ms`: a rate or in-flight limit of the gateway). */
+      refusals: s.log.entries.filter((e) => e.message === "publish rate-limited").length,
+      /** Their `retry_after_ms` (the first 20): 50 is the in-flight bound's, less a rate limit's. */
+      refusalDelaysMs: s.log.entries
+        .filter((e) => e.message === "publish rate-limited")
+        .slice(0, 20)
+        .map((e) => Number(e.fields?.["retryInMs"])),
+      opens: s.opens(),
+      states: s.states.map((x) => x.state),
+      sentinel,
+      rows: rows.filter(([p, o]) => !(p === sentinel.partition && o === sentinel.offset)),
+    };
+  } finally {
+    s.conn.close();
+  }
+}
+
 /** Browser-only helpers: navigator.onLine and the window's online/offline events. */
 function networkProbe() {
   const g = globalThis as unknown as { navigator?: { onLine: boolean }; addEventListener?: (t: string, f: () => void) => void; removeEventListener?: (t: string, f: () => void) => void };
@@ -756,6 +878,7 @@ export const scenarios = {
   manyRecordsWithDisconnects,
   unrecoverableCursor,
   offlineQueue,
+  pipelinedPublishes,
   offlineFrozenSocket,
   offlineOnline,
   refusedOrigin,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { test, type TestContext } from "node:test";
-import { cleanups, fixtureKafka, produce, startGateway, uniqueTopic, type GatewayProcess } from "./fixtures.ts";
+import { cleanups, fixtureKafka, produce, startGateway, uniqueTopic, type GatewayOptions, type GatewayProcess } from "./fixtures.ts";
 import { TcpProxy } from "./proxy.ts";
 import { IDEMPOTENCY_HEADER, type Control, type Produced, type Row, type ScenarioName, type ScenarioParams, type ScenarioResult } from "./scenarios.ts";
 
@@ -84,13 +84,19 @@ export interface Fixture {
 }
 
 /**
- * A fresh topic with `partitions`, its gateway (letting in browser pages of `origins`) and a
- * proxy in front; all torn down after the test.
+ * A fresh topic with `partitions`, its gateway (letting in browser pages of `origins`; more
+ * settings in `gatewayOptions`) and a proxy in front; all torn down after the test.
  */
-export async function setup(t: TestContext, partitions: number, origins: readonly string[] = []): Promise<Fixture> {
+export async function setup(
+  t: TestContext,
+  partitions: number,
+  origins: readonly string[] = [],
+  gatewayOptions: Omit<GatewayOptions, "origins"> = {},
+): Promise<Fixture> {
   const defer = cleanups(t);
   const topic = uniqueTopic("web");
-  const gateway = await startGateway(topic, partitions, origins);
+  const options: GatewayOptions = { ...gatewayOptions, origins };
+  const gateway = await startGateway(topic, partitions, options);
   defer(() => fixtureKafka("delete", topic));
   const proxy = await TcpProxy.start({ host: gateway.host, port: gateway.port });
   const f: Fixture = {
@@ -99,7 +105,7 @@ export async function setup(t: TestContext, partitions: number, origins: readonl
     proxy,
     control: new NodeControl(topic, proxy, async () => {
       await f.gateway.stop();
-      f.gateway = await startGateway(topic, undefined, origins);
+      f.gateway = await startGateway(topic, undefined, options);
       proxy.retarget({ host: f.gateway.host, port: f.gateway.port });
     }),
     defer,
@@ -164,6 +170,42 @@ export function assertUnrecoverable(f: Fixture, r: ScenarioResult<"unrecoverable
   assert.equal(r.connState, "open", "the connection is unaffected");
 }
 
+/**
+ * What `pipelinedPublishes` must show: every publish answered with a receipt; the receipts'
+ * offsets, taken in the order publish() was called, strictly increasing on one partition;
+ * and the key's records read back from Kafka are exactly one per publish (each idempotency
+ * key once), in call order, where the receipts say.
+ */
+export function assertPublishOrder(f: Fixture, r: ScenarioResult<"pipelinedPublishes">, what: string): void {
+  // Order first (over the publishes that got a receipt), so that a failure names both.
+  const overtaken: string[] = [];
+  let previous: { index: number; offset: number } | undefined;
+  for (let i = 0; i < r.count; i++) {
+    const x = r.receipts[i];
+    if (!x) continue;
+    if (previous && x.offset <= previous.offset) overtaken.push(`publish ${previous.index} → offset ${previous.offset}, publish ${i} → offset ${x.offset}`);
+    previous = { index: i, offset: x.offset };
+  }
+  const disorder = `${overtaken.length} consecutive receipts with offsets out of call order${overtaken.length ? `, e.g.\n${overtaken.slice(0, 5).join("\n")}` : ""}`;
+  assert.equal(r.errorCount, 0, `${what}: ${r.errorCount} publishes failed, e.g. ${JSON.stringify(r.errors.slice(0, 3))}; ${disorder}`);
+  const receipts = Array.from({ length: r.count }, (_, i) => r.receipts[i]);
+  const missing = receipts.findIndex((x) => x === undefined || x === null);
+  assert.equal(missing, -1, `${what}: publish ${missing} has no receipt`);
+  const got = receipts as ScenarioResult<"pipelinedPublishes">["receipts"];
+  const partition = got[0]?.partition;
+  assert.ok(got.every((x) => x.topic === f.topic && x.partition === partition), `${what}: one key, one topic, one partition`);
+  assert.equal(overtaken.length, 0, `${what}: ${disorder}`);
+  // Kafka's side: one record per publish, in call order, at the receipt's offset.
+  assert.equal(r.rows.length, r.count, `${what}: ${r.rows.length} records on the key before the sentinel, ${r.count} publishes`);
+  for (const [j, [p, o, body, idem]] of r.rows.entries()) {
+    const want = { partition, offset: got[j]?.offset, body: String(j), idem: `${r.key}/${j}` };
+    if (p !== want.partition || o !== want.offset || body !== want.body || idem !== want.idem) {
+      assert.fail(`${what}: record ${j} read back is ${JSON.stringify({ partition: p, offset: o, body, idem })}, want ${JSON.stringify(want)}`);
+    }
+  }
+  assert.ok(r.sentinel.offset > (got.at(-1)?.offset ?? Infinity), `${what}: the sentinel comes after every publish`);
+}
+
 /** The tests every environment runs. */
 export function sharedTests(runner: Runner): void {
   const name = (s: string) => `${runner.name}: ${s}`;
@@ -210,6 +252,34 @@ export function sharedTests(runner: Runner): void {
     const r = await runner.run(t, f, "unrecoverableCursor", { restartGateway: true });
     assertUnrecoverable(f, r);
     assert.ok(f.proxy.accepted >= 2, "two visits, two connections");
+  });
+
+  test(name("publish order: 10,000 publishes for one key, pipelined through a 0-5 ms async hook: receipt offsets strictly increase in call order, each in Kafka once"), { timeout: 180_000 }, async (t) => {
+    const f = await setup(t, 3, runner.origins, { publishJitterMs: 5 });
+    const r = await runner.run(t, f, "pipelinedPublishes", { count: 10_000, cuts: 0 });
+    t.diagnostic(
+      `${r.count} publish() calls in ${r.callMs} ms; all answered in ${r.publishMs} ms (${Math.round(r.count / (r.publishMs / 1000))}/s); ${r.refusals} RESOURCE_EXHAUSTED refusals waited out (retry_after_ms ${r.refusalDelaysMs.join(",") || "-"})`,
+    );
+    assertPublishOrder(f, r, `${runner.name} pipelined`);
+    assert.ok(r.receipts.every((x) => !x.duplicate), "each produced once, on the first try");
+    assert.deepEqual([r.opens, f.proxy.accepted], [1, 1], "one connection throughout");
+  });
+
+  test(name("publish order across reconnects: the connection cut 3 times while publishes are unanswered; resent in call order, each produced once, offsets strictly increasing"), { timeout: 180_000 }, async (t) => {
+    const f = await setup(t, 3, runner.origins, { publishJitterMs: 5 });
+    const cuts = 3;
+    const r = await runner.run(t, f, "pipelinedPublishes", { count: 3000, cuts });
+    const duplicates = r.receipts.filter((x) => x?.duplicate).length;
+    t.diagnostic(
+      `cuts ${JSON.stringify(r.cuts)}; ${duplicates} receipts answered from the dedup window; ${r.refusals} RESOURCE_EXHAUSTED refusals waited out (retry_after_ms ${r.refusalDelaysMs.join(",") || "-"}); all answered in ${r.publishMs} ms; states ${r.states.join(",")}`,
+    );
+    assert.equal(r.cuts.length, cuts);
+    assert.ok(r.cuts.every((c) => c.severed >= 1 && c.unanswered > 0), `every cut reset an open connection with publishes unanswered: ${JSON.stringify(r.cuts)}`);
+    assert.equal(r.opens, cuts + 1, "one open per (re)connect");
+    assertPublishOrder(f, r, `${runner.name} pipelined with ${cuts} cuts`);
+    // Publishes the gateway had read when the connection was cut were produced then; the
+    // client sent them again (same key) and got the first receipt back.
+    assert.ok(duplicates >= 1, "some resent publishes were answered from the dedup window (produced before the cut, receipt lost with it)");
   });
 
   test(name("offline queue: a publish made while the gateway is unreachable waits, resolves after reconnect, and is in Kafka once"), { timeout: 60_000 }, async (t) => {
