@@ -505,7 +505,16 @@ struct Owners {
 /// One request as the owner's consumer read it.
 struct Incoming {
     offset: i64,
+    /// When it was written (the record's timestamp, Unix ms).
+    written_ms: i64,
     request: RequestRecord,
+}
+
+impl Incoming {
+    fn request_age_ms(&self) -> i64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        now - self.written_ms
+    }
 }
 
 impl Owners {
@@ -556,7 +565,8 @@ impl Owners {
                         );
                         continue;
                     };
-                    if tx.blocking_send(Incoming { offset: m.offset(), request }).is_err() {
+                    let written_ms = m.timestamp().to_millis().unwrap_or(0);
+                    if tx.blocking_send(Incoming { offset: m.offset(), written_ms, request }).is_err() {
                         owned.remove(&m.partition());
                     }
                 }
@@ -614,6 +624,10 @@ impl Owners {
             .set("client.id", format!("kafkasocks-{}-owner-{p}", self.cluster))
             .set("transaction.timeout.ms", "10000")
             .set("linger.ms", "1")
+            // A transaction begun just after the last commit may find the coordinator still
+            // writing that commit's markers (CONCURRENT_TRANSACTIONS): retried soon.
+            .set("retry.backoff.ms", "5")
+            .set("retry.backoff.max.ms", "100")
             .create_with_context(self.context.clone())
             .map_err(|e| format!("creating the owner's producer: {e}"))?;
         let producer = Arc::new(producer);
@@ -693,6 +707,7 @@ impl Owners {
     ) -> Result<(), Failed> {
         producer.begin_transaction().map_err(Failed::of)?;
         let now = Instant::now();
+        let waited_ms = batch.first().map_or(0, |i| i.request_age_ms());
         state.expire(now, self.window);
         // Produce what is new, in log order; a key seen twice in one batch is produced once.
         let mut produced: Vec<(usize, rdkafka::producer::DeliveryFuture)> = Vec::new();
@@ -747,6 +762,7 @@ impl Owners {
                 Err(_) => return Err(Failed::Retry("the owner's producer went away".into())),
             }
         }
+        let produced_at = Instant::now();
         for (i, src) in source.iter().enumerate() {
             if let Some(j) = src {
                 let receipt = &receipts[j];
@@ -764,6 +780,16 @@ impl Owners {
         let next = batch.last().map_or(state.next, |i| i.offset + 1);
         let checkpoint = CheckpointRecord { next }.encode_to_vec();
         acks.push(send_raw(producer, &self.receipts, p, CHECKPOINT_KEY, &checkpoint).await.map_err(Failed::of)?);
+        // Every answer acknowledged first: rdkafka's commit_transaction flushes, and with
+        // anything outstanding its flush waits out a 100 ms poll (the delivery reports
+        // are served by the producer's own thread), which was on every transaction.
+        for ack in acks {
+            match ack.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(Failed::of(e)),
+                Err(_) => return Err(Failed::Retry("the owner's producer went away".into())),
+            }
+        }
         let pr = producer.clone();
         let takeover = self.takeover;
         match tokio::task::spawn_blocking(move || pr.commit_transaction(takeover)).await {
@@ -771,7 +797,14 @@ impl Owners {
             Ok(Err(e)) => return Err(Failed::of(e)),
             Err(e) => return Err(Failed::Retry(e.to_string())),
         }
-        drop(acks);
+        tracing::trace!(
+            partition = p,
+            requests = batch.len(),
+            queued_ms = waited_ms,
+            produced_ms = produced_at.duration_since(now).as_secs_f64() * 1e3,
+            committed_ms = now.elapsed().as_secs_f64() * 1e3,
+            "cluster transaction"
+        );
         for (i, inc) in batch.iter().enumerate() {
             if let Some(r) = receipts.get(&i).filter(|_| !inc.request.dedup.is_empty()) {
                 state.insert(inc.request.dedup.clone(), r.clone(), now, self.capacity);
