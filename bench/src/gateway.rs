@@ -73,7 +73,17 @@ impl InProcess {
 
     /// Connected to Kafka with these settings.
     pub(crate) async fn start_on(kafka: KafkaConfig, streams: Streams, limits: Limits) -> Result<InProcess> {
-        let config = GatewayConfig::new(kafka)
+        InProcess::start_config(GatewayConfig::new(kafka), streams, limits).await
+    }
+
+    /// A node of this cluster (exactly-once publishes across nodes).
+    pub(crate) async fn start_in_cluster(cluster: &str, streams: Streams, limits: Limits) -> Result<InProcess> {
+        let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).cluster(kafkasocks::ClusterConfig::new(cluster));
+        InProcess::start_config(config, streams, limits).await
+    }
+
+    async fn start_config(config: GatewayConfig, streams: Streams, limits: Limits) -> Result<InProcess> {
+        let config = config
             .listen("127.0.0.1:0".parse()?)
             .metrics_listen("127.0.0.1:0".parse()?)
             .limits(bench_limits(limits).with_drain_timeout(Duration::from_secs(1)));

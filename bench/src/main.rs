@@ -118,6 +118,7 @@ fn summary(doc: &Value) -> Value {
         "fanout_target": ">= 0.5",
         "publish_p99_ratio": doc["publish"]["ratio_p99"],
         "publish_sasl_ssl_p99_ratio": doc["publish"]["sasl_ssl"]["ratio_p99"],
+        "publish_cluster_p99_ratio_to_single_node": doc["publish"]["cluster"]["ratio_p99_to_single_node"],
         "publish_tls_cost_gateway_p50": doc["publish"]["sasl_ssl"]["tls_cost_gateway_p50"],
         "publish_target": "<= 1.5",
         "memory_bytes_per_connection": doc["memory"]["gateway"]["bytes_per_connection"],

@@ -61,14 +61,19 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
     // anyway so that a fast broker cannot make the bucket part of the measurement.
     let limits = Limits::default().with_max_publishes_per_second(1_000_000);
     let plain_gw = InProcess::start(streams(&[("Publish", &topic)]), limits.clone()).await?;
-    let tls_gw = InProcess::start_on(Listener::SaslSsl.kafka(), streams(&[("Publish", &topic)]), limits).await?;
+    let tls_gw =
+        InProcess::start_on(Listener::SaslSsl.kafka(), streams(&[("Publish", &topic)]), limits.clone()).await?;
+    // A node of a cluster: every publish goes through the owner of its key (a request,
+    // a transaction, an answer). The cluster's topics stay for the next run.
+    let cluster_gw = InProcess::start_in_cluster("bench", streams(&[("Publish", &topic)]), limits).await?;
     // The clients run on the clients' runtime, as they would in another process.
     let connect = |url: String| {
         let _in_client_runtime = crate::net::client_runtime().enter();
         Client::connect(ClientConfig::new(url))
     };
-    let (plain_client, tls_client) = (connect(plain_gw.url()), connect(tls_gw.url()));
-    for c in [&plain_client, &tls_client] {
+    let (plain_client, tls_client, cluster_client) =
+        (connect(plain_gw.url()), connect(tls_gw.url()), connect(cluster_gw.url()));
+    for c in [&plain_client, &tls_client, &cluster_client] {
         if c.wait_open().await != ConnectionState::Open {
             bail!("a client did not connect");
         }
@@ -79,12 +84,13 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
         Path::Direct(producer()?),
         Path::Gateway(tls_client.clone()),
         Path::Direct(producer_on(&Listener::SaslSsl.kafka())?),
+        Path::Gateway(cluster_client.clone()),
     ];
     let method = publish_method("Publish");
     let payload = request();
 
     let mut took: Vec<Vec<Duration>> = vec![Vec::with_capacity(count); paths.len()];
-    eprintln!("publish: {warmup} warm-up + {count} sequential publishes each of 4 ways, interleaved");
+    eprintln!("publish: {warmup} warm-up + {count} sequential publishes each of 5 ways, interleaved");
     let cpu = CpuWindow::start();
     for i in 0..warmup + count {
         // Rotate who goes first, so that no path always follows the same one.
@@ -101,11 +107,14 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
     drop(paths);
     plain_client.close();
     tls_client.close();
+    cluster_client.close();
     plain_gw.stop().await;
     tls_gw.stop().await;
+    cluster_gw.stop().await;
     delete_topics(&[topic]).await;
 
-    let [gateway, rdkafka, gateway_tls, rdkafka_tls] = [0, 1, 2, 3].map(|k| summary_ms(&took[k]));
+    let [gateway, rdkafka, gateway_tls, rdkafka_tls, gateway_cluster] =
+        [0, 1, 2, 3, 4].map(|k| summary_ms(&took[k]));
     let ratio =
         |a: &Value, b: &Value, q: &str| round(a[q].as_f64().unwrap_or(0.0) / b[q].as_f64().unwrap_or(1.0).max(1e-9), 3);
     let p99 = ratio(&gateway, &rdkafka, "p99");
@@ -121,11 +130,15 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
         gateway_tls["p99"],
         rdkafka_tls["p99"]
     );
+    eprintln!(
+        "publish: cluster node p50 {} ms, p99 {} ms (single node {} / {} ms)",
+        gateway_cluster["p50"], gateway_cluster["p99"], gateway["p50"], gateway["p99"]
+    );
     Ok(json!({
         "what": "publish-to-receipt latency of sequential publishes: kafkasocks::client::Client::publish through an \
                  in-process gateway vs rdkafka FutureProducer::send awaited, both enable.idempotence=true, \
                  acks=all, linger.ms=1, same broker, on its plaintext listener and on its SASL_SSL listener \
-                 (SCRAM-SHA-512 over TLS), the four interleaved one by one",
+                 (SCRAM-SHA-512 over TLS), and a cluster node, the five interleaved one by one",
         "record_bytes": crate::kafka::RECORD_BYTES,
         "warmup": warmup,
         "gateway_ms": gateway,
@@ -142,6 +155,13 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
             "tls_cost_gateway_p99": ratio(&gateway_tls, &gateway, "p99"),
             "tls_cost_rdkafka_p50": ratio(&rdkafka_tls, &rdkafka, "p50"),
             "tls_cost_rdkafka_p99": ratio(&rdkafka_tls, &rdkafka, "p99"),
+        },
+        "cluster": {
+            "what": "the same publishes through a node of a one-node cluster (GatewayConfig::cluster): request, \
+                     owner transaction, answer; against the single-node gateway path",
+            "gateway_ms": gateway_cluster,
+            "ratio_p50_to_single_node": ratio(&gateway_cluster, &gateway, "p50"),
+            "ratio_p99_to_single_node": ratio(&gateway_cluster, &gateway, "p99"),
         },
         "cpu": cpu,
     }))
