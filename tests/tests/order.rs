@@ -9,24 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use kafkasocks::wire::{self, frame::Kind};
-use kafkasocks::{BoxFuture, Limits, OutgoingRecord, PublishHook, RequestContext, Status, Streams};
+use kafkasocks::{Limits, Streams};
 use kafkasocks_tests::*;
 use prost::Message as _;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A validation hook that takes a random 0-5 ms, as an async check against a database
-/// would; every record is for the same key.
-struct Jittery;
-
-impl PublishHook for Jittery {
-    fn prepare(&self, _ctx: &RequestContext, payload: Bytes) -> BoxFuture<Result<OutgoingRecord, Status>> {
-        let wait = Duration::from_micros(rand::random::<u64>() % 5_000);
-        Box::pin(async move {
-            tokio::time::sleep(wait).await;
-            Ok(OutgoingRecord { key: Some(Bytes::from_static(b"room-1")), payload, headers: Vec::new() })
-        })
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_pipelined_publishes_for_one_key_keep_their_send_order() -> anyhow::Result<()> {
@@ -36,7 +22,9 @@ async fn ten_thousand_pipelined_publishes_for_one_key_keep_their_send_order() ->
     let limits = Limits::default()
         .with_max_publishes_per_second(1_000_000)
         .with_max_publishes_per_second_per_principal(1_000_000);
-    let streams = Streams::new().publish(PUBLISH, &topic, Jittery);
+    // A validation hook that takes a random 0-5 ms, as an async check against a database
+    // would; every record is for the same key.
+    let streams = Streams::new().publish(PUBLISH, &topic, Jittery { max: Duration::from_millis(5) });
     let gw = TestGateway::start(streams, limits).await?;
     let c = RawClient::open(gw.addr).await?;
     let (mut sink, mut stream) = c.ws.split();
