@@ -40,6 +40,12 @@ pub struct Limits {
     /// How long a connection's send queue may stay full before it is closed with 4008.
     /// Default 30 s.
     pub slow_consumer_timeout: Duration,
+    /// How long a connection that is closing keeps trying to write its Close frame, and
+    /// what is queued before it, to a peer that does not read; then it is dropped. A slow
+    /// consumer's queued records and checkpoints are dropped first, so its 4008 is written
+    /// as soon as it reads what its socket already holds. Once the Close is written the
+    /// gateway reads on for the peer's Close (at most 2 s). Default 10 s.
+    pub close_timeout: Duration,
     /// Time a client has to send Hello. Default 10 s.
     pub hello_timeout: Duration,
     /// Interval of the gateway's Ping frames. Default 15 s.
@@ -125,6 +131,7 @@ impl Default for Limits {
             send_queue_bytes: 1 << 20,
             send_queue_frames: 1024,
             slow_consumer_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
@@ -185,6 +192,8 @@ setters! {
     with_send_queue_frames: send_queue_frames: usize;
     /// Sets [`Limits::slow_consumer_timeout`].
     with_slow_consumer_timeout: slow_consumer_timeout: Duration;
+    /// Sets [`Limits::close_timeout`].
+    with_close_timeout: close_timeout: Duration;
     /// Sets [`Limits::hello_timeout`].
     with_hello_timeout: hello_timeout: Duration;
     /// Sets [`Limits::heartbeat_interval`].

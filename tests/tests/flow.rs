@@ -122,6 +122,106 @@ async fn a_stalled_socket_is_closed_with_4008_and_resumes_without_loss() -> anyh
     Ok(())
 }
 
+/// Reads `c` up to its end: the records of its Data frames in arrival order, and the close
+/// frame's code and reason, or how the connection ended without one (1006).
+async fn read_to_close(c: &mut RawClient) -> (Vec<wire::Record>, Result<(u16, String), String>) {
+    use futures_util::StreamExt as _;
+    use prost::Message as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut records = Vec::new();
+    loop {
+        let m = match tokio::time::timeout(Duration::from_secs(30), c.ws.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return (records, Err(e.to_string())),
+            Ok(None) => return (records, Err("the stream ended".into())),
+            Err(_) => return (records, Err("nothing for 30 s".into())),
+        };
+        match m {
+            Message::Binary(b) => {
+                if let Some(Kind::Data(d)) = wire::Frame::decode(b).unwrap().kind {
+                    records.extend(d.records);
+                }
+            }
+            Message::Close(c) => {
+                return (records, Ok(c.map_or((1005, String::new()), |c| (u16::from(c.code), c.reason.to_string()))));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A subscriber that stops reading until long after the slow-consumer timeout still gets
+/// its 4008 when it reads again: the gateway drops what it had queued for it and keeps
+/// writing the Close for `close_timeout`, so after the records its socket buffers held the
+/// client reads a Close frame, not a reset or an end without one. It then resumes from its
+/// cursor without gap or duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_that_reads_again_gets_its_4008_close_frame() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("stall-close");
+    create_topic(&topic, 1).await?;
+    // 16 MB, far more than the loopback socket buffers between gateway and client hold.
+    let offsets = produce_n(&topic, 16_000, 1000).await?;
+    let limits = Limits::default()
+        .with_send_queue_bytes(64 << 10)
+        .with_slow_consumer_timeout(Duration::from_secs(1))
+        .with_close_timeout(Duration::from_secs(20))
+        .with_default_credit(100_000);
+    let gw = TestGateway::start(streams(&topic), limits).await?;
+    let mut staller = RawClient::open(gw.addr).await?;
+    staller
+        .send(Kind::Subscribe(wire::Subscribe {
+            id: 1,
+            method: SUBSCRIBE.into(),
+            request: message("", ""),
+            start: Some(wire::StartPosition {
+                position: Some(wire::start_position::Position::Earliest(wire::Empty {})),
+            }),
+            credit: 100_000,
+        }))
+        .await?;
+    let subscribed = match staller.recv().await? {
+        Some(Kind::Subscribed(s)) => s,
+        other => panic!("expected Subscribed, got {other:?}"),
+    };
+    // The staller reads nothing more. The gateway gives up on it after the timeout ...
+    let waited = std::time::Instant::now();
+    while metric(&gw.metrics_text().await?, "kafkasocks_slow_consumer_disconnects_total") < 1.0 {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the staller was never closed as a slow consumer");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // ... and the staller goes on not reading for longer than the gateway once kept a
+    // connection whose writer was blocked (5 s).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let resumed = std::time::Instant::now();
+    let (records, close) = read_to_close(&mut staller).await;
+    let (code, reason) = close.unwrap_or_else(|end| {
+        panic!("a Close frame, not a reset or an end without one: {end} after {} records", records.len())
+    });
+    assert_eq!(code, 4008, "closed as a slow consumer: {reason}");
+    assert!(reason.contains("slow consumer"), "{reason}");
+    assert!(resumed.elapsed() < Duration::from_secs(10), "the Close came right after the buffered records");
+    // What reached it is in order from its start, and not everything.
+    let start = subscribed.cursor.clone().unwrap().positions[0].next_offset;
+    assert_eq!(start, offsets[0]);
+    let mut next = start;
+    for r in &records {
+        assert_eq!(r.offset, next, "in order, no gap");
+        next = r.offset + 1;
+    }
+    assert!(records.len() < offsets.len(), "the staller did not get everything before the close");
+    // It resumes from its cursor and gets the rest, exactly once.
+    let cursor = Cursor { topic_id: subscribed.cursor.unwrap().topic_id, positions: vec![(0, next)] };
+    let again = Client::connect(ClientConfig::new(gw.url()));
+    let mut rest = again.subscribe(SUBSCRIBE, message("", ""), StartAt::Cursor(cursor));
+    let got = collect(&mut rest, offsets.len() - records.len(), Duration::from_secs(60)).await?;
+    assert_eq!(got.first().map(|d| d.offset), Some(next));
+    assert_eq!(got.last().map(|d| d.offset), offsets.last().copied());
+    assert!(got.windows(2).all(|w| w[0].offset + 1 == w[1].offset));
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_round_trip() -> anyhow::Result<()> {
     init_tracing();

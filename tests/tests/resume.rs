@@ -284,3 +284,217 @@ async fn filtered_cursors_reach_the_log_end_on_a_quiet_topic() -> anyhow::Result
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A one-partition topic whose records retention deletes `retention_ms` after they were
+/// written (the broker checks every second: scripts/services sets
+/// `log.retention.check.interval.ms=1000`), in segments rolled every `segment_ms` (the
+/// active segment is rolled too when everything in it has expired).
+async fn create_expiring_topic(name: &str, segment_ms: u64, retention_ms: u64) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+    let (segment_ms, retention_ms) = (segment_ms.to_string(), retention_ms.to_string());
+    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(1))
+        .set("segment.ms", &segment_ms)
+        .set("retention.ms", &retention_ms);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin().create_topics(&[topic], &options).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    wait_for_topic(name, 1).await
+}
+
+/// Turns retention off for the topic (`retention.ms=-1`), so what is written from now on
+/// stays.
+async fn stop_retention(name: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
+    let change = AlterConfig::new(ResourceSpecifier::Topic(name)).set("retention.ms", "-1");
+    for r in admin().alter_configs(&[change], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("altering {t:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Partition 0's (log start, log end), asked of the broker.
+async fn watermarks(topic: &str) -> anyhow::Result<(i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
+        Ok(c.fetch_watermarks(&topic, 0, Duration::from_secs(5))?)
+    })
+    .await?
+}
+
+/// Waits (at most 60 s) until retention moved partition 0's log start to `offset` or past.
+async fn wait_for_log_start(topic: &str, offset: i64) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (low, _) = watermarks(topic).await?;
+        if low >= offset {
+            return Ok(low);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "log start still {low}, not {offset}, after 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A subscription for key `mine` from this start.
+fn subscribe_mine(start: kafkasocks::wire::start_position::Position) -> kafkasocks::wire::frame::Kind {
+    use kafkasocks::wire::{self, frame::Kind};
+    Kind::Subscribe(wire::Subscribe {
+        id: 1,
+        method: SUBSCRIBE.into(),
+        request: message("mine", ""),
+        start: Some(wire::StartPosition { position: Some(start) }),
+        credit: 0,
+    })
+}
+
+/// Subscribes for key `mine` (from the log end), then writes one record for it (`mine@0`)
+/// and 200 for other keys, and keeps the cursor as a client does (Subscribed, records,
+/// Checkpoints) until it reaches the log end. Returns the cursor (topic id, next offset)
+/// and the offsets of the records it got; the connection is closed.
+async fn filtered_cursor_at_the_log_end(gw: &TestGateway, topic: &str) -> anyhow::Result<(Vec<u8>, i64, Vec<i64>)> {
+    use kafkasocks::wire::{self, frame::Kind};
+    let mut c = RawClient::open(gw.addr).await?;
+    c.send(subscribe_mine(wire::start_position::Position::Latest(wire::Empty {}))).await?;
+    let (topic_id, mut next) = match c.recv().await? {
+        Some(Kind::Subscribed(s)) => {
+            let cursor = s.cursor.unwrap_or_default();
+            (cursor.topic_id.to_vec(), cursor.positions[0].next_offset)
+        }
+        other => panic!("expected Subscribed, got {other:?}"),
+    };
+    let p = producer();
+    produce(&p, topic, Some(0), b"mine", &message("mine", "first")).await?;
+    let others = (0..200).map(|_| produce(&p, topic, Some(0), b"other", b"\x0a\x05other"));
+    let mut end = 0;
+    for r in futures_util::future::join_all(others).await {
+        end = end.max(r?.1 + 1);
+    }
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while next != end {
+        let frame = tokio::time::timeout_at(deadline, c.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("cursor {next} short of the log end {end} after 10 s"))??;
+        match frame {
+            Some(Kind::Data(d)) => {
+                for r in d.records {
+                    assert_eq!(&r.key[..], b"mine");
+                    assert!(r.offset >= next, "a record below the cursor");
+                    got.push(r.offset);
+                    next = r.offset + 1;
+                }
+            }
+            Some(Kind::Checkpoint(cp)) => {
+                for po in cp.positions {
+                    assert!(po.next_offset >= next, "a checkpoint went back");
+                    next = po.next_offset;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    Ok((topic_id, next, got))
+}
+
+/// The first frame about subscription 1 of a resume with this cursor: Subscribed then the
+/// first record, or the Error that refused it.
+async fn resume_mine(
+    gw: &TestGateway,
+    topic_id: &[u8],
+    next: i64,
+) -> anyhow::Result<Result<i64, kafkasocks::wire::Error>> {
+    use kafkasocks::wire::{self, frame::Kind};
+    let mut c = RawClient::open(gw.addr).await?;
+    let cursor = wire::Cursor {
+        topic_id: topic_id.to_vec().into(),
+        positions: vec![wire::PartitionOffset { partition: 0, next_offset: next }],
+    };
+    c.send(subscribe_mine(wire::start_position::Position::Cursor(cursor))).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), c.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("nothing in 20 s"))??
+        {
+            Some(Kind::Subscribed(s)) => {
+                let positions = s.cursor.unwrap_or_default().positions;
+                assert_eq!(positions.iter().map(|p| (p.partition, p.next_offset)).collect::<Vec<_>>(), [(0, next)]);
+            }
+            Some(Kind::Checkpoint(_)) => {}
+            Some(Kind::Data(d)) => {
+                let r = &d.records[0];
+                assert_eq!(&r.key[..], b"mine");
+                return Ok(Ok(r.offset));
+            }
+            Some(Kind::Error(e)) => return Ok(Err(e)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A key-filtered cursor that checkpoints moved to the log end survives retention deleting
+/// every record below it: the resume (on the gateway that served it, whose replay ring
+/// still holds the deleted records, and on a new one) is no DATA_LOSS, and gets the next
+/// record for its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_resume_after_retention_deleted_only_other_keys_loses_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("expiring-others");
+    create_expiring_topic(&topic, 200, 1000).await?;
+    let limits = Limits::default().with_checkpoint_interval(Duration::from_millis(300));
+    let gw = TestGateway::start(streams(&topic), limits.clone()).await?;
+    let (topic_id, next, got) = filtered_cursor_at_the_log_end(&gw, &topic).await?;
+    assert_eq!(got, [0], "the one record for the key");
+    // Retention deletes everything the cursor passed: the record for the key and the
+    // others.
+    let low = wait_for_log_start(&topic, next).await?;
+    assert_eq!(low, next, "the log is empty from the cursor on");
+    stop_retention(&topic).await?;
+    let (_, later) = produce(&producer(), &topic, Some(0), b"mine", &message("mine", "later")).await?;
+    assert_eq!(later, next);
+    assert_eq!(resume_mine(&gw, &topic_id, next).await?.map_err(|e| format!("{e:?}")), Ok(later));
+    let fresh = TestGateway::start(streams(&topic), limits).await?;
+    assert_eq!(resume_mine(&fresh, &topic_id, next).await?.map_err(|e| format!("{e:?}")), Ok(later));
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
+/// A key-filtered cursor at the log end, then a record for the key that the client never
+/// got (it was away) is deleted by retention: the resume is refused with DATA_LOSS,
+/// OFFSET_BELOW_LOG_START, on the gateway that still holds the record in memory and on a
+/// new one, rather than silently skipping it to the next record for the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_resume_after_retention_deleted_a_record_for_its_key_is_data_loss() -> anyhow::Result<()> {
+    use kafkasocks::wire;
+    init_tracing();
+    let topic = unique_topic("expiring-mine");
+    create_expiring_topic(&topic, 200, 1000).await?;
+    let limits = Limits::default().with_checkpoint_interval(Duration::from_millis(300));
+    let gw = TestGateway::start(streams(&topic), limits.clone()).await?;
+    // The gateway's hub reads the topic on: it has the missed record in its replay ring.
+    let watcher = Client::connect(ClientConfig::new(gw.url()));
+    let mut all = watcher.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while all.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (topic_id, next, _) = filtered_cursor_at_the_log_end(&gw, &topic).await?;
+    collect(&mut all, 201, Duration::from_secs(10)).await?;
+    // While the client is away: a record for its key, then retention deletes it.
+    let p = producer();
+    let (_, missed) = produce(&p, &topic, Some(0), b"mine", &message("mine", "missed")).await?;
+    assert_eq!(missed, next);
+    assert_eq!(collect(&mut all, 1, Duration::from_secs(10)).await?[0].offset, missed);
+    wait_for_log_start(&topic, missed + 1).await?;
+    stop_retention(&topic).await?;
+    produce(&p, &topic, Some(0), b"mine", &message("mine", "later")).await?;
+    let fresh = TestGateway::start(streams(&topic), limits).await?;
+    for gateway in [&gw, &fresh] {
+        let e = resume_mine(gateway, &topic_id, next).await?.expect_err("DATA_LOSS, not the later record");
+        assert_eq!((e.subscription_id, e.code), (1, wire::Code::DataLoss as i32), "{e:?}");
+        assert_eq!(e.discontinuity, wire::Discontinuity::OffsetBelowLogStart as i32, "{e:?}");
+    }
+    watcher.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
+use prost::Message as _;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::protocol::close;
-use crate::protocol::wire::SharedRecord;
+use crate::protocol::wire::{self, SharedRecord, frame};
 
 pub(crate) enum Item {
     Record(u32, SharedRecord),
@@ -32,6 +33,9 @@ struct State {
     /// The wakers of subscriptions refused for lack of room.
     waiting: Vec<Weak<Notify>>,
     closed: bool,
+    /// Closed as a slow consumer: what the peer was not sent is dropped (see
+    /// [`Outbox::close_slow_consumer`]).
+    discarding: bool,
 }
 
 /// Control-queue places kept for the gateway's own frames while a client's requests fill it.
@@ -42,6 +46,8 @@ pub(crate) struct Outbox {
     ready: Notify,
     /// Notified when the writer took what was queued (control room again).
     drained: Notify,
+    /// Notified when the connection is closed as a slow consumer.
+    discard: Notify,
     max_record_bytes: usize,
     max_frames: usize,
     budget: Arc<SendBudget>,
@@ -83,6 +89,7 @@ impl Outbox {
             state: Mutex::default(),
             ready: Notify::new(),
             drained: Notify::new(),
+            discard: Notify::new(),
             max_record_bytes,
             max_frames,
             budget,
@@ -149,10 +156,46 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Closes the connection as a slow consumer (4008: it resumes from its cursor).
+    /// Closes the connection as a slow consumer (4008: it resumes from its cursor). The
+    /// peer is not reading, and the Close must reach it as soon as it reads again: what it
+    /// was not sent yet is dropped ([`dropped_when_discarding`]: the queued records, whose
+    /// bytes leave the send budget now, and the checkpoints, which may cover them), the
+    /// other control frames stay (receipts, errors: at most `send_queue_frames`), then the
+    /// Close. The writer drops the same from what it holds ([`Outbox::discarding`]).
     pub(crate) fn close_slow_consumer(&self, metrics: &Metrics) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
         metrics.slow_consumer();
-        self.close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor");
+        s.discarding = true;
+        s.items.retain(|item| !dropped_when_discarding(item));
+        self.budget.release(std::mem::take(&mut s.record_bytes));
+        s.frames = s.items.len();
+        s.full_since = None;
+        s.waiting.clear();
+        s.closed = true;
+        s.items.push_back(Item::Close(close::SLOW_CONSUMER, "slow consumer: resume from your cursor"));
+        drop(s);
+        self.ready.notify_one();
+        self.discard.notify_waiters();
+    }
+
+    /// Whether the connection was closed as a slow consumer.
+    pub(crate) fn is_discarding(&self) -> bool {
+        self.lock().discarding
+    }
+
+    /// Waits until the connection is closed as a slow consumer (the writer races its
+    /// blocked writes against it, to drop the records it holds).
+    pub(crate) async fn discarding(&self) {
+        loop {
+            let discard = self.discard.notified();
+            if self.is_discarding() {
+                return;
+            }
+            discard.await;
+        }
     }
 
     /// Queues a control frame; a peer that lets the control queue fill is closed as a
@@ -222,6 +265,18 @@ impl Outbox {
     }
 }
 
+/// What a slow consumer's Close goes without: records, and checkpoints (a checkpoint may
+/// raise the client's cursor past records queued before it, which it will now not get).
+pub(crate) fn dropped_when_discarding(item: &Item) -> bool {
+    match item {
+        Item::Record(..) => true,
+        Item::Frame(b) => {
+            matches!(wire::Frame::decode(b.clone()), Ok(wire::Frame { kind: Some(frame::Kind::Checkpoint(_)) }))
+        }
+        Item::Close(..) => false,
+    }
+}
+
 /// Records still queued when a connection ends (its writer stopped first) leave the
 /// gateway-wide count with the queue.
 impl Drop for Outbox {
@@ -260,5 +315,35 @@ mod tests {
         // A connection that ends with records still queued gives them back.
         drop((a, b));
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A slow consumer's queue keeps its control frames but not its records (their bytes
+    /// leave the budget at once) nor its checkpoints, then the Close; it is counted once.
+    #[tokio::test]
+    async fn a_slow_consumer_s_close_drops_its_records_and_checkpoints() {
+        use crate::protocol::wire::frame::Kind;
+        let budget = SendBudget::new(1 << 20);
+        let outbox = Outbox::new(1 << 20, 64, budget.clone());
+        let (wake, metrics) = (Arc::new(Notify::new()), Metrics::default());
+        let checkpoint = wire::encode(Kind::Checkpoint(wire::Checkpoint { subscription_id: 1, positions: Vec::new() }));
+        let receipt = wire::encode(Kind::Receipt(wire::Receipt { id: 3, ..Default::default() }));
+        assert!(outbox.offer_record(1, &wake, &record(1_000)));
+        outbox.push_frame(checkpoint).expect("room");
+        assert!(outbox.offer_record(1, &wake, &record(1_000)));
+        outbox.push_frame(receipt.clone()).expect("room");
+        assert!(budget.used() > 0 && !outbox.is_discarding());
+        outbox.close_slow_consumer(&metrics);
+        outbox.close_slow_consumer(&metrics);
+        assert_eq!(budget.used(), 0);
+        assert!(outbox.is_discarding() && outbox.is_closed());
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.discarding()).await.expect("discarding");
+        let (items, bytes) = outbox.take().await;
+        assert_eq!(bytes, 0);
+        assert!(matches!(
+            items.iter().collect::<Vec<_>>()[..],
+            [Item::Frame(r), Item::Close(close::SLOW_CONSUMER, _)] if *r == receipt
+        ));
+        assert!(metrics.render().contains("kafkasocks_slow_consumer_disconnects_total 1\n"));
+        assert!(!outbox.offer_record(1, &wake, &record(10)), "nothing is queued after the Close");
     }
 }

@@ -172,7 +172,10 @@ impl Subscriber {
     /// Tells the client how far its cursor moved past the records it was not sent: a
     /// Checkpoint for each partition whose position is beyond the client's, live ones
     /// raised to the live reader's position (`live_next`) first. Queued under the
-    /// subscriber's lock, so no record at a later offset can be queued before it.
+    /// subscriber's lock, so no record at a later offset can be queued before it. The
+    /// client's cursor counts as moved only once the frame is queued: one the control
+    /// queue had no room for is sent again at the next checkpoint, so a quiet topic's
+    /// cursor still reaches the log end (and a resume after retention is no DATA_LOSS).
     pub(crate) fn checkpoint(&self, live_next: &[i64]) {
         *self.checkpointed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut st = self.lock();
@@ -184,14 +187,20 @@ impl Subscriber {
                 st.raise(p, live);
             }
             if st.next[p] > st.reported[p] {
-                st.reported[p] = st.next[p];
                 moved.push(wire::PartitionOffset { partition: p as i32, next_offset: st.next[p] });
             }
         }
-        if !moved.is_empty() {
-            let frame =
-                wire::encode(frame::Kind::Checkpoint(wire::Checkpoint { subscription_id: self.id, positions: moved }));
-            let _ = self.outbox.push_frame(frame);
+        if moved.is_empty() {
+            return;
+        }
+        let frame = wire::encode(frame::Kind::Checkpoint(wire::Checkpoint {
+            subscription_id: self.id,
+            positions: moved.clone(),
+        }));
+        if self.outbox.push_frame(frame).is_ok() {
+            for po in moved {
+                st.reported[po.partition as usize] = po.next_offset;
+            }
         }
     }
 
@@ -285,5 +294,54 @@ impl Subscriber {
             self.metrics.first_record(self.opened.elapsed());
         }
         Offer::Sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::fanout::outbox::{Item, SendBudget};
+
+    fn checkpoints(items: &std::collections::VecDeque<Item>) -> Vec<Vec<(i32, i64)>> {
+        items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Frame(b) => match wire::Frame::decode(b.clone()).ok()?.kind? {
+                    frame::Kind::Checkpoint(c) => {
+                        Some(c.positions.iter().map(|p| (p.partition, p.next_offset)).collect())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A checkpoint the control queue had no room for is not taken as sent: the next one
+    /// carries the position, though nothing moved in between.
+    #[tokio::test]
+    async fn a_checkpoint_the_queue_refused_is_sent_with_the_next_one() {
+        let outbox = Outbox::new(1 << 20, 1, SendBudget::new(1 << 20));
+        let spec = SubscriberSpec { id: 1, credit: 10, max_credit: 10 };
+        let sub = Subscriber::new(spec, outbox.clone(), Arc::new(Metrics::default()));
+        sub.lock().start_at(&[0, 0]);
+        sub.lock().set_all_live();
+        let ping = wire::encode(frame::Kind::Ping(wire::Ping { nonce: 1 }));
+        outbox.push_frame(ping).expect("room for one frame");
+        sub.checkpoint(&[5, 7]);
+        let (items, _) = outbox.take().await;
+        assert_eq!((items.len(), checkpoints(&items).len()), (1, 0), "the queue was full");
+        sub.checkpoint(&[5, 7]);
+        let (items, _) = tokio::time::timeout(std::time::Duration::from_secs(1), outbox.take())
+            .await
+            .expect("the checkpoint is queued again");
+        assert_eq!(checkpoints(&items), [vec![(0, 5), (1, 7)]]);
+        // Sent once: nothing moved since.
+        sub.checkpoint(&[5, 7]);
+        outbox.close(1000, "");
+        let (items, _) = outbox.take().await;
+        assert!(checkpoints(&items).is_empty());
     }
 }

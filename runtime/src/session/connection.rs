@@ -2,7 +2,7 @@
 //! heartbeats and token refresh, until a close. Generic over the byte stream so it runs
 //! the same over TCP, TLS, or an in-memory pipe in tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +25,7 @@ use super::rate::TokenBucket;
 use super::shared::Shared;
 use crate::auth::{Handshake, Operation, Principal};
 use crate::config::Limits;
-use crate::fanout::outbox::{Item, Outbox};
+use crate::fanout::outbox::{Item, Outbox, dropped_when_discarding};
 use crate::fanout::subscriber::SubscriberSpec;
 use crate::fanout::subscription::{Opening, SubscriptionHandle};
 use crate::metrics::Metrics;
@@ -90,6 +90,7 @@ where
         tracing::info_span!("connection", session = %session_id, remote = ?remote, client = ?handshake.client_ip());
     async move {
         let (sink, mut stream) = ws.split();
+        let close_timeout = shared.limits.close_timeout;
         let outbox =
             Outbox::new(shared.limits.send_queue_bytes, shared.limits.send_queue_frames, shared.send_budget.clone());
         let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.metrics.clone()).in_current_span());
@@ -114,10 +115,11 @@ where
         // The session is over: its connection slot is given back now; the socket closes
         // within the bounds below.
         drop(session);
-        // Give the writer time to send what is queued and the close frame; a peer that
-        // does not read does not get to hold the task.
+        // Give the writer time to send what is queued and the close frame (a slow
+        // consumer's records were dropped for it); a peer that does not read does not get
+        // to hold the task for longer than the close timeout.
         let mut writer = writer;
-        let sink = match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+        let sink = match tokio::time::timeout(close_timeout, &mut writer).await {
             Ok(Ok(sink)) => sink,
             Ok(Err(_)) => None,
             Err(_) => {
@@ -623,60 +625,164 @@ where
 {
     loop {
         let (items, bytes) = outbox.take().await;
-        let _release = Release(outbox.budget(), bytes);
-        let mut batch: Vec<&Bytes> = Vec::new();
-        let (mut batch_id, mut batch_bytes) = (0u32, 0usize);
-        let (mut records, mut frames) = (0u64, 0u64);
-        for item in &items {
-            let frame = match item {
-                Item::Record(id, rec) => {
-                    if !batch.is_empty() && (batch_id != *id || batch_bytes + rec.encoded.len() > DATA_BATCH_BYTES) {
-                        frames += 1;
-                        if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                            return None;
-                        }
-                        batch.clear();
-                        batch_bytes = 0;
-                    }
-                    batch_id = *id;
-                    batch_bytes += rec.encoded.len();
-                    batch.push(&rec.encoded);
-                    records += 1;
-                    continue;
-                }
-                Item::Frame(b) => Message::Binary(b.clone()),
-                Item::Close(code, reason) => {
-                    Message::Close(Some(CloseFrame { code: CloseCode::from(*code), reason: (*reason).into() }))
-                }
-            };
-            if !batch.is_empty() {
-                frames += 1;
-                if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                    return None;
-                }
-                batch.clear();
-                batch_bytes = 0;
-            }
-            let is_close = matches!(frame, Message::Close(_));
-            if sink.feed(frame).await.is_err() {
+        let release = Release(outbox.budget(), bytes);
+        let rest = match write_items(&mut sink, &items, &outbox, &metrics).await {
+            Written::All => continue,
+            Written::Closed => return Some(sink),
+            Written::Failed => return None,
+            Written::Discarded(rest) => rest,
+        };
+        // A slow consumer: the records taken leave memory and the send budget now, before
+        // the rest (the Close, when it was taken too) waits for the peer to read.
+        drop(items);
+        drop(release);
+        for m in rest {
+            let is_close = matches!(m, Message::Close(_));
+            if sink.feed(m).await.is_err() {
                 return None;
             }
             if is_close {
                 let _ = sink.flush().await;
-                metrics.delivered(records, frames);
                 return Some(sink);
-            }
-        }
-        if !batch.is_empty() {
-            frames += 1;
-            if sink.feed(Message::Binary(wire::data_frame(batch_id, &batch))).await.is_err() {
-                return None;
             }
         }
         if sink.flush().await.is_err() {
             return None;
         }
-        metrics.delivered(records, frames);
+    }
+}
+
+/// What became of the items the writer took.
+enum Written {
+    /// Written and flushed.
+    All,
+    /// Written up to their Close, which ends the connection.
+    Closed,
+    /// The socket failed.
+    Failed,
+    /// The connection was closed as a slow consumer before they were written: what is
+    /// left to write of them, without records and checkpoints.
+    Discarded(Vec<Message>),
+}
+
+/// What became of one message handed to the socket.
+enum Fed {
+    Sent,
+    Failed,
+    /// Not written: the connection was closed as a slow consumer first (while the socket
+    /// was full, or before the message got its turn).
+    Discarded,
+}
+
+/// Hands `m` to the socket unless the connection is (or becomes, while the socket is full)
+/// a slow consumer. A write given up leaves nothing half-sent: `feed` takes the message
+/// only once the sink is ready for it.
+async fn feed<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, m: Message, outbox: &Outbox) -> Fed
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        () = outbox.discarding() => Fed::Discarded,
+        r = sink.feed(m) => if r.is_ok() { Fed::Sent } else { Fed::Failed },
+    }
+}
+
+/// Flushes the socket unless the connection is (or becomes) a slow consumer first.
+async fn flush<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, outbox: &Outbox) -> Fed
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        () = outbox.discarding() => Fed::Discarded,
+        r = sink.flush() => if r.is_ok() { Fed::Sent } else { Fed::Failed },
+    }
+}
+
+fn message(item: &Item) -> Option<Message> {
+    match item {
+        Item::Record(..) => None,
+        Item::Frame(b) => Some(Message::Binary(b.clone())),
+        Item::Close(code, reason) => {
+            Some(Message::Close(Some(CloseFrame { code: CloseCode::from(*code), reason: (*reason).into() })))
+        }
+    }
+}
+
+/// Writes what the writer took: consecutive records of one subscription as one Data frame
+/// (up to [`DATA_BATCH_BYTES`]), control frames as they are, then one flush.
+async fn write_items<S>(
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+    items: &VecDeque<Item>,
+    outbox: &Outbox,
+    metrics: &Metrics,
+) -> Written
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // From item `i` on, what a slow consumer is still sent.
+    let rest = |i: usize| {
+        Written::Discarded(items.iter().skip(i).filter(|it| !dropped_when_discarding(it)).filter_map(message).collect())
+    };
+    let mut batch: Vec<&Bytes> = Vec::new();
+    let (mut batch_id, mut batch_bytes) = (0u32, 0usize);
+    let (mut records, mut frames) = (0u64, 0u64);
+    for (i, item) in items.iter().enumerate() {
+        let starts_batch = match item {
+            Item::Record(id, rec) => batch_id != *id || batch_bytes + rec.encoded.len() > DATA_BATCH_BYTES,
+            Item::Frame(_) | Item::Close(..) => true,
+        };
+        if !batch.is_empty() && starts_batch {
+            match feed(sink, Message::Binary(wire::data_frame(batch_id, &batch)), outbox).await {
+                Fed::Sent => (records, frames) = (records + batch.len() as u64, frames + 1),
+                Fed::Failed => return Written::Failed,
+                Fed::Discarded => {
+                    metrics.delivered(records, frames);
+                    return rest(i);
+                }
+            }
+            batch.clear();
+            batch_bytes = 0;
+        }
+        if let Item::Record(id, rec) = item {
+            batch_id = *id;
+            batch_bytes += rec.encoded.len();
+            batch.push(&rec.encoded);
+            continue;
+        }
+        let Some(m) = message(item) else { continue };
+        let is_close = matches!(m, Message::Close(_));
+        match feed(sink, m, outbox).await {
+            Fed::Sent => {}
+            Fed::Failed => return Written::Failed,
+            Fed::Discarded => {
+                metrics.delivered(records, frames);
+                return rest(i);
+            }
+        }
+        if is_close {
+            let _ = sink.flush().await;
+            metrics.delivered(records, frames);
+            return Written::Closed;
+        }
+    }
+    if !batch.is_empty() {
+        match feed(sink, Message::Binary(wire::data_frame(batch_id, &batch)), outbox).await {
+            Fed::Sent => (records, frames) = (records + batch.len() as u64, frames + 1),
+            Fed::Failed => return Written::Failed,
+            Fed::Discarded => {
+                metrics.delivered(records, frames);
+                return rest(items.len());
+            }
+        }
+    }
+    let flushed = flush(sink, outbox).await;
+    metrics.delivered(records, frames);
+    match flushed {
+        Fed::Sent => Written::All,
+        Fed::Failed => Written::Failed,
+        Fed::Discarded => rest(items.len()),
     }
 }
 
@@ -835,6 +941,76 @@ mod tests {
         gateway.shutdown.send(true).expect("shutdown");
         assert!(matches!(recv(&mut ws).await, Ok(Kind::GoAway(_))));
         assert_eq!(recv(&mut ws).await, Err(close::GOING_AWAY));
+    }
+
+    /// A slow consumer whose socket is full: its records, queued and in the writer's hands,
+    /// and its checkpoints are dropped at once (the send budget is free again while the
+    /// socket is still blocked), and once it reads it gets what the socket already held, its
+    /// receipt, then the Close 4008.
+    #[tokio::test]
+    async fn a_slow_consumer_loses_its_queued_records_and_gets_its_close_once_it_reads() {
+        use crate::fanout::outbox::SendBudget;
+        use crate::protocol::wire::SharedRecord;
+        let (server_io, client_io) = tokio::io::duplex(16 << 10);
+        let server = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        let (sink, _stream) = server.split();
+        let budget = SendBudget::new(64 << 20);
+        let outbox = Outbox::new(1 << 20, 64, budget.clone());
+        let metrics = Arc::new(Metrics::default());
+        let writer = tokio::spawn(write_loop(sink, outbox.clone(), metrics.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let mut offered = 0i64;
+        // Records until the queue refuses: the writer holds a batch it cannot write.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while outbox.full_since().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "the queue never filled");
+            let rec = SharedRecord::new(0, offered, 0, b"k", &[], &[7u8; 1000]);
+            if outbox.offer_record(1, &wake, &rec) {
+                offered += 1;
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        let checkpoint = wire::Checkpoint {
+            subscription_id: 1,
+            positions: vec![wire::PartitionOffset { partition: 0, next_offset: offered }],
+        };
+        outbox.push_frame(wire::encode(Kind::Checkpoint(checkpoint))).expect("room");
+        let receipt = wire::Receipt { id: 5, topic: "t".into(), ..Default::default() };
+        outbox.push_frame(wire::encode(Kind::Receipt(receipt.clone()))).expect("room");
+        assert!(budget.used() > 1 << 20, "the queue and the writer's batch: {}", budget.used());
+        outbox.close_slow_consumer(&metrics);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while budget.used() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("every record dropped while the socket is blocked");
+        assert!(!writer.is_finished(), "the Close waits for the peer to read");
+        // The peer reads again.
+        let mut records = Vec::new();
+        let mut frames = Vec::new();
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("no stall") {
+                Some(Ok(Message::Binary(b))) => match wire::Frame::decode(b).expect("frame").kind {
+                    Some(Kind::Data(d)) => records.extend(d.records.into_iter().map(|r| r.offset)),
+                    other => frames.push(other),
+                },
+                Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => {}
+                other => panic!("no Close frame: {other:?}"),
+            }
+        };
+        assert_eq!(close, Some(close::SLOW_CONSUMER));
+        assert_eq!(frames, vec![Some(Kind::Receipt(receipt))], "the receipt stays, the checkpoint goes");
+        assert!(records.iter().enumerate().all(|(i, &o)| o == i as i64), "a prefix, in order");
+        // Only what the socket had taken: the pipe's 16 KiB and at most two Data frames of
+        // 256 KiB (one in the WebSocket's write buffer, one in the sink's slot).
+        assert!(records.len() < 600 && offered > 2000, "{} of {offered} records written", records.len());
+        let joined = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer ends");
+        assert!(matches!(joined, Ok(Some(_))), "and hands the socket back for the close handshake");
     }
 
     #[tokio::test]
