@@ -113,8 +113,7 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
     cluster_gw.stop().await;
     delete_topics(&[topic]).await;
 
-    let [gateway, rdkafka, gateway_tls, rdkafka_tls, gateway_cluster] =
-        [0, 1, 2, 3, 4].map(|k| summary_ms(&took[k]));
+    let [gateway, rdkafka, gateway_tls, rdkafka_tls, gateway_cluster] = [0, 1, 2, 3, 4].map(|k| summary_ms(&took[k]));
     let ratio =
         |a: &Value, b: &Value, q: &str| round(a[q].as_f64().unwrap_or(0.0) / b[q].as_f64().unwrap_or(1.0).max(1e-9), 3);
     let p99 = ratio(&gateway, &rdkafka, "p99");
