@@ -361,3 +361,88 @@ async fn pauses_are_counted_on_every_path_once_each() -> anyhow::Result<()> {
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// Subscriptions ended the moment they are opened (Subscribe then Unsubscribe in one
+/// write, the id reused each time) leave nothing behind: after 1,000 of them, a record for
+/// their key reaches no one, no frame names an ended id after its `End`, and the one
+/// subscription still open (another key, the same id) gets only its own records. (A
+/// driver that joined the hub's index just after the handle detached stayed there for
+/// good, delivering under an id the client had ended.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_ended_as_they_open_leave_nothing_in_the_hub() -> anyhow::Result<()> {
+    use futures_util::SinkExt as _;
+    use prost::Message as _;
+    init_tracing();
+    let topic = unique_topic("churn");
+    create_topic(&topic, 3).await?;
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let p = producer();
+    // A live hub: records flow while the churn runs.
+    for i in 0..300 {
+        produce(&p, &topic, None, format!("old{i}").as_bytes(), &message(&format!("old{i}"), "x")).await?;
+    }
+    produce(&p, &topic, None, b"churn", &message("churn", "before")).await?;
+    let mut c = RawClient::open(gw.addr).await?;
+    let frame = |kind: Kind| bytes::Bytes::from(wire::Frame { kind: Some(kind) }.encode_to_vec());
+    let sub_from = |key: &str, earliest: bool| {
+        let start = earliest
+            .then(|| wire::StartPosition { position: Some(wire::start_position::Position::Earliest(wire::Empty {})) });
+        frame(Kind::Subscribe(wire::Subscribe {
+            id: 1,
+            method: SUBSCRIBE.into(),
+            request: message(key, ""),
+            start,
+            credit: 0,
+        }))
+    };
+    let sub = |key: &str| sub_from(key, false);
+    let unsub = frame(Kind::Unsubscribe(wire::Unsubscribe { id: 1 }));
+    let mut ends = 0;
+    for round in 0..1000 {
+        // Half from the log end, ended in the same write; half from the start of the log
+        // (catching up partition by partition), ended as soon as they are announced.
+        if round % 2 == 0 {
+            c.ws.feed(tokio_tungstenite::tungstenite::Message::Binary(sub("churn"))).await?;
+        } else {
+            c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(sub_from("churn", true))).await?;
+            match c.recv().await? {
+                Some(Kind::Subscribed(_)) => {}
+                other => anyhow::bail!("round {round}: expected Subscribed, got {other:?}"),
+            }
+        }
+        c.ws.feed(tokio_tungstenite::tungstenite::Message::Binary(unsub.clone())).await?;
+        c.ws.flush().await?;
+        // Up to its End: Subscribed may come first, and records of the catch-up.
+        loop {
+            match c.recv().await? {
+                Some(Kind::Subscribed(_)) if round % 2 == 0 => {}
+                Some(Kind::Data(_)) if round % 2 == 1 => {}
+                Some(Kind::End(e)) if e.id == 1 => {
+                    ends += 1;
+                    break;
+                }
+                other => anyhow::bail!("round {round}: unexpected {other:?}"),
+            }
+        }
+        if round % 100 == 0 {
+            produce(&p, &topic, None, b"churn", &message("churn", "during")).await?;
+        }
+    }
+    assert_eq!(ends, 1000);
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(sub("mine"))).await?;
+    let Some(Kind::Subscribed(_)) = c.recv().await? else { anyhow::bail!("expected Subscribed") };
+    for _ in 0..20 {
+        produce(&p, &topic, None, b"churn", &message("churn", "after")).await?;
+    }
+    produce(&p, &topic, None, b"mine", &message("mine", "mine")).await?;
+    match c.recv().await? {
+        Some(Kind::Data(d)) => {
+            let keys: Vec<_> = d.records.iter().map(|r| r.key.clone()).collect();
+            assert!(keys.iter().all(|k| &k[..] == b"mine"), "records of ended subscriptions: {keys:?}");
+        }
+        other => anyhow::bail!("expected Data, got {other:?}"),
+    }
+    assert!(gw.metrics_text().await?.lines().any(|l| l == "kafkasocks_subscriptions_open 1"), "one subscription open");
+    delete_topic(&topic).await?;
+    Ok(())
+}

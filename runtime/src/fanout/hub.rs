@@ -237,6 +237,11 @@ impl TopicHub {
     /// what stands in the way.
     pub(crate) fn try_join(&self, sub: &Arc<Subscriber>, p: usize) -> Step {
         let mut feeds = self.lock();
+        // Ended (its handle dropped, maybe detaching from this hub just before we took the
+        // lock): it must not join an index nobody will take it out of again.
+        if sub.is_ended() {
+            return Step::Live;
+        }
         let Some(feed) = feeds.get_mut(p) else {
             return Step::Live;
         };
@@ -333,6 +338,10 @@ impl TopicHub {
     /// can be delivered before it.
     pub(crate) fn join_at_live(&self, sub: &Arc<Subscriber>, announce: impl FnOnce(&[i64])) {
         let mut feeds = self.lock();
+        // As in try_join: an ended subscriber joins nothing (and announces nothing).
+        if sub.is_ended() {
+            return;
+        }
         let positions: Vec<i64> = feeds.iter().map(|f| f.live_next.max(f.latest_floor)).collect();
         {
             let mut st = sub.lock();

@@ -108,6 +108,9 @@ pub(crate) struct Subscriber {
     plan: OnceLock<SubscriptionPlan>,
     state: Mutex<SubState>,
     ended: AtomicBool,
+    /// Held while the end is marked and while `Subscribed` is announced: so `Subscribed`
+    /// is queued before the end, or not at all (never after the connection's `End`).
+    announcing: Mutex<()>,
     max_credit: u64,
     opened: Instant,
     /// When the client was last sent a checkpoint (or the subscription opened).
@@ -133,6 +136,7 @@ impl Subscriber {
                 credit: u64::from(spec.credit),
             }),
             ended: AtomicBool::new(false),
+            announcing: Mutex::new(()),
             max_credit: u64::from(spec.max_credit),
             opened: Instant::now(),
             checkpointed: Mutex::new(Instant::now()),
@@ -214,9 +218,20 @@ impl Subscriber {
 
     /// Marks the subscription over; returns false if it already was.
     pub(crate) fn end(&self) -> bool {
-        let first = !self.ended.swap(true, Ordering::AcqRel);
+        let first = {
+            let _announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+            !self.ended.swap(true, Ordering::AcqRel)
+        };
         self.wake.notify_one();
         first
+    }
+
+    /// Queues `frame` (the `Subscribed` announcement) unless the subscription has ended.
+    pub(crate) fn announce(&self, frame: bytes::Bytes) {
+        let _announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_ended() {
+            let _ = self.outbox.push_frame(frame);
+        }
     }
 
     /// Ends the subscription with an error frame (the connection sweeps ended ones).

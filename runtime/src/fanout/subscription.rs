@@ -175,7 +175,7 @@ async fn open(
             positions: next.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect(),
         }
         .to_wire();
-        let _ = sub.outbox.push_frame(wire::encode(frame::Kind::Subscribed(wire::Subscribed {
+        sub.announce(wire::encode(frame::Kind::Subscribed(wire::Subscribed {
             id: sub.id,
             topic: topic.to_owned(),
             cursor: Some(cursor),
