@@ -423,7 +423,9 @@ impl Gateway {
             }
         }
         drop(listener);
-        let grace = shared.limits.drain_timeout + Duration::from_secs(6);
+        // Drain, then each connection's Close (written for up to close_timeout to a peer
+        // that does not read) and the peer's answer (2 s).
+        let grace = shared.limits.drain_timeout + shared.limits.close_timeout + Duration::from_secs(2);
         if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
             conns.abort_all();
         }
