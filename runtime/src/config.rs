@@ -44,7 +44,8 @@ pub struct Limits {
     /// what is queued before it, to a peer that does not read; then it is dropped. A slow
     /// consumer's queued records and checkpoints are dropped first, so its 4008 is written
     /// as soon as it reads what its socket already holds. Once the Close is written the
-    /// gateway reads on for the peer's Close (at most 2 s). Default 10 s.
+    /// gateway reads on for the peer's Close while the peer keeps sending (at most 10 s and
+    /// 32 MiB; 2 s of silence ends it). Default 10 s.
     pub close_timeout: Duration,
     /// Time a client has to send Hello. Default 10 s.
     pub hello_timeout: Duration,

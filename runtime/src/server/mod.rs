@@ -424,8 +424,8 @@ impl Gateway {
         }
         drop(listener);
         // Drain, then each connection's Close (written for up to close_timeout to a peer
-        // that does not read) and the peer's answer (2 s).
-        let grace = shared.limits.drain_timeout + shared.limits.close_timeout + Duration::from_secs(2);
+        // that does not read) and the peer's answer (read for at most 10 s).
+        let grace = shared.limits.drain_timeout + shared.limits.close_timeout + Duration::from_secs(10);
         if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
             conns.abort_all();
         }

@@ -34,34 +34,41 @@ use crate::protocol::wire::{self, frame::Kind};
 use crate::protocol::{Code, StartAt, Status};
 use crate::stream::RequestContext;
 
-/// How long, and how many bytes, a connection that sent its Close reads on.
-const DRAIN_TIME: Duration = Duration::from_secs(2);
+/// How long, and how many bytes, a connection that sent its Close reads on: until the
+/// peer is silent for [`DRAIN_IDLE`], and at most [`DRAIN_TIME`] and [`DRAIN_BYTES`].
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+const DRAIN_TIME: Duration = Duration::from_secs(10);
 const DRAIN_BYTES: usize = 32 << 20;
 
 /// After the gateway's Close: reads what the peer still sends (frames already in flight,
-/// the rest of an oversized message) until its Close or the end of its side, for at most
-/// [`DRAIN_TIME`] and [`DRAIN_BYTES`]. A socket closed with unread input answers with a
-/// TCP reset, which can destroy the Close frame before the peer reads it: this is what
-/// lets 1009 (or 1002, 4008…) reach a client that was still writing. Input that is no
-/// longer frames (an oversized message's remainder) is read as bytes.
+/// the rest of an oversized message) until its Close or the end of its side, while it
+/// keeps sending (a pause of [`DRAIN_IDLE`] ends it), for at most [`DRAIN_TIME`] and
+/// [`DRAIN_BYTES`]. A socket closed with unread input answers with a TCP reset, which can
+/// destroy the Close frame before the peer reads it; draining lets 1009 (or 1002, 4008…)
+/// reach a client that was still writing, also a slow one (a 4 MiB message masked by a
+/// busy Python client took over 2 s). Input that is no longer frames (an oversized
+/// message's remainder) is read as bytes.
 pub(crate) async fn close_after<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let end = tokio::time::Instant::now() + DRAIN_TIME;
     loop {
+        let deadline = end.min(tokio::time::Instant::now() + DRAIN_IDLE);
         match tokio::time::timeout_at(deadline, ws.next()).await {
             Err(_) | Ok(None | Some(Ok(Message::Close(_)))) => return,
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed))) => return,
-            Ok(Some(Err(_))) => return drain_input(ws.get_mut(), deadline).await,
+            Ok(Some(Err(_))) => return drain_input(ws.get_mut(), end).await,
         }
     }
 }
 
-/// Reads and discards bytes until the peer closes its side, `deadline` or [`DRAIN_BYTES`].
-async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S, deadline: tokio::time::Instant) {
+/// Reads and discards bytes until the peer closes its side or pauses for [`DRAIN_IDLE`],
+/// `end` or [`DRAIN_BYTES`].
+async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S, end: tokio::time::Instant) {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 64 << 10];
     let mut read = 0;
     while read < DRAIN_BYTES {
+        let deadline = end.min(tokio::time::Instant::now() + DRAIN_IDLE);
         match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => read += n,
             _ => return,
