@@ -30,12 +30,11 @@ use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
-use super::IDEMPOTENCY_HEADER;
 use super::context::GatewayContext;
 use crate::error::Error;
 use crate::protocol::{Code, OutgoingRecord, Receipt, Status};
@@ -277,20 +276,9 @@ impl Cluster {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
         // From here the waiter is forgotten however this ends, unless an answer takes it.
         let waiting = Waiting { id, waiters: self.waiters.clone() };
-        let mut fr: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.requests).partition(partition).key(dedup).payload(&body);
-        loop {
-            match producer.send_result(fr) {
-                Ok(delivery) => return Ok(Asked { delivery, answer: rx, _waiting: waiting }),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    fr = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        let fr = FutureRecord::to(&self.requests).partition(partition).key(dedup).payload(&body[..]);
+        let delivery = super::queue(producer, fr, deadline).await?;
+        Ok(Asked { delivery, answer: rx, _waiting: waiting })
     }
 }
 
@@ -390,9 +378,14 @@ async fn ensure_topics(
                 let md = consumer
                     .fetch_metadata(Some(topic), timeout)
                     .map_err(|e| kafka_error("describing the cluster's topics", e))?;
-                let found = md.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().len());
+                let topic_md = md.topics().first().filter(|t| t.error().is_none());
+                let found = topic_md.map(|t| t.partitions().len());
+                // A topic just created has its partitions before their leaders.
+                let led =
+                    topic_md.is_some_and(|t| t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0));
                 match found {
-                    Some(n) if n as i32 == partitions => break,
+                    Some(n) if n as i32 == partitions && led => break,
+                    Some(n) if n as i32 == partitions && Instant::now() < deadline => std::thread::sleep(POLL),
                     Some(n) if n > 0 => {
                         return Err(Error::Config(format!(
                             "cluster topic {topic:?} has {n} partitions, the configuration says {partitions}: \
@@ -434,9 +427,17 @@ async fn answers_tail(
     let consumer = tokio::task::spawn_blocking(move || {
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, p, timeout)
-                .map_err(|e| kafka_error("reading the receipts' end", e))?;
+            // Retried while the partition's leader is being elected (a topic just created).
+            let deadline = Instant::now() + timeout;
+            let (_, high) = loop {
+                match consumer.fetch_watermarks(&topic, p, timeout) {
+                    Ok(marks) => break marks,
+                    Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(is_transient) => {
+                        std::thread::sleep(POLL)
+                    }
+                    Err(e) => return Err(kafka_error("reading the receipts' end", e)),
+                }
+            };
             tpl.add_partition_offset(&topic, p, Offset::Offset(high))
                 .map_err(|e| kafka_error("assigning the receipts", e))?;
         }
@@ -708,6 +709,8 @@ impl Owners {
     ) -> Result<(), Failed> {
         producer.begin_transaction().map_err(Failed::of)?;
         let now = Instant::now();
+        // A producer queue that stays full this long fails the transaction (run again).
+        let deadline = tokio::time::Instant::now() + self.takeover;
         let waited_ms = batch.first().map_or(0, |i| i.request_age_ms());
         state.expire(now, self.window);
         // Produce what is new, in log order; a key seen twice in one batch is produced once.
@@ -734,7 +737,13 @@ impl Owners {
                 first_in_batch.insert(&r.dedup, i);
                 produced.push((
                     i,
-                    send(producer, r).await.map_err(|e| Failed::Record(inc.offset, record_status(&r.topic, &e)))?,
+                    send(producer, r, deadline).await.map_err(|e| {
+                        if is_record_error(&e) {
+                            Failed::Record(inc.offset, record_status(&r.topic, &e))
+                        } else {
+                            Failed::of(e)
+                        }
+                    })?,
                 ));
                 source.push(Some(i));
             }
@@ -776,11 +785,13 @@ impl Owners {
             key.push(ANSWER_PREFIX);
             key.extend_from_slice(&inc.request.dedup);
             let value = answer.encode_to_vec();
-            acks.push(send_raw(producer, &self.receipts, p, &key, &value).await.map_err(Failed::of)?);
+            acks.push(send_raw(producer, (&self.receipts, p), &key, &value, deadline).await.map_err(Failed::of)?);
         }
         let next = batch.last().map_or(state.next, |i| i.offset + 1);
         let checkpoint = CheckpointRecord { next }.encode_to_vec();
-        acks.push(send_raw(producer, &self.receipts, p, CHECKPOINT_KEY, &checkpoint).await.map_err(Failed::of)?);
+        acks.push(
+            send_raw(producer, (&self.receipts, p), CHECKPOINT_KEY, &checkpoint, deadline).await.map_err(Failed::of)?,
+        );
         // Every answer acknowledged first: rdkafka's commit_transaction flushes, and with
         // anything outstanding its flush waits out a 100 ms poll (the delivery reports
         // are served by the producer's own thread), which was on every transaction.
@@ -828,9 +839,16 @@ impl Owners {
             .set("auto.offset.reset", "earliest")
             .create_with_context(self.context.clone())
             .map_err(|e| format!("creating the receipts reader: {e}"))?;
-        let (low, high) = consumer
-            .fetch_watermarks(&self.receipts, p, self.takeover)
-            .map_err(|e| format!("reading the receipts' watermarks: {e}"))?;
+        let deadline = Instant::now() + self.takeover;
+        let (low, high) = loop {
+            match consumer.fetch_watermarks(&self.receipts, p, self.takeover) {
+                Ok(marks) => break marks,
+                Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(is_transient) => {
+                    std::thread::sleep(POLL)
+                }
+                Err(e) => return Err(format!("reading the receipts' watermarks: {e}")),
+            }
+        };
         let mut state = OwnerState::default();
         if high <= low {
             return Ok(state);
@@ -888,52 +906,27 @@ fn fill(answer: &mut AnswerRecord, receipt: &Receipt, duplicate: bool) {
     answer.duplicate = duplicate;
 }
 
-/// Produces one request's record in the open transaction, waiting while the queue is full.
+/// Produces one request's record in the open transaction, waiting while the queue is full
+/// (up to `deadline`).
 async fn send(
     producer: &FutureProducer<GatewayContext>,
     r: &RequestRecord,
+    deadline: tokio::time::Instant,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 1);
-    for h in &r.headers {
-        headers = headers.insert(Header { key: &h.key, value: Some(h.value.as_ref()) });
-    }
-    if !r.idempotency_key.is_empty() {
-        headers = headers.insert(Header { key: IDEMPOTENCY_HEADER, value: Some(r.idempotency_key.as_ref()) });
-    }
-    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).payload(r.payload.as_ref()).headers(headers);
-    if let Some(k) = &r.key {
-        fr = fr.key(k.as_ref());
-    }
-    loop {
-        match producer.send_result(fr) {
-            Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                fr = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    let headers = r.headers.iter().map(|h| (h.key.as_str(), h.value.as_ref()));
+    let fr = super::future_record(&r.topic, r.key.as_deref(), &r.payload, headers, &r.idempotency_key);
+    super::queue(producer, fr, deadline).await
 }
 
+/// Produces a record of the receipts partition in the open transaction.
 async fn send_raw(
     producer: &FutureProducer<GatewayContext>,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
     key: &[u8],
     value: &[u8],
+    deadline: tokio::time::Instant,
 ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(partition).key(key).payload(value);
-    loop {
-        match producer.send_result(fr) {
-            Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                fr = back;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    super::queue(producer, FutureRecord::to(topic).partition(partition).key(key).payload(value), deadline).await
 }
 
 enum Failed {
@@ -962,6 +955,22 @@ fn is_fenced(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::State
         )
     ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
+/// Errors of a cluster that is still settling (leaders being elected, a coordinator
+/// loading): worth asking again.
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+    )
 }
 
 fn is_record_error(e: &KafkaError) -> bool {

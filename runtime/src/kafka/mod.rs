@@ -358,29 +358,11 @@ impl Kafka {
                 Err(e) => Err(self.produce_status(topic, &e)),
             };
         }
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header { key: k, value: Some(v.as_ref()) });
-        }
-        if !idempotency_key.is_empty() {
-            headers = headers.insert(Header { key: IDEMPOTENCY_HEADER, value: Some(idempotency_key) });
-        }
-        let mut fr: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).payload(record.payload.as_ref()).headers(headers);
-        if let Some(k) = &record.key {
-            fr = fr.key(k.as_ref());
-        }
-        loop {
-            match self.producer.send_result(fr) {
-                Ok(delivery) => return Ok(Produced { sent: Sent::Direct(delivery), topic: topic.to_owned() }),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    fr = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => return Err(self.produce_status(topic, &e)),
-            }
+        let headers = record.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref()));
+        let fr = future_record(topic, record.key.as_deref(), &record.payload, headers, idempotency_key);
+        match queue(&self.producer, fr, deadline).await {
+            Ok(delivery) => Ok(Produced { sent: Sent::Direct(delivery), topic: topic.to_owned() }),
+            Err(e) => Err(self.produce_status(topic, &e)),
         }
     }
 
@@ -427,6 +409,49 @@ impl Kafka {
                 Some(why) => format!("Kafka does not answer: {e}; it reported: {why}"),
                 None => format!("Kafka does not answer: {e}"),
             }),
+        }
+    }
+}
+
+/// A record of `topic` as librdkafka takes it: `headers`, and the idempotency key's
+/// header when there is one.
+fn future_record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])>,
+    idempotency_key: &'a [u8],
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len() + 1);
+    for (k, v) in headers {
+        owned = owned.insert(Header { key: k, value: Some(v) });
+    }
+    if !idempotency_key.is_empty() {
+        owned = owned.insert(Header { key: IDEMPOTENCY_HEADER, value: Some(idempotency_key) });
+    }
+    let fr = FutureRecord::to(topic).payload(payload).headers(owned);
+    match key {
+        Some(k) => fr.key(k),
+        None => fr,
+    }
+}
+
+/// Queues `fr` in `producer`, waiting while its queue is full, until `deadline`.
+async fn queue<'a>(
+    producer: &FutureProducer<GatewayContext>,
+    mut fr: FutureRecord<'a, [u8], [u8]>,
+    deadline: tokio::time::Instant,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(fr) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                fr = back;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }
