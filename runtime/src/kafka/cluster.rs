@@ -875,9 +875,13 @@ impl Owners {
                     } else if key.first() == Some(&ANSWER_PREFIX)
                         && let Ok(a) = AnswerRecord::decode(value)
                         && a.code == 0
-                        && !a.duplicate
+                        && key.len() > 1
                     {
-                        let age_ms = now_ms - m.timestamp().to_millis().unwrap_or(now_ms);
+                        // Duplicate answers count too: compaction keeps only a key's last
+                        // answer, which names the first record all the same. Its age is that
+                        // record's.
+                        let produced_ms = if a.timestamp_ms > 0 { a.timestamp_ms } else { now_ms };
+                        let age_ms = now_ms - produced_ms;
                         if age_ms < window_ms {
                             let at = now.checked_sub(Duration::from_millis(age_ms.max(0) as u64)).unwrap_or(now);
                             let receipt = Receipt {
