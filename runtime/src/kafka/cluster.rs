@@ -427,17 +427,8 @@ async fn answers_tail(
     let consumer = tokio::task::spawn_blocking(move || {
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            // Retried while the partition's leader is being elected (a topic just created).
-            let deadline = Instant::now() + timeout;
-            let (_, high) = loop {
-                match consumer.fetch_watermarks(&topic, p, timeout) {
-                    Ok(marks) => break marks,
-                    Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(is_transient) => {
-                        std::thread::sleep(POLL)
-                    }
-                    Err(e) => return Err(kafka_error("reading the receipts' end", e)),
-                }
-            };
+            let (_, high) = settled_watermarks(&consumer, &topic, p, timeout)
+                .map_err(|e| kafka_error("reading the receipts' end", e))?;
             tpl.add_partition_offset(&topic, p, Offset::Offset(high))
                 .map_err(|e| kafka_error("assigning the receipts", e))?;
         }
@@ -839,16 +830,8 @@ impl Owners {
             .set("auto.offset.reset", "earliest")
             .create_with_context(self.context.clone())
             .map_err(|e| format!("creating the receipts reader: {e}"))?;
-        let deadline = Instant::now() + self.takeover;
-        let (low, high) = loop {
-            match consumer.fetch_watermarks(&self.receipts, p, self.takeover) {
-                Ok(marks) => break marks,
-                Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(is_transient) => {
-                    std::thread::sleep(POLL)
-                }
-                Err(e) => return Err(format!("reading the receipts' watermarks: {e}")),
-            }
-        };
+        let (low, high) = settled_watermarks(&consumer, &self.receipts, p, self.takeover)
+            .map_err(|e| format!("reading the receipts' watermarks: {e}"))?;
         let mut state = OwnerState::default();
         if high <= low {
             return Ok(state);
@@ -959,6 +942,25 @@ fn is_fenced(e: &KafkaError) -> bool {
                 | RDKafkaErrorCode::State
         )
     ) || matches!(e, KafkaError::Transaction(t) if t.is_fatal())
+}
+
+/// A partition's (low, high) watermarks, asked again while the cluster is still settling
+/// (a topic just created has its partitions before their leaders), within `timeout`.
+fn settled_watermarks(
+    consumer: &BaseConsumer<GatewayContext>,
+    topic: &str,
+    p: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(topic, p, timeout) {
+            Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(is_transient) => {
+                std::thread::sleep(POLL)
+            }
+            marks => return marks,
+        }
+    }
 }
 
 /// Errors of a cluster that is still settling (leaders being elected, a coordinator
