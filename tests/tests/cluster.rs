@@ -123,6 +123,29 @@ async fn haproxy(backends: &[u16]) -> anyhow::Result<Haproxy> {
     Ok(Haproxy { _child: child, addr, _dir: dir })
 }
 
+/// Three nodes of a new cluster serving `topic`, and HAProxy in front of them.
+async fn three_nodes_behind_haproxy(topic: &str) -> anyhow::Result<(String, Vec<Option<Node>>, Haproxy)> {
+    let cluster = format!("c{:08x}", rand::random::<u32>());
+    let ports = [free_port(), free_port(), free_port()];
+    let mut nodes = Vec::new();
+    for &port in &ports {
+        nodes.push(Some(start_node(topic, &cluster, port).await?));
+    }
+    let lb = haproxy(&ports).await?;
+    Ok((cluster, nodes, lb))
+}
+
+/// A session with this `Hello.instance_id` (the one a client keeps across reconnects).
+async fn open_as(addr: SocketAddr, instance: &str) -> anyhow::Result<RawClient> {
+    let mut c = RawClient::connect(addr).await?;
+    c.send(Kind::Hello(wire::Hello { protocol_version: 1, instance_id: instance.to_owned(), ..Default::default() }))
+        .await?;
+    match c.recv().await? {
+        Some(Kind::Welcome(_)) => Ok(c),
+        other => bail!("expected Welcome, got {other:?}"),
+    }
+}
+
 fn which(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]).map(|d| d.join(name)).find(|p| p.is_file())
@@ -192,18 +215,6 @@ async fn a_publish_retried_on_another_node_is_produced_once() -> anyhow::Result<
     let b = TestGateway::start_with(node(&cluster), streams(&topic), None).await?;
     // One instance id, as a client that reconnects elsewhere keeps it.
     let instance = format!("{:032x}", rand::random::<u128>());
-    let open = |addr: SocketAddr| {
-        let instance = instance.clone();
-        async move {
-            let mut c = RawClient::connect(addr).await?;
-            c.send(Kind::Hello(wire::Hello { protocol_version: 1, instance_id: instance, ..Default::default() }))
-                .await?;
-            match c.recv().await? {
-                Some(Kind::Welcome(_)) => Ok::<_, anyhow::Error>(c),
-                other => bail!("expected Welcome, got {other:?}"),
-            }
-        }
-    };
     let publish = |id: u64, key: &str, idem: &str| {
         Kind::Publish(wire::Publish {
             id,
@@ -218,8 +229,8 @@ async fn a_publish_retried_on_another_node_is_produced_once() -> anyhow::Result<
             other => bail!("expected a receipt, got {other:?}"),
         }
     }
-    let mut on_a = open(a.addr).await?;
-    let mut on_b = open(b.addr).await?;
+    let mut on_a = open_as(a.addr, &instance).await?;
+    let mut on_b = open_as(b.addr, &instance).await?;
     // One after the other.
     on_a.send(publish(1, "k", "first")).await?;
     let ra = receipt(&mut on_a).await?;
@@ -274,13 +285,7 @@ async fn three_nodes_behind_haproxy_lose_nothing_and_duplicate_nothing() -> anyh
     const FEED: &str = "feed";
     let topic = unique_topic("lb");
     create_topic(&topic, 3).await?;
-    let cluster = format!("lb{:08x}", rand::random::<u32>());
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for &port in &ports {
-        nodes.push(Some(start_node(&topic, &cluster, port).await?));
-    }
-    let lb = haproxy(&ports).await?;
+    let (cluster, mut nodes, lb) = three_nodes_behind_haproxy(&topic).await?;
     let url = format!("ws://{}/streams", lb.addr);
 
     // Subscribers: the feed's key only (publishes go to other keys).
@@ -499,16 +504,8 @@ async fn interrupted_publishes_retried_across_nodes_are_produced_once() -> anyho
     const N: usize = 1000;
     let topic = unique_topic("retry");
     create_topic(&topic, 3).await?;
-    let cluster = format!("rt{:08x}", rand::random::<u32>());
-    let ports = [free_port(), free_port(), free_port()];
-    let mut nodes = Vec::new();
-    for &port in &ports {
-        nodes.push(Some(start_node(&topic, &cluster, port).await?));
-    }
-    let lb = haproxy(&ports).await?;
+    let (cluster, mut nodes, lb) = three_nodes_behind_haproxy(&topic).await?;
     let instance = format!("{:032x}", rand::random::<u128>());
-    let hello =
-        || Kind::Hello(wire::Hello { protocol_version: 1, instance_id: instance.clone(), ..Default::default() });
     let publish = |i: usize| {
         Kind::Publish(wire::Publish {
             id: i as u64,
@@ -517,21 +514,13 @@ async fn interrupted_publishes_retried_across_nodes_are_produced_once() -> anyho
             idempotency_key: Bytes::from(format!("cut-{i}")),
         })
     };
-    async fn open(addr: SocketAddr, hello: Kind) -> anyhow::Result<RawClient> {
-        let mut c = RawClient::connect(addr).await?;
-        c.send(hello).await?;
-        match c.recv().await? {
-            Some(Kind::Welcome(_)) => Ok(c),
-            other => bail!("expected Welcome, got {other:?}"),
-        }
-    }
     // First attempts, ten per connection: sent, then the connection cut before any
     // receipt is read; at four points a node is killed with SIGKILL right after the sends
     // (its owner partitions move) and restarted.
     const PER: usize = 10;
     for batch in 0..N / PER {
         let mut c = loop {
-            match open(lb.addr, hello()).await {
+            match open_as(lb.addr, &instance).await {
                 Ok(c) => break c,
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -551,7 +540,7 @@ async fn interrupted_publishes_retried_across_nodes_are_produced_once() -> anyho
     let mut duplicates = 0;
     let mut answered: HashSet<u64> = HashSet::new();
     while answered.len() < N {
-        let mut c = match open(lb.addr, hello()).await {
+        let mut c = match open_as(lb.addr, &instance).await {
             Ok(c) => c,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
