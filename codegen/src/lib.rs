@@ -246,6 +246,16 @@ impl Builder {
         model::Model::build(&loaded, &self.services)
     }
 
+    /// [`Builder::model`] with the descriptors it was read from: the encoded
+    /// `FileDescriptorSet` of every file (imports included, custom options kept), for tools
+    /// that handle the messages through descriptors, such as the `kafkasocks` gateway binary.
+    pub fn model_with_descriptors(&self, protos: &[impl AsRef<Path>]) -> Result<(model::Model, Vec<u8>), Error> {
+        let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let loaded = self.load(&protos)?;
+        let model = model::Model::build(&loaded, &self.services)?;
+        Ok((model, loaded.pool.encode_to_vec()))
+    }
+
     /// Generates the Rust files in memory: `<package>.rs` -> contents.
     pub fn generate_rust(&self, protos: &[impl AsRef<Path>]) -> Result<Output, Error> {
         self.generate_rust_with_config(prost_build::Config::new(), protos)

@@ -10,7 +10,16 @@ use crate::kafka::config::KafkaConfig;
 use crate::registry::RegistryConfig;
 
 /// Limits a gateway enforces. Build with [`Limits::default`] and the `with_*` setters.
+///
+/// With the `config` feature it is also read from configuration files (serde, every field
+/// optional, durations as text like `10s` or `1m 30s`), and describes itself (schemars):
+/// the `kafkasocks` binary's `[limits]` table is this struct, documented from these comments.
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct Limits {
     /// Largest WebSocket message accepted from a client. Default 1 MiB (Kafka's default
@@ -39,6 +48,7 @@ pub struct Limits {
     pub send_queue_frames: usize,
     /// How long a connection's send queue may stay full before it is closed with 4008.
     /// Default 30 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub slow_consumer_timeout: Duration,
     /// How long a connection that is closing keeps trying to write its Close frame, and
     /// what is queued before it, to a peer that does not read; then it is dropped. A slow
@@ -46,16 +56,22 @@ pub struct Limits {
     /// as soon as it reads what its socket already holds. Once the Close is written the
     /// gateway reads on for the peer's Close while the peer keeps sending (at most 10 s and
     /// 32 MiB; 2 s of silence ends it). Default 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub close_timeout: Duration,
     /// Time a client has to send Hello. Default 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub hello_timeout: Duration,
     /// Interval of the gateway's Ping frames. Default 15 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub heartbeat_interval: Duration,
     /// A connection that sends nothing for this long is closed with 4009. Default 45 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub idle_timeout: Duration,
     /// How long publishes may wait for Kafka. Default 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub publish_timeout: Duration,
     /// How long an idempotency key is remembered. Default 10 minutes.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub dedup_window: Duration,
     /// Idempotency keys remembered per gateway. Default 100,000.
     pub dedup_capacity: usize,
@@ -68,12 +84,14 @@ pub struct Limits {
     /// at once per gateway. Default 8: each is a librdkafka client with its own threads.
     pub max_catchup_readers: usize,
     /// Time given to in-flight publishes at shutdown. Default 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub drain_timeout: Duration,
     /// WebSocket read buffer per connection. Default 8 KiB (memory per idle connection).
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per connection. Default 16 KiB.
     pub write_buffer_bytes: usize,
     /// Interval of Checkpoint frames for filtered subscriptions. Default 5 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub checkpoint_interval: Duration,
     /// The listener's accept queue. Default 4096: a reconnect storm of thousands of
     /// clients overflowed the usual 128, costing them 1 s and 3 s SYN retries (measured in
@@ -96,9 +114,11 @@ pub struct Limits {
     pub max_pending_handshakes_per_address: usize,
     /// Time a new TCP connection has for its TLS handshake and its WebSocket upgrade
     /// request (headers included). Default 5 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub handshake_timeout: Duration,
     /// Time an [`Authenticator`](crate::Authenticator) has for a token. Default 5 s;
     /// when it is up the token is refused (`UNAVAILABLE`, close 4001).
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub auth_timeout: Duration,
     /// Sustained publishes per second of one principal, over all its connections and its
     /// gRPC calls (anonymous clients: per client address). Default 2000, burst the same.
@@ -113,6 +133,7 @@ pub struct Limits {
     /// stream of several record types (the subscription then ends with `UNAVAILABLE`), the
     /// readiness probe. Default 5 s. Publishes whose schema id is known never wait on the
     /// registry.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub registry_timeout: Duration,
     /// Principals and addresses tracked for the per-principal and per-address limits.
     /// Default 100,000; idle entries are dropped first.

@@ -10,6 +10,10 @@
 //! * `127.0.0.1:8082`: the same streams over gRPC (`CHAT_GRPC_ADDR`)
 //! * `http://127.0.0.1:9090/metrics`: Prometheus metrics (`CHAT_METRICS_ADDR`)
 //!
+//! With `CHAT_GATEWAY=host:port` it serves only the page and `POST /token`, for a gateway
+//! run elsewhere: `scripts/demo --standalone` runs the `kafkasocks` binary with
+//! `examples/chat/kafkasocks.toml` as the gateway, the same page unchanged.
+//!
 //! Kafka is `$KAFKA_BOOTSTRAP` (default `127.0.0.1:19092`); the topic `chat.messages` is
 //! created with 3 partitions if it does not exist.
 //!
@@ -145,6 +149,35 @@ fn page_origins(page: SocketAddr) -> Vec<String> {
     origins
 }
 
+/// `CHAT_GATEWAY=host:port`: only the page and its token endpoint, for a gateway run
+/// elsewhere, such as `kafkasocks serve --config examples/chat/kafkasocks.toml` (the chat
+/// without this example's Rust). The public half of the signing key is written to
+/// `CHAT_TOKEN_PUBLIC_KEY_FILE` (default `examples/chat/demo-keys/token-public.pem`, where
+/// that config reads it) before the page is served.
+async fn page_only(issuer: Arc<TokenIssuer>, gateway: &str) -> anyhow::Result<()> {
+    let key_file = std::env::var("CHAT_TOKEN_PUBLIC_KEY_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("demo-keys/token-public.pem"));
+    if let Some(dir) = key_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&key_file, issuer.public_pem()).with_context(|| format!("writing {}", key_file.display()))?;
+    let http_addr = addr("CHAT_HTTP_ADDR", "127.0.0.1:8080")?;
+    let http = tokio::net::TcpListener::bind(http_addr).await.with_context(|| format!("binding {http_addr}"))?;
+    let http_addr = http.local_addr()?;
+    tracing::warn!(
+        "DEMO ONLY: POST http://{http_addr}/token gives anyone a token for any name; a real deployment \
+         takes its tokens from its identity provider (docs/security.md)"
+    );
+    tracing::info!(key = %key_file.display(), "token public key written; the gateway checks tokens with it");
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web");
+    println!("chat: open http://{http_addr}/?ws={gateway}  (page only; gateway ws://{gateway}/streams)");
+    tokio::select! {
+        served = page::serve(http, web, issuer) => served,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -157,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
 
     // Who may chat: tokens signed by this process's own key (the demo's identity provider).
     let issuer = Arc::new(TokenIssuer::from_env()?);
+    if let Ok(gateway) = std::env::var("CHAT_GATEWAY") {
+        return page_only(issuer, &gateway).await;
+    }
     let jwt: JwtAuthenticator = JwtConfig::new()
         .issuer(token::ISSUER)
         .audience(token::AUDIENCE)

@@ -8,58 +8,14 @@
  * `scripts/build-chat-page` (examples/chat/web/dist/app.js); scripts/test does both.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { bin, CHROMIUM, CHROMIUM_ARGS, cleanups, repoRoot } from "../src/fixtures.ts";
+import { lines, say, startChat } from "../src/chat.ts";
+import { CHROMIUM, CHROMIUM_ARGS, cleanups, repoRoot } from "../src/fixtures.ts";
 import { waitFor } from "../src/scenarios.ts";
-
-/** Starts chat-gateway on free ports (with `extra` settings); resolves with the page URL it prints. */
-function startChat(extra: Record<string, string> = {}): Promise<{ url: string; stop: () => Promise<void> }> {
-  const env = { ...process.env, ...extra };
-  for (const v of ["CHAT_HTTP_ADDR", "CHAT_WS_ADDR", "CHAT_GRPC_ADDR", "CHAT_METRICS_ADDR"]) env[v] = "127.0.0.1:0";
-  const child = spawn(bin("chat-gateway"), [], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let logs = "";
-  child.stderr.setEncoding("utf8").on("data", (d: string) => (logs = (logs + d).slice(-20_000)));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null) return;
-    child.kill("SIGINT"); // graceful: GoAway, drain, exit
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`chat-gateway printed no URL within 30 s\n${logs}`)), 30_000);
-    let out = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      out += d;
-      const m = /chat: open (http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ url: m[1] as string, stop });
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`chat-gateway exited with ${code}\n${logs}`));
-    });
-  });
-}
-
-async function say(page: Page, text: string): Promise<void> {
-  await page.fill("input[name=text]", text);
-  await page.press("input[name=text]", "Enter");
-}
-
-/** How many chat lines in `page` contain `text` (waits for at least `atLeast`). */
-async function lines(page: Page, text: string, atLeast = 1): Promise<number> {
-  if (atLeast > 0) await page.locator("#log .msg", { hasText: text }).nth(atLeast - 1).waitFor({ timeout: 15_000 });
-  return page.locator("#log .msg", { hasText: text }).count();
-}
 
 test("the chat example: two people chat in Chromium; a returning visitor gets what it missed, once", { timeout: 120_000 }, async (t) => {
   const defer = cleanups(t);
