@@ -43,6 +43,19 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// A context for `principal` calling `method` in process, with no network peer: for
+    /// calling a hook directly, as its unit tests do. The session id is `"local"`.
+    pub fn new(principal: Principal, method: impl Into<String>) -> RequestContext {
+        RequestContext {
+            principal,
+            session_id: "local".to_owned(),
+            remote_addr: None,
+            client_ip: None,
+            method: method.into(),
+            instance_id: None,
+        }
+    }
+
     /// Whose idempotency keys these are: a principal's keys are its own on every
     /// connection; an anonymous client's are its own only (its instance id, which only it
     /// knows, or else its session), so no client can see or suppress another's publish by

@@ -96,7 +96,9 @@ fn load(config: &std::path::Path) -> anyhow::Result<settings::Loaded> {
 
 fn check(config: PathBuf) -> anyhow::Result<()> {
     let loaded = load(&config)?;
-    let assembled = assemble::assemble(&loaded)?;
+    // Inside a runtime, as `serve` assembles (a JWKS authenticator starts its refresh task).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("the tokio runtime")?;
+    let assembled = runtime.block_on(async { assemble::assemble(&loaded) })?;
     println!("# {}: valid. Effective settings (secrets redacted):\n", config.display());
     print!("{}", settings::redacted_toml(&loaded.settings)?);
     println!("\n# Streams:");

@@ -64,47 +64,19 @@ fn streams_from(
     for file in model.files.iter().filter(|f| f.requested) {
         for service in &file.services {
             for m in &service.methods {
-                let input = message(pool, &m.input)?;
-                let output = message(pool, &m.output)?;
                 let stream_rules = rules.get(&m.route).cloned().unwrap_or_default();
-                let context = |e: anyhow::Error| e.context(format!("[streams.\"{}\"]", m.route));
-                let checks = Checks::new(&input, &stream_rules, m.kind).map_err(context)?;
-                let key = m.key.as_ref().map(|k| Key::new(&input, k)).transpose()?;
-                let max_request_bytes = stream_rules.max_request_bytes.unwrap_or(max_message_bytes);
-                match m.kind {
-                    RpcKind::ServerStreaming => {
-                        if stream_rules.max_publishes_per_second.is_some() {
-                            bail!("[streams.\"{}\"]: max_publishes_per_second is for publish streams", m.route);
-                        }
-                        let filter = match &stream_rules.filter {
-                            None => None,
-                            Some(_) if m.record_types.is_some() => bail!(
-                                "[streams.\"{}\"]: a filter on a stream of several record types is not supported",
-                                m.route
-                            ),
-                            Some(f) => Some(RecordFilter::new(&input, &output, f).map_err(context)?),
-                        };
-                        let hook = DynSubscribe { input, key, checks, filter, max_request_bytes };
-                        streams = match &m.record_types {
-                            Some(types) => streams.subscribe_with_types(&m.route, &m.topic, hook, record_types(types)),
-                            None => streams.subscribe(&m.route, &m.topic, hook),
-                        };
-                    }
-                    RpcKind::Unary => {
-                        if stream_rules.filter.is_some() {
-                            bail!("[streams.\"{}\"]: a filter is for subscribe streams", m.route);
-                        }
-                        let rate = stream_rules.max_publishes_per_second.map(|r| Arc::new(RateLimits::new(r)));
-                        let hook =
-                            DynPublish { input, key, checks, unknown: m.unknown_fields, max_request_bytes, rate };
-                        streams = match &m.schema {
-                            Some(schema) => {
-                                streams.publish_with_schema(&m.route, &m.topic, hook, registry_schema(schema))
-                            }
-                            None => streams.publish(&m.route, &m.topic, hook),
-                        };
-                    }
-                }
+                streams = match hook(pool, m, &stream_rules, max_message_bytes)
+                    .map_err(|e| e.context(format!("[streams.\"{}\"]", m.route)))?
+                {
+                    Hook::Subscribe(hook) => match &m.record_types {
+                        Some(types) => streams.subscribe_with_types(&m.route, &m.topic, hook, record_types(types)),
+                        None => streams.subscribe(&m.route, &m.topic, hook),
+                    },
+                    Hook::Publish(hook) => match &m.schema {
+                        Some(schema) => streams.publish_with_schema(&m.route, &m.topic, hook, registry_schema(schema)),
+                        None => streams.publish(&m.route, &m.topic, hook),
+                    },
+                };
                 if let Some(k) = &m.key_message {
                     streams = streams.key_message(&m.route, KeyMessage::new(registry_schema(&k.schema), k.field));
                 }
@@ -129,6 +101,48 @@ fn streams_from(
         }
     }
     Ok((streams, served))
+}
+
+/// The hook of one method.
+enum Hook {
+    Subscribe(DynSubscribe),
+    Publish(DynPublish),
+}
+
+/// The hook of method `m` under its rules, checked against its messages.
+fn hook(
+    pool: &DescriptorPool,
+    m: &model::Method,
+    rules: &StreamRules,
+    max_message_bytes: usize,
+) -> anyhow::Result<Hook> {
+    let input = message(pool, &m.input)?;
+    let output = message(pool, &m.output)?;
+    let checks = Checks::new(&input, rules, m.kind)?;
+    let key = m.key.as_ref().map(|k| Key::new(&input, k)).transpose()?;
+    let max_request_bytes = rules.max_request_bytes.unwrap_or(max_message_bytes);
+    Ok(match m.kind {
+        RpcKind::ServerStreaming => {
+            if rules.max_publishes_per_second.is_some() {
+                bail!("max_publishes_per_second is for publish streams");
+            }
+            let filter = match &rules.filter {
+                None => None,
+                Some(_) if m.record_types.is_some() => {
+                    bail!("a filter on a stream of several record types is not supported")
+                }
+                Some(f) => Some(RecordFilter::new(&input, &output, f)?),
+            };
+            Hook::Subscribe(DynSubscribe { input, key, checks, filter, max_request_bytes })
+        }
+        RpcKind::Unary => {
+            if rules.filter.is_some() {
+                bail!("a filter is for subscribe streams");
+            }
+            let rate = rules.max_publishes_per_second.map(|r| Arc::new(RateLimits::new(r)));
+            Hook::Publish(DynPublish { input, key, checks, unknown: m.unknown_fields, max_request_bytes, rate })
+        }
+    })
 }
 
 fn message(pool: &DescriptorPool, name: &str) -> anyhow::Result<MessageDescriptor> {
@@ -580,5 +594,185 @@ impl RateLimits {
         }
         *tokens -= 1.0;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafkasocks::{Code, Principal};
+
+    /// The model and descriptors of the generator's test protos and the chat's.
+    fn load(file: &str) -> (Model, DescriptorPool) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (model, bytes) = kafkasocks_build::configure()
+            .emit_rerun_if_changed(false)
+            .include(root.join("codegen/tests/protos"))
+            .include(root.join("proto"))
+            .model_with_descriptors(&[root.join(file)])
+            .expect("the test protos load");
+        (model, DescriptorPool::decode(bytes.as_slice()).expect("descriptors"))
+    }
+
+    fn method<'m>(model: &'m Model, route: &str) -> &'m model::Method {
+        model
+            .files
+            .iter()
+            .flat_map(|f| &f.services)
+            .flat_map(|s| &s.methods)
+            .find(|m| m.route == route)
+            .expect("the method")
+    }
+
+    fn rules(toml_text: &str) -> StreamRules {
+        toml::from_str(toml_text).expect("rules")
+    }
+
+    fn publish(pool: &DescriptorPool, m: &model::Method, r: &StreamRules) -> DynPublish {
+        match hook(pool, m, r, 1 << 20).expect("hook") {
+            Hook::Publish(p) => p,
+            Hook::Subscribe(_) => panic!("a publish method"),
+        }
+    }
+
+    fn encode(pool: &DescriptorPool, name: &str, fields: &[(&str, Value)]) -> Bytes {
+        let mut m = DynamicMessage::new(pool.get_message_by_name(name).expect("message"));
+        for (field, value) in fields {
+            m.set_field_by_name(field, value.clone());
+        }
+        Bytes::from(m.encode_to_vec())
+    }
+
+    fn run<T>(f: BoxFuture<T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+    }
+
+    fn ctx(principal: Principal) -> RequestContext {
+        RequestContext::new(principal, "test")
+    }
+
+    #[test]
+    fn the_chats_rules_set_the_author_stamp_the_time_and_refuse_bad_text() {
+        let (model, pool) = load("proto/chat/v1/chat.proto");
+        let m = method(&model, "chat.v1.ChatStreams/Post");
+        let hook = publish(
+            &pool,
+            m,
+            &rules(
+                "[fields.user]\nfrom_claim = \"sub\"\n[fields.text]\ntrim = true\nrequired = true\nmax_chars = 5\n\
+                 [fields.sent_at_ms]\ndefault_now_ms = true\n[fields.room]\npattern = '[a-z]+'\n",
+            ),
+        );
+        let ada = || ctx(Principal::new("ada"));
+        let post = |room: &str, user: &str, text: &str| {
+            encode(
+                &pool,
+                "chat.v1.ChatMessage",
+                &[
+                    ("room", Value::String(room.into())),
+                    ("user", Value::String(user.into())),
+                    ("text", Value::String(text.into())),
+                ],
+            )
+        };
+        let record = run(hook.prepare(&ada(), post("lobby", "mallory", "  hi "))).expect("accepted");
+        assert_eq!(record.key.as_deref(), Some(&b"lobby"[..]));
+        let m = DynamicMessage::decode(pool.get_message_by_name("chat.v1.ChatMessage").expect("m"), record.payload)
+            .expect("decodes");
+        assert_eq!(m.get_field_by_name("user").expect("user").as_str(), Some("ada"));
+        assert_eq!(m.get_field_by_name("text").expect("text").as_str(), Some("hi"));
+        assert!(m.get_field_by_name("sent_at_ms").and_then(|v| v.as_i64()).is_some_and(|t| t > 1_600_000_000_000));
+        for (room, text, why) in
+            [("lobby", "   ", "required"), ("lobby", "toolong", "more than 5"), ("Lobby!", "hi", "match")]
+        {
+            let err = run(hook.prepare(&ada(), post(room, "x", text))).expect_err(why);
+            assert_eq!(err.code(), Code::InvalidArgument, "{why}");
+            assert!(err.message().contains(why), "{why}: {}", err.message());
+        }
+        let anonymous = run(hook.prepare(&ctx(Principal::anonymous()), post("lobby", "x", "hi"))).expect_err("no sub");
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+        let garbage = run(hook.prepare(&ada(), Bytes::from_static(&[0xff, 0xff, 0xff]))).expect_err("garbage");
+        assert_eq!(garbage.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn unknown_fields_are_dropped_refused_or_kept_as_the_stream_says_and_integer_keys_are_decimal() {
+        let (model, pool) = load("codegen/tests/protos/every/v1/every.proto");
+        let reading = |extra: bool| {
+            let mut bytes =
+                encode(&pool, "every.v1.Reading", &[("sensor_id", Value::I64(-42)), ("value", Value::F64(1.5))])
+                    .to_vec();
+            if extra {
+                // Field 99, varint 7: not declared by Reading.
+                bytes.extend_from_slice(&[0x98, 0x06, 0x07]);
+            }
+            Bytes::from(bytes)
+        };
+        let none = StreamRules::default();
+        let ada = ctx(Principal::new("ada"));
+        let drop = publish(&pool, method(&model, "every.v1.Sensors/Record"), &none);
+        let dropped = run(drop.prepare(&ada, reading(true))).expect("dropped");
+        assert_eq!(dropped.payload, reading(false), "what reaches Kafka is the declared type");
+        assert_eq!(dropped.key.as_deref(), Some(&b"-42"[..]));
+        let strict = publish(&pool, method(&model, "every.v1.Sensors/RecordStrict"), &none);
+        assert_eq!(run(strict.prepare(&ada, reading(true))).expect_err("refused").code(), Code::InvalidArgument);
+        assert!(run(strict.prepare(&ada, reading(false))).is_ok());
+        let keep = publish(&pool, method(&model, "every.v1.Sensors/RecordRaw"), &none);
+        assert_eq!(run(keep.prepare(&ada, reading(true))).expect("kept").payload, reading(true));
+        // Per-stream bounds: size, and publishes per second per principal.
+        let small = publish(
+            &pool,
+            method(&model, "every.v1.Sensors/Record"),
+            &rules("max_request_bytes = 4\nmax_publishes_per_second = 2\n"),
+        );
+        assert_eq!(run(small.prepare(&ada, reading(false))).expect_err("too big").code(), Code::InvalidArgument);
+        let limited =
+            publish(&pool, method(&model, "every.v1.Sensors/Record"), &rules("max_publishes_per_second = 2\n"));
+        assert!(run(limited.prepare(&ada, reading(false))).is_ok());
+        assert!(run(limited.prepare(&ada, reading(false))).is_ok());
+        let third = run(limited.prepare(&ada, reading(false))).expect_err("over the limit");
+        assert_eq!(third.code(), Code::ResourceExhausted);
+        assert!(third.retry_after().is_some(), "the client is told when to retry");
+        assert!(run(limited.prepare(&ctx(Principal::new("bob")), reading(false))).is_ok(), "per principal");
+    }
+
+    #[test]
+    fn rules_that_do_not_fit_the_message_are_refused_at_start() {
+        let (model, pool) = load("proto/chat/v1/chat.proto");
+        let post = method(&model, "chat.v1.ChatStreams/Post");
+        let messages = method(&model, "chat.v1.ChatStreams/Messages");
+        for (m, text, why) in [
+            (post, "[fields.nope]\nrequired = true\n", "no field"),
+            (post, "[fields.sent_at_ms]\npattern = 'x'\n", "string fields"),
+            (post, "[fields.text]\nmin = 1.0\n", "number fields"),
+            (post, "[fields.room]\npattern = '('\n", "not a valid regex"),
+            (post, "[fields.text]\ndefault_now_ms = true\n", "64-bit"),
+            (messages, "[fields.room]\nfrom_claim = \"sub\"\n", "publish streams only"),
+            (messages, "max_publishes_per_second = 3\n", "publish streams"),
+            (post, "[filter]\nrecord_field = \"user\"\nrequest_field = \"user\"\n", "subscribe streams"),
+            (messages, "[filter]\nrecord_field = \"sent_at_ms\"\nrequest_field = \"room\"\n", "same singular type"),
+        ] {
+            let err = hook(&pool, m, &rules(text), 1 << 20).err().unwrap_or_else(|| panic!("{text} accepted"));
+            assert!(format!("{err:#}").contains(why), "{text}: {err:#}");
+        }
+        let mut unknown = BTreeMap::new();
+        unknown.insert("chat.v1.ChatStreams/Nope".to_owned(), StreamRules::default());
+        let err = streams_from(&model, &pool, &unknown, 1 << 20).expect_err("unknown stream");
+        assert!(err.to_string().contains("no such stream method"), "{err}");
+    }
+
+    #[test]
+    fn a_filter_delivers_only_matching_records() {
+        let (model, pool) = load("proto/chat/v1/chat.proto");
+        let m = method(&model, "chat.v1.ChatStreams/Messages");
+        let Hook::Subscribe(hook) =
+            hook(&pool, m, &rules("[filter]\nrecord_field = \"room\"\nrequest_field = \"room\"\n"), 1 << 20)
+                .expect("hook")
+        else {
+            panic!("a subscribe method")
+        };
+        let request = encode(&pool, "chat.v1.RoomFilter", &[("room", Value::String("lobby".into()))]);
+        let plan = run(hook.plan(&ctx(Principal::new("ada")), request)).expect("plan");
+        assert!(format!("{plan:?}").contains("filter: true"), "{plan:?}");
     }
 }
