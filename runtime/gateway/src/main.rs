@@ -73,6 +73,9 @@ pub(crate) enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One rustls provider for every TLS client of the process (JWKS, registry, OTLP over
+    // https): ring, the one the runtime compiles.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
         Command::Config { command: ConfigCommand::Check { config } } => check(config),
@@ -110,9 +113,10 @@ fn check(config: PathBuf) -> anyhow::Result<()> {
 
 fn serve(config: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let loaded = load(&config)?;
+    // Before the runtime, and dropped after it: the trace exporter flushes on its own thread.
+    let _telemetry = telemetry::init(&loaded.settings, log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("the tokio runtime")?;
     runtime.block_on(async move {
-        let _telemetry = telemetry::init(&loaded.settings, log_format)?;
         let assembled = assemble::assemble(&loaded)?;
         for s in &assembled.served {
             tracing::info!(stream = %s.route, topic = %s.topic, kind = s.kind, "serving");
