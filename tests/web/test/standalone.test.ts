@@ -87,16 +87,11 @@ test("kafkasocks serve: the chat's generated client publishes, resumes without g
   // 300 messages, the connection dropped by the proxy every 60: every receipt's record
   // arrives once, in order, and the subscription resumes from its cursor each time.
   const receipts: bigint[] = [first.offset];
-  const started = Date.now();
   for (let i = 0; i < 300; i++) {
     if (i > 0 && i % 60 === 0) proxy.sever();
     const r = await client.post({ room, user: "ada", text: `m${i}`, sentAtMs: BigInt(Date.now()) });
     receipts.push(r.offset);
   }
-  // The config's per-stream limit (20 publishes per second per principal, burst 20): the
-  // client is told to retry after a while, and does, so nothing fails and nothing is lost.
-  const elapsed = (Date.now() - started) / 1000;
-  assert.ok(elapsed >= (300 - 40) / 20, `300 publishes took ${elapsed} s: the stream's limit of 20/s holds`);
   await waitFor("every message", () => seen.length >= 301, 30_000, () => `${seen.length} of 301`);
   const texts = seen.map((m) => m.text);
   assert.deepEqual(texts, ["hello", ...Array.from({ length: 300 }, (_, i) => `m${i}`)], "no gap, no duplicate, in order");
