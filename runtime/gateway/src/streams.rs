@@ -430,6 +430,13 @@ impl RecordFilter {
         }
         Ok(RecordFilter { output: output.clone(), record_field, request_field })
     }
+
+    /// Whether a record (its value) has `wanted` in the record field; one that does not
+    /// decode does not match.
+    fn matches(&self, wanted: &Value, payload: &[u8]) -> bool {
+        DynamicMessage::decode(self.output.clone(), payload)
+            .is_ok_and(|r| r.get_field(&self.record_field).as_ref() == wanted)
+    }
 }
 
 struct DynSubscribe {
@@ -460,11 +467,8 @@ impl SubscribeHook for DynSubscribe {
                 && !is_zero(&m.get_field(&f.request_field))
             {
                 let wanted = m.get_field(&f.request_field).into_owned();
-                let (output, field) = (f.output.clone(), f.record_field.clone());
-                plan = plan.filter(move |record: &RecordView<'_>| {
-                    DynamicMessage::decode(output.clone(), record.payload)
-                        .is_ok_and(|r| r.get_field(&field).as_ref() == &wanted)
-                });
+                let f = f.clone();
+                plan = plan.filter(move |record: &RecordView<'_>| f.matches(&wanted, record.payload));
             }
             Ok(plan)
         })();
@@ -765,8 +769,17 @@ mod tests {
     fn a_filter_delivers_only_matching_records() {
         let (model, pool) = load("proto/chat/v1/chat.proto");
         let m = method(&model, "chat.v1.ChatStreams/Messages");
+        let input = pool.get_message_by_name("chat.v1.RoomFilter").expect("input");
+        let output = pool.get_message_by_name("chat.v1.ChatMessage").expect("output");
+        let f = crate::settings::Filter { record_field: "user".into(), request_field: "room".into() };
+        let filter = RecordFilter::new(&input, &output, &f).expect("string fields both");
+        let by = |user: &str| encode(&pool, "chat.v1.ChatMessage", &[("user", Value::String(user.into()))]);
+        let ada = Value::String("ada".into());
+        assert!(filter.matches(&ada, &by("ada")));
+        assert!(!filter.matches(&ada, &by("bob")));
+        assert!(!filter.matches(&ada, &[0xff, 0xff]), "a record that does not decode is not delivered");
         let Hook::Subscribe(hook) =
-            hook(&pool, m, &rules("[filter]\nrecord_field = \"room\"\nrequest_field = \"room\"\n"), 1 << 20)
+            hook(&pool, m, &rules("[filter]\nrecord_field = \"user\"\nrequest_field = \"room\"\n"), 1 << 20)
                 .expect("hook")
         else {
             panic!("a subscribe method")
@@ -774,5 +787,7 @@ mod tests {
         let request = encode(&pool, "chat.v1.RoomFilter", &[("room", Value::String("lobby".into()))]);
         let plan = run(hook.plan(&ctx(Principal::new("ada")), request)).expect("plan");
         assert!(format!("{plan:?}").contains("filter: true"), "{plan:?}");
+        let unfiltered = run(hook.plan(&ctx(Principal::new("ada")), Bytes::new())).expect("plan");
+        assert!(format!("{unfiltered:?}").contains("filter: false"), "an unset request field filters nothing");
     }
 }
