@@ -10,9 +10,12 @@
 //! * for TypeScript (the `kafkasocks-gen ts` binary): interfaces, binary and proto3 JSON
 //!   codecs and service descriptors for the KafkaSocks TS runtime, the npm package
 //!   `@kafkasocks/runtime` (imported by name; or copied next to the generated code, see
-//!   [`Builder::ts_runtime`]).
+//!   [`Builder::ts_runtime`]); or, with [`TsMessageModel::ProtobufEs`], typed clients over
+//!   the message types protoc-gen-es generates.
 //!
-//! No `protoc` is needed: files are parsed with protox.
+//! No `protoc` is needed: files are parsed with protox. For projects that run protoc or
+//! buf anyway, [`plugin`] is the same generator as a protoc plugin (the
+//! `protoc-gen-kafkasocks` binary of the kafkasocks-gen crate).
 //!
 //! # Example
 //!
@@ -43,7 +46,8 @@
 //! tokens via `quote!` and formatted with prettyplease; tonic-prost-build's generator runs
 //! first when gRPC is on) and `ts`. The builder below and the
 //! `kafkasocks-gen` binary are thin front ends over [`Builder::generate_rust`] and
-//! [`Builder::generate_typescript`].
+//! [`Builder::generate_typescript`], and so is [`plugin`], which reads protoc's descriptors
+//! as an in-memory FileDescriptorSet ([`Builder::file_descriptor_set_bytes`]).
 //!
 //! Output is deterministic: the same input gives the same bytes.
 
@@ -54,10 +58,12 @@ mod error;
 mod load;
 pub mod model;
 mod output;
+pub mod plugin;
 mod rust;
 mod ts;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use error::{Error, Location};
 pub use output::{Drift, Output};
@@ -65,8 +71,9 @@ pub use output::{Drift, Output};
 /// with it, so your build script needs no prost-build dependency of a matching version.
 pub use prost_build;
 pub use ts::{
-    RUNTIME_DIR, RUNTIME_PACKAGE, TsRuntime, codegen_interface as ts_codegen_interface, output_path as ts_output_path,
-    runtime_range as ts_runtime_range, runtime_version as ts_runtime_version,
+    RUNTIME_DIR, RUNTIME_PACKAGE, TsImportExtension, TsMessageModel, TsRuntime,
+    codegen_interface as ts_codegen_interface, output_path as ts_output_path, runtime_range as ts_runtime_range,
+    runtime_version as ts_runtime_version,
 };
 
 /// The generator version stamped into generated files.
@@ -98,12 +105,24 @@ pub struct Builder {
     services: Vec<String>,
     grpc: bool,
     extern_paths: Vec<(String, String)>,
-    descriptor_set: Option<PathBuf>,
+    descriptor_set: Option<DescriptorSet>,
     btree_map: Vec<String>,
     bytes: Vec<String>,
     emit_rerun_if_changed: bool,
     ts_runtime: TsRuntime,
+    ts_message_model: TsMessageModel,
+    ts_import_extension: TsImportExtension,
 }
+
+/// Where [`Builder::file_descriptor_set`] / [`Builder::file_descriptor_set_bytes`] read from.
+#[derive(Debug, Clone)]
+enum DescriptorSet {
+    File(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+/// How errors name an in-memory descriptor set.
+const IN_MEMORY_SET: &str = "<FileDescriptorSet>";
 
 impl Default for Builder {
     fn default() -> Builder {
@@ -118,6 +137,8 @@ impl Default for Builder {
             bytes: Vec::new(),
             emit_rerun_if_changed: true,
             ts_runtime: TsRuntime::Package,
+            ts_message_model: TsMessageModel::KafkaSocks,
+            ts_import_extension: TsImportExtension::None,
         }
     }
 }
@@ -174,10 +195,20 @@ impl Builder {
     /// --descriptor_set_out=...` or `buf build -o`) instead of parsing `.proto` files; the
     /// paths given to [`Builder::compile`] then name the files of the set to generate
     /// (proto names; none: every file the set does not only import). Default: none (parse
-    /// `.proto` files with protox). A Schema Registry binding (`schema`, `schema_subject`)
-    /// needs `.proto` sources and is refused with a descriptor set.
+    /// `.proto` files with protox). A Schema Registry binding (`schema`, `schema_subject`,
+    /// `key_message`) registers the `.proto` source, so Rust refuses it with a descriptor
+    /// set; [`Builder::generate_typescript`], which does not use the binding, accepts it.
     pub fn file_descriptor_set(mut self, path: impl AsRef<Path>) -> Self {
-        self.descriptor_set = Some(path.as_ref().to_path_buf());
+        self.descriptor_set = Some(DescriptorSet::File(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// [`Builder::file_descriptor_set`] from memory: the bytes of an encoded
+    /// `FileDescriptorSet` (extension options such as `(kafkasocks.stream)` are kept, as they
+    /// are in the encoding), for tools that already hold descriptors, such as a protoc
+    /// plugin ([`plugin`]). Errors name it `<FileDescriptorSet>`. Default: none.
+    pub fn file_descriptor_set_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.descriptor_set = Some(DescriptorSet::Bytes(Arc::from(bytes.into())));
         self
     }
 
@@ -215,15 +246,36 @@ impl Builder {
         self
     }
 
+    /// How generated TypeScript represents messages. Default: [`TsMessageModel::KafkaSocks`]:
+    /// an interface, a binary codec and a proto3 JSON codec per message, generated here.
+    /// [`TsMessageModel::ProtobufEs`] generates only the typed service clients, over the
+    /// message types and schemas that protoc-gen-es (`@bufbuild/protoc-gen-es` v2) generates
+    /// into `<name>_pb.ts` in the same output directory, encoded with `@bufbuild/protobuf`.
+    /// Only [`Builder::generate_typescript`] reads it.
+    pub fn ts_message_model(mut self, model: TsMessageModel) -> Self {
+        self.ts_message_model = model;
+        self
+    }
+
+    /// With [`TsMessageModel::ProtobufEs`]: the extension of the relative imports of
+    /// protoc-gen-es output (`./chat_pb`, `./chat_pb.js`, `./chat_pb.ts`); set it as
+    /// protoc-gen-es's `import_extension` option is set. Default: [`TsImportExtension::None`],
+    /// protoc-gen-es v2's default.
+    pub fn ts_import_extension(mut self, extension: TsImportExtension) -> Self {
+        self.ts_import_extension = extension;
+        self
+    }
+
     fn load(&self, protos: &[PathBuf]) -> Result<load::Loaded, Error> {
+        let names = || -> Vec<String> { protos.iter().map(|p| p.to_string_lossy().replace('\\', "/")).collect() };
         match &self.descriptor_set {
-            Some(path) => {
+            Some(DescriptorSet::Bytes(bytes)) => load::load_descriptor_set(Path::new(IN_MEMORY_SET), bytes, &names()),
+            Some(DescriptorSet::File(path)) => {
                 let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                let names: Vec<String> = protos.iter().map(|p| p.to_string_lossy().replace('\\', "/")).collect();
                 if self.emit_rerun_if_changed {
                     println!("cargo:rerun-if-changed={}", path.display());
                 }
-                load::load_descriptor_set(path, &bytes, &names)
+                load::load_descriptor_set(path, &bytes, &names())
             }
             None => {
                 let loaded = load::load_protos(protos, &self.includes)?;
@@ -282,10 +334,20 @@ impl Builder {
 
     /// Generates the TypeScript files in memory: one `<name>_kafkasocks.ts` per `.proto`
     /// (the inputs and the files defining types they use), plus with
-    /// [`TsRuntime::Vendor`] the runtime under `kafkasocks-runtime/`.
+    /// [`TsRuntime::Vendor`] the runtime under `kafkasocks-runtime/`. With
+    /// [`TsMessageModel::ProtobufEs`], one `<name>_kafkasocks.ts` per input that has stream
+    /// services (the messages are protoc-gen-es's).
     pub fn generate_typescript(&self, protos: &[impl AsRef<Path>]) -> Result<Output, Error> {
-        let model = self.model(protos)?;
-        Ok(Output { files: ts::generate(&model, self.ts_runtime) })
+        let protos: Vec<PathBuf> = protos.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let mut loaded = self.load(&protos)?;
+        loaded.schema_sources_optional = true;
+        let model = model::Model::build(&loaded, &self.services)?;
+        let options = ts::TsOptions {
+            runtime: self.ts_runtime,
+            messages: self.ts_message_model,
+            import_extension: self.ts_import_extension,
+        };
+        Ok(Output { files: ts::generate(&model, &options) })
     }
 
     /// Generates the Rust files and writes them to the output directory (each file

@@ -35,6 +35,9 @@ pub(crate) struct Loaded {
     pub(crate) requested: Vec<String>,
     /// Every file of the pool, by proto name.
     pub(crate) sources: BTreeMap<String, Source>,
+    /// A schema binding whose `.proto` sources are not loaded is left out of the model
+    /// instead of being an error: set for TypeScript, which does not use it.
+    pub(crate) schema_sources_optional: bool,
 }
 
 impl Loaded {
@@ -63,6 +66,25 @@ impl FileResolver for EmbeddedOptions {
             Err(protox::Error::file_not_found(name))
         }
     }
+}
+
+/// The embedded `kafkasocks/options.proto` compiled with its source info (comments and
+/// locations), for descriptors that came without it (a protoc plugin request carries source
+/// info only for the files to generate).
+pub(crate) fn embedded_options_descriptor() -> Result<prost_types::FileDescriptorProto, Error> {
+    let mut chain = ChainFileResolver::new();
+    chain.add(EmbeddedOptions);
+    chain.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(chain);
+    compiler.include_source_info(true);
+    compiler
+        .open_file(OPTIONS_PROTO_NAME)
+        .map_err(|e| Error::Codegen(format!("the embedded {OPTIONS_PROTO_NAME} does not compile: {e}")))?;
+    compiler
+        .descriptor_pool()
+        .get_file_by_name(OPTIONS_PROTO_NAME)
+        .map(|f| f.file_descriptor_proto().clone())
+        .ok_or_else(|| Error::Codegen(format!("the embedded {OPTIONS_PROTO_NAME} is missing")))
 }
 
 /// Remembers the source text and path of every file it opens.
@@ -116,7 +138,9 @@ pub(crate) fn load_protos(files: &[PathBuf], includes: &[PathBuf]) -> Result<Loa
     compiler.include_source_info(true).include_imports(true);
     let mut requested = Vec::new();
     for file in files {
-        if let Err(e) = compiler.open_file(file) {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compiler.open_file(file).map(|_| ())));
+        let Ok(opened) = opened else { return Err(descriptor_panic(&file.display().to_string())) };
+        if let Err(e) = opened {
             let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
             return Err(proto_error(&e, file, &seen));
         }
@@ -132,7 +156,7 @@ pub(crate) fn load_protos(files: &[PathBuf], includes: &[PathBuf]) -> Result<Loa
     for f in pool.files() {
         sources.entry(f.name().to_owned()).or_insert(Source { text: None, path: None });
     }
-    Ok(Loaded { pool, requested, sources })
+    Ok(Loaded { pool, requested, sources, schema_sources_optional: false })
 }
 
 /// Reads an encoded FileDescriptorSet (as written by `protoc --include_imports
@@ -143,9 +167,14 @@ pub(crate) fn load_descriptor_set(path: &Path, bytes: &[u8], files: &[String]) -
     let bad = |message: String| Error::DescriptorSet { path: path.to_owned(), message };
     let set = <prost_types::FileDescriptorSet as prost::Message>::decode(bytes).map_err(|e| bad(e.to_string()))?;
     let mut pool = DescriptorPool::new();
-    let has_options = set.file.iter().any(|f| f.name() == OPTIONS_PROTO_NAME);
-    if !has_options {
-        // Users may ship a set without our options file: add ours first.
+    // Decode with the reflecting decoder so extension options (ours) are kept.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.decode_file_descriptor_set(bytes)));
+    let Ok(decoded) = decoded else { return Err(descriptor_panic(&path.display().to_string())) };
+    decoded.map_err(|e| bad(e.to_string()))?;
+    if !set.file.iter().any(|f| f.name() == OPTIONS_PROTO_NAME) {
+        // A set without our options file uses no stream option (using one imports it), but
+        // the model looks the extension up: add ours after the set's files (which may hold
+        // descriptor.proto, which ours imports).
         let mut c = protox::Compiler::with_file_resolver({
             let mut chain = ChainFileResolver::new();
             chain.add(EmbeddedOptions);
@@ -155,13 +184,11 @@ pub(crate) fn load_descriptor_set(path: &Path, bytes: &[u8], files: &[String]) -
         c.include_imports(true);
         c.open_file(OPTIONS_PROTO_NAME).map_err(|e| bad(format!("embedded options.proto: {e}")))?;
         for f in c.descriptor_pool().file_descriptor_protos() {
-            if !set.file.iter().any(|g| g.name() == f.name()) {
+            if pool.get_file_by_name(f.name()).is_none() {
                 pool.add_file_descriptor_proto(f.clone()).map_err(|e| bad(e.to_string()))?;
             }
         }
     }
-    // Decode with the reflecting decoder so extension options (ours) are kept.
-    pool.decode_file_descriptor_set(bytes).map_err(|e| bad(e.to_string()))?;
     let imported: std::collections::BTreeSet<&str> =
         set.file.iter().flat_map(|f| f.dependency.iter().map(String::as_str)).collect();
     let requested: Vec<String> = if files.is_empty() {
@@ -176,7 +203,21 @@ pub(crate) fn load_descriptor_set(path: &Path, bytes: &[u8], files: &[String]) -
     };
     let sources =
         pool.files().map(|f| (f.name().to_owned(), Source { text: None, path: None })).collect::<BTreeMap<_, _>>();
-    Ok(Loaded { pool, requested, sources })
+    Ok(Loaded { pool, requested, sources, schema_sources_optional: false })
+}
+
+/// prost-reflect (0.16) panics instead of failing when an option's value does not fit its
+/// extension, as when two extensions of one options message share a number: an error saying
+/// so instead (the panic message has been printed to stderr).
+fn descriptor_panic(file: &str) -> Error {
+    Error::Proto {
+        location: Location::file(file),
+        message: "the descriptors could not be built (prost-reflect panicked on an option value). A known \
+                  cause: two extensions of one options message with the same number, such as another \
+                  MethodOptions extension numbered 51234 besides (kafkasocks.stream)\n  help: see \"The \
+                  extension number\" in docs/codegen-plugins.md"
+            .to_owned(),
+    }
 }
 
 /// A protox error with file, line and column.

@@ -266,13 +266,17 @@ pub struct Method {
     pub topic: String,
     /// The request field that is (publish) or selects (subscribe) the record key.
     pub key: Option<KeyField>,
-    /// Schema Registry settings, for publishes that set `schema` or `schema_subject`.
+    /// Schema Registry settings, for publishes that set `schema` or `schema_subject`. Also
+    /// `None` in a model built for TypeScript from descriptors without `.proto` sources
+    /// (a descriptor set, a protoc plugin request): TypeScript does not use it, and the
+    /// schema text cannot be known there.
     pub schema: Option<RegistrySchema>,
     /// Publishes: what happens to fields the request type does not declare.
     pub unknown_fields: UnknownFields,
     /// Subscriptions to a topic of several record types (`oneof_types`).
     pub record_types: Option<RecordTypes>,
-    /// The topic's keys are Confluent-framed key messages (`key_message`).
+    /// The topic's keys are Confluent-framed key messages (`key_message`). `None` without
+    /// sources in a model for TypeScript, as for [`Method::schema`].
     pub key_message: Option<KeyMessage>,
     /// Doc comments.
     pub comments: Comments,
@@ -696,13 +700,11 @@ impl FileCtx<'_> {
                     3 => Subject::TopicRecordName,
                     _ => Subject::TopicName,
                 };
-                Some(self.key_message(m, key.as_ref(), name, key_subject, &option_location)?)
+                self.key_message(m, key.as_ref(), name, key_subject, &option_location)?
             }
         };
         let schema = match subject {
-            Some(subject) if kind == RpcKind::Unary => {
-                Some(self.registry_schema(m, &input, subject, &option_location)?)
-            }
+            Some(subject) if kind == RpcKind::Unary => self.registry_schema(m, &input, subject, &option_location)?,
             _ => None,
         };
         Ok(Method {
@@ -785,7 +787,7 @@ impl FileCtx<'_> {
         name: &str,
         subject: Subject,
         at: &Location,
-    ) -> Result<KeyMessage, Error> {
+    ) -> Result<Option<KeyMessage>, Error> {
         let what = format!("rpc {}.{}", m.parent_service().name(), m.name());
         let package = m.parent_file().package_name().to_owned();
         let pool = m.parent_pool();
@@ -819,19 +821,24 @@ impl FileCtx<'_> {
                 "declare the key message as message RoomKey { string room = 1; } with a string or bytes key field",
             ));
         }
-        let schema = self.registry_schema(m, &message, subject, at)?;
-        Ok(KeyMessage { schema, field: fields[0].number() })
+        let field = fields[0].number();
+        Ok(self.registry_schema(m, &message, subject, at)?.map(|schema| KeyMessage { schema, field }))
     }
 
+    /// The Schema Registry binding of a record type: `None` only when the sources are
+    /// missing and the model is for TypeScript (`Loaded::schema_sources_optional`).
     fn registry_schema(
         &self,
         m: &MethodDescriptor,
         input: &MessageDescriptor,
         subject: Subject,
         at: &Location,
-    ) -> Result<RegistrySchema, Error> {
+    ) -> Result<Option<RegistrySchema>, Error> {
         let what = format!("rpc {}.{}", m.parent_service().name(), m.name());
         let record_file = input.parent_file();
+        if self.loaded.schema_sources_optional && !self.has_sources(&record_file) {
+            return Ok(None);
+        }
         let Some(schema) = self.loaded.sources.get(record_file.name()).and_then(|s| s.text.clone()) else {
             return Err(Error::stream(
                 at.clone(),
@@ -854,13 +861,20 @@ impl FileCtx<'_> {
             i += 2;
         }
         let references = self.schema_references(&record_file, &what, at)?;
-        Ok(RegistrySchema {
+        Ok(Some(RegistrySchema {
             subject,
             record: input.full_name().to_owned(),
             schema,
             message_indexes: indexes,
             references,
-        })
+        }))
+    }
+
+    /// True when the source of `file` and of every file it imports (well-known types left
+    /// out) is loaded: what a schema binding registers.
+    fn has_sources(&self, file: &prost_reflect::FileDescriptor) -> bool {
+        self.loaded.sources.get(file.name()).is_some_and(|s| s.text.is_some())
+            && file.dependencies().filter(|d| !d.name().starts_with("google/protobuf/")).all(|d| self.has_sources(&d))
     }
 
     /// The imports of `file` as schema references, recursively, well-known types left out.

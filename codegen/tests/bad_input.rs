@@ -122,3 +122,21 @@ fn descriptor_set_input_keeps_stream_options() {
     assert!(ok.files["every.v1.rs"].contains("pub struct SensorsGateway<H>"));
     std::fs::remove_file(&path).unwrap();
 }
+
+/// Two `MethodOptions` extensions numbered 51234 (ours and another project's), one of them
+/// set: prost-reflect panics while building the descriptors; the generator reports the likely
+/// cause instead, as an input error.
+#[test]
+fn an_extension_number_clash_is_an_error_not_a_panic() {
+    let path = bad_dir().join("extension_clash.proto");
+    let err = kafkasocks_build::configure()
+        .emit_rerun_if_changed(false)
+        .include(bad_dir())
+        .generate_typescript(&[&path])
+        .unwrap_err();
+    assert!(err.is_input_error(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("extension_clash.proto: error:"), "{text}");
+    assert!(text.contains("numbered 51234"), "{text}");
+    assert!(text.contains("help: "), "{text}");
+}

@@ -1,18 +1,20 @@
 //! Golden tests: the checked-in generated code (Rust in `tests/golden-rust/src/generated/`,
-//! TypeScript in `tests/golden-ts/gen/`) must equal, byte for byte, what the generator
-//! produces now from `tests/protos/every/v1/every.proto`.
+//! TypeScript in `tests/golden-ts/gen/`, the protobuf-es message model in
+//! `tests/protobuf-es/golden/`) must equal, byte for byte, what the generator produces now
+//! from `tests/protos/every/v1/every.proto` (and, for protobuf-es, `proto/chat/v1/chat.proto`).
 //!
 //! After an intended change of the generator, update them with
 //!
 //!     KAFKASOCKS_BLESS=1 cargo test -p kafkasocks-build --test golden
 //!
 //! and review the diff. The Rust golden builds as the `kafkasocks-golden-rust` crate; the TS
-//! golden passes `tsc --strict` (`npm test` in `tests/golden-ts/`).
+//! golden passes `tsc --strict` (`npm test` in `tests/golden-ts/`); the protobuf-es golden
+//! passes it over protoc-gen-es's output (`tests/protobuf-es/run`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 
-use kafkasocks_build::{Builder, Output, STAMP_PREFIX};
+use kafkasocks_build::{Builder, Output, STAMP_PREFIX, TsImportExtension, TsMessageModel};
 
 const BLESS: &str = "KAFKASOCKS_BLESS";
 
@@ -35,6 +37,17 @@ fn rust_output() -> Output {
 
 fn ts_output() -> Output {
     builder().generate_typescript(&[every_proto()]).unwrap()
+}
+
+/// The protobuf-es model (`--message-model protobuf-es`, protoc-gen-es's default imports) of
+/// every.proto and the chat example's chat.proto.
+fn protobuf_es_output() -> Output {
+    let chat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    builder()
+        .include(&chat)
+        .ts_message_model(TsMessageModel::ProtobufEs)
+        .generate_typescript(&[every_proto(), chat.join("chat/v1/chat.proto")])
+        .unwrap()
 }
 
 fn compare_or_bless(output: &Output, dir: &Path) {
@@ -121,6 +134,68 @@ fn ts_golden_is_up_to_date() {
 fn output_is_deterministic() {
     assert_eq!(rust_output(), rust_output());
     assert_eq!(ts_output(), ts_output());
+    assert_eq!(protobuf_es_output(), protobuf_es_output());
+}
+
+#[test]
+fn protobuf_es_golden_is_up_to_date() {
+    let out = protobuf_es_output();
+    assert_eq!(
+        out.files.keys().collect::<Vec<_>>(),
+        ["chat/v1/chat_kafkasocks.ts", "every/v1/every_kafkasocks.ts"],
+        "one file per input with stream services; the messages are protoc-gen-es's"
+    );
+    compare_or_bless(&out, &tests_dir().join("protobuf-es/golden"));
+}
+
+/// The protobuf-es model: the service descriptors of the default model, with codecs over
+/// protoc-gen-es's schemas instead of generated messages, and nothing else.
+#[test]
+fn protobuf_es_output_uses_protoc_gen_es_schemas() {
+    let out = protobuf_es_output();
+    let every = &out.files["every/v1/every_kafkasocks.ts"];
+    assert!(every.starts_with(STAMP_PREFIX));
+    for line in every.lines().filter(|l| l.starts_with("import ")) {
+        let spec = line.split('"').nth(1).unwrap();
+        assert!(
+            ["@kafkasocks/runtime", "@bufbuild/protobuf", "@bufbuild/protobuf/wkt"].contains(&spec)
+                || (spec.starts_with("./") || spec.starts_with("../")) && spec.ends_with("_pb"),
+            "only the runtime, protobuf-es and protoc-gen-es output: {line}"
+        );
+    }
+    assert!(every.contains("import * as every_v1_every_pb from \"./every_pb\";"));
+    assert!(every.contains("import * as kafkasocks_options_pb from \"../../kafkasocks/options_pb\";"));
+    assert!(every.contains("import * as $wkt from \"@bufbuild/protobuf/wkt\";"), "Empty is a well-known type");
+    assert!(every.contains("input: /* @__PURE__ */ $request(every_v1_every_pb.RoomFilterSchema),"));
+    assert!(every.contains("output: /* @__PURE__ */ $record(every_v1_every_pb.ChatMessageSchema),"));
+    assert!(every.contains("input: /* @__PURE__ */ $request($wkt.EmptySchema),"));
+    assert!(every.contains("$pb.toBinary(schema, $pb.create(schema, value))"));
+    assert!(!every.contains("export interface") && !every.contains("MessageCodec") && !every.contains("Json"));
+    assert!(!every.contains(": any") && !every.contains("<any>") && !every.contains(" as any"));
+    // The same services, method keys, kinds and routes as the default model.
+    let default = &ts_output().files["every/v1/every_kafkasocks.ts"];
+    let shape = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                let t = l.trim_start();
+                t.starts_with("export const ") && t.contains("defineService")
+                    || t.starts_with("name: ")
+                    || t.starts_with("kind: ")
+                    || t.starts_with("export type ") && t.contains("Client")
+                    || l.starts_with("    ") && !l.starts_with("     ") && t.ends_with(": {")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(shape(every), shape(default));
+    assert!(shape(every).len() > 20, "{:?}", shape(every));
+    // Imports with protoc-gen-es's import_extension=js.
+    let js = builder()
+        .ts_message_model(TsMessageModel::ProtobufEs)
+        .ts_import_extension(TsImportExtension::Js)
+        .generate_typescript(&[every_proto()])
+        .unwrap();
+    assert!(js.files["every/v1/every_kafkasocks.ts"].contains("from \"./every_pb.js\";"));
 }
 
 #[test]

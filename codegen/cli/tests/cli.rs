@@ -145,3 +145,27 @@ fn cli_exits_2_and_writes_nothing() {
         }
     }
 }
+
+/// `--message-model protobuf-es` writes only the files with stream services;
+/// `--import-extension` without it is a usage error (exit 2, nothing written).
+#[test]
+fn cli_message_model_protobuf_es() {
+    let bin = env!("CARGO_BIN_EXE_kafkasocks-gen");
+    let dir = std::env::temp_dir().join(format!("kafkasocks-gen-es-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("ts").arg(every_proto()).arg("-I").arg(tests_dir().join("protos")).arg("-o").arg(&dir);
+        cmd.args(extra).output().unwrap()
+    };
+    let bad = run(&["--import-extension", "js"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--import-extension is for --message-model protobuf-es"));
+    assert!(!dir.exists());
+    let ok = run(&["--message-model", "protobuf-es", "--import-extension", "js"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let text = std::fs::read_to_string(dir.join("every/v1/every_kafkasocks.ts")).unwrap();
+    assert!(text.contains("import * as every_v1_every_pb from \"./every_pb.js\";"));
+    assert!(!dir.join("kafkasocks/options_kafkasocks.ts").exists(), "messages are protoc-gen-es's");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
