@@ -138,6 +138,21 @@ pub struct Limits {
     /// Principals and addresses tracked for the per-principal and per-address limits.
     /// Default 100,000; idle entries are dropped first.
     pub max_tracked_clients: usize,
+    /// How often a background task checks Kafka (a metadata request) and the Schema
+    /// Registry for `/readyz`. Probes read the last result and never make a request of
+    /// their own, so any number of them costs Kafka nothing. Default 5 s: `/readyz` turns
+    /// 503 at most `readiness_interval + readiness_timeout` (8 s) after Kafka stops
+    /// answering, and 200 at the first check that succeeds after it is back. Must be above
+    /// zero (checked when the gateway binds).
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
+    pub readiness_interval: Duration,
+    /// Time one readiness check may take (Kafka and the registry are checked at once);
+    /// longer counts as a failure. Default 3 s: above the 2 s after which Kafka's metadata
+    /// request gives up by itself, so that what librdkafka reported (a refused password,
+    /// an untrusted certificate) is what `/readyz` says. The registry's check is also
+    /// bounded by [`Limits::registry_timeout`].
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
+    pub readiness_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -178,6 +193,8 @@ impl Default for Limits {
             send_queue_bytes_total: 512 << 20,
             registry_timeout: Duration::from_secs(5),
             max_tracked_clients: 100_000,
+            readiness_interval: Duration::from_secs(5),
+            readiness_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -260,6 +277,10 @@ setters! {
     with_registry_timeout: registry_timeout: Duration;
     /// Sets [`Limits::max_tracked_clients`].
     with_max_tracked_clients: max_tracked_clients: usize;
+    /// Sets [`Limits::readiness_interval`].
+    with_readiness_interval: readiness_interval: Duration;
+    /// Sets [`Limits::readiness_timeout`].
+    with_readiness_timeout: readiness_timeout: Duration;
 }
 
 /// TLS for `wss://`: a PEM certificate chain and its PEM private key.
@@ -280,12 +301,15 @@ impl TlsConfig {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GatewayConfig {
-    /// WebSocket listener. Default `127.0.0.1:8080`.
+    /// WebSocket listener. Default `127.0.0.1:8080`; not bound at all by a gateway built
+    /// with [`GatewayBuilder::without_listener`](crate::GatewayBuilder::without_listener).
     pub listen: SocketAddr,
     /// TLS for the listener (`wss://`). Default none (`ws://`).
     pub tls: Option<TlsConfig>,
-    /// HTTP listener for `/metrics`, `/healthz` (liveness: Kafka) and `/readyz` (readiness:
-    /// Kafka and the Schema Registry). Default none.
+    /// HTTP listener for `/metrics`, `/livez` (liveness: the process serves) and `/readyz`
+    /// (readiness: Kafka and the Schema Registry answer, and the gateway is not shutting
+    /// down). Default none. An embedding server can serve the same answers itself
+    /// ([`GatewayService::admin_response`](crate::GatewayService::admin_response)).
     pub metrics_listen: Option<SocketAddr>,
     /// Kafka.
     pub kafka: KafkaConfig,
@@ -416,8 +440,8 @@ impl GatewayConfig {
         self
     }
 
-    /// Serves `/metrics`, `/healthz` (liveness: Kafka) and `/readyz` (readiness: Kafka and
-    /// the Schema Registry) on this address.
+    /// Serves `/metrics`, `/livez` (liveness) and `/readyz` (readiness: Kafka and the
+    /// Schema Registry answer, not shutting down) on this address.
     pub fn metrics_listen(mut self, addr: SocketAddr) -> GatewayConfig {
         self.metrics_listen = Some(addr);
         self

@@ -32,6 +32,8 @@
 //! | `tls` | yes | `wss://` for the gateway and the client (rustls with the ring provider) |
 //! | `registry` | yes | Confluent Schema Registry: schema publish streams, typed streams (with `server`), [`check_schema`] |
 //! | `jwt` | yes | [`JwtAuthenticator`]: JWTs checked against PEM or JWK keys or a JWKS URL |
+//! | `axum` | no | `kafkasocks::axum`: the gateway's WebSocket endpoint and admin answers as routes of an axum 0.8 router, on its port |
+//! | `opentelemetry` | no | a `kafkasocks.publish` span per publish, child of the client's W3C `traceparent`, its context written to the record's `traceparent` header (install a `tracing_opentelemetry` layer to export it) |
 //! | `conformance-echo` | no | test-only: an echo endpoint for the Autobahn WebSocket suite |
 //! | `client` | yes | [`client::Client`], a Rust client with reconnection and resume (no librdkafka) |
 //!
@@ -116,8 +118,10 @@ pub use registry::{
 pub use registry::{SchemaCheck, check_schema};
 #[cfg(any(feature = "server", feature = "registry"))]
 pub use secret::Secret;
+#[cfg(feature = "axum")]
+pub use server::axum;
 #[cfg(feature = "server")]
-pub use server::{Gateway, GatewayBuilder, ShutdownHandle};
+pub use server::{Admission, Gateway, GatewayBuilder, GatewayService, Refusal, ShutdownHandle};
 #[cfg(feature = "server")]
 pub use session::local::{LocalStreams, RecordStream};
 #[cfg(feature = "server")]

@@ -25,6 +25,7 @@ fn publish(id: u64, method: &str, key: &[u8]) -> Kind {
         method: method.into(),
         payload: message("k", "v"),
         idempotency_key: key.to_vec().into(),
+        ..Default::default()
     })
 }
 
@@ -333,7 +334,7 @@ async fn kafka_unreachable_at_start_gives_unavailable_not_a_panic() -> anyhow::R
     c.send(publish(2, PUBLISH, b"")).await?;
     let e = error_of(c.recv().await?);
     assert_eq!((e.publish_id, e.code), (2, wire::Code::Unavailable as i32), "{e:?}");
-    let (status, _) = http_get(gw.metrics.unwrap(), "/healthz").await?;
+    let (status, _) = http_get(gw.metrics.unwrap(), "/readyz").await?;
     assert_eq!(status, 503);
     // Still answering.
     still_serves(&gw).await?;

@@ -478,13 +478,25 @@ async fn readiness_reports_a_registry_that_does_not_answer() -> anyhow::Result<(
     let proxy = HangingProxy::start(host.parse()?).await?;
     let config = GatewayConfig::new(KafkaConfig::new(bootstrap()))
         .schema_registry(format!("http://{}/{path}", proxy.addr))
-        .limits(kafkasocks::Limits::default().with_registry_timeout(Duration::from_secs(1)));
+        .limits(
+            kafkasocks::Limits::default()
+                .with_registry_timeout(Duration::from_secs(1))
+                .with_readiness_interval(Duration::from_millis(200)),
+        );
     let gw = TestGateway::start_with(config, streams(&unique_topic("sr-ready")), None).await?;
     let admin = gw.metrics.unwrap();
     let (status, body) = http_get(admin, "/readyz").await?;
     assert_eq!((status, body.as_str()), (200, "kafka: ok\nschema registry: ok\n"));
     proxy.hang();
-    let (status, body) = http_get(admin, "/readyz").await?;
+    // Readiness is checked every readiness_interval (here 200 ms), each check bounded.
+    let hung = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = http_get(admin, "/readyz").await?;
+        if status != 200 || hung.elapsed() > Duration::from_secs(10) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("kafka: ok\n") && body.contains("schema registry: not ready: no answer within 1s"), "{body}");
     assert_eq!(http_get(admin, "/healthz").await?.0, 200, "liveness does not depend on the registry");

@@ -46,7 +46,7 @@ async fn secrets_stay_out_of_logs_debug_output_and_metrics() -> anyhow::Result<(
     let topic = Listener::SaslSsl.topic("secrets");
     create_topic(&topic, 1).await?;
     let gw = TestGateway::start_with(config, streams(&topic), None).await?;
-    let (status, health) = http_get(gw.metrics.unwrap(), "/healthz").await?;
+    let (status, health) = http_get(gw.metrics.unwrap(), "/readyz").await?;
     assert_eq!(status, 503, "the password is wrong: {health}");
     let client = Client::connect(ClientConfig::new(gw.url()));
     let _ = tokio::time::timeout(Duration::from_secs(5), client.publish(PUBLISH, message("k", "v"))).await;
@@ -73,7 +73,7 @@ async fn secrets_stay_out_of_logs_debug_output_and_metrics() -> anyhow::Result<(
             ("Debug output", &debug),
             ("/metrics", &metrics),
             ("/metrics", &metrics_ok),
-            ("/healthz", &health),
+            ("/readyz", &health),
         ] {
             assert!(!text.contains(secret), "a secret appears in the {what}");
         }

@@ -1,6 +1,6 @@
 //! The gateway on the local broker's secured listeners (scripts/services up): every SASL
 //! mechanism and mTLS work, and every way it can go wrong has a clear answer: a refused
-//! password or certificate is reported (at start, by /healthz and in the errors clients get)
+//! password or certificate is reported (at start, by /readyz and in the errors clients get)
 //! instead of hanging, and what the gateway's principal may not do is PERMISSION_DENIED.
 #![allow(clippy::unwrap_used)]
 
@@ -36,7 +36,7 @@ async fn every_mechanism_and_mtls_publish_with_receipts() -> anyhow::Result<()> 
     publish_and_read_back(Listener::Mtls.kafka(), "mtls").await
 }
 
-/// A gateway that Kafka does not accept: /healthz says why within a few seconds, and so do
+/// A gateway that Kafka does not accept: /readyz says why within a few seconds, and so do
 /// the errors its clients get; nothing hangs.
 async fn refused(kafka: KafkaConfig, words: &[&str]) -> anyhow::Result<()> {
     let topic = Listener::SaslSsl.topic("refused");
@@ -44,19 +44,14 @@ async fn refused(kafka: KafkaConfig, words: &[&str]) -> anyhow::Result<()> {
     let limits = Limits::default().with_publish_timeout(Duration::from_secs(3));
     let gw = TestGateway::start_with(GatewayConfig::new(kafka).limits(limits), streams(&topic), None).await?;
     let started = std::time::Instant::now();
-    let (status, body) = http_get(gw.metrics.unwrap(), "/healthz").await?;
+    let (status, body) = http_get(gw.metrics.unwrap(), "/readyz").await?;
     assert_eq!(status, 503, "{body}");
-    assert!(words.iter().any(|w| body.contains(w)), "/healthz should say why ({words:?}): {body}");
-    assert!(started.elapsed() < Duration::from_secs(10), "/healthz answered in {:?}", started.elapsed());
+    assert!(words.iter().any(|w| body.contains(w)), "/readyz should say why ({words:?}): {body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "/readyz answered in {:?}", started.elapsed());
     // The gateway's answer to a publish (the Rust client would retry UNAVAILABLE until its
     // own deadline): UNAVAILABLE once the produce times out, saying why.
     let mut raw = RawClient::open(gw.addr).await?;
-    let publish = wire::Publish {
-        id: 7,
-        method: PUBLISH.into(),
-        payload: message("k", "v"),
-        idempotency_key: Default::default(),
-    };
+    let publish = wire::Publish { id: 7, method: PUBLISH.into(), payload: message("k", "v"), ..Default::default() };
     raw.send(wire::frame::Kind::Publish(publish)).await?;
     let answer = tokio::time::timeout(Duration::from_secs(20), raw.recv()).await??;
     let Some(wire::frame::Kind::Error(e)) = answer else { panic!("expected an Error frame, got {answer:?}") };
