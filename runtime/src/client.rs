@@ -538,6 +538,7 @@ impl Driver {
             method: p.method.clone(),
             payload: p.payload.clone(),
             idempotency_key: p.key.clone(),
+            ..Default::default()
         }))
     }
 

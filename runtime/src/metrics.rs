@@ -60,6 +60,7 @@ pub(crate) struct Metrics {
     publishes: Counter,
     publish_duplicates: Counter,
     publish_failures: Counter,
+    trace_contexts_ignored: Counter,
     slow_consumer_disconnects: Counter,
     kafka_errors: Counter,
     records_skipped_other_type: Counter,
@@ -99,6 +100,7 @@ impl Metrics {
             publishes: Counter::default(),
             publish_duplicates: Counter::default(),
             publish_failures: Counter::default(),
+            trace_contexts_ignored: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             kafka_errors: Counter::default(),
             records_skipped_other_type: Counter::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             r.register("publishes", "Publishes acknowledged", m.publishes.clone());
             r.register("publish_duplicates", "Publishes answered from the dedup window", m.publish_duplicates.clone());
             r.register("publish_failures", "Publishes answered with an error", m.publish_failures.clone());
+            r.register(
+                "trace_contexts_ignored",
+                "Publishes whose invalid W3C traceparent or tracestate was ignored",
+                m.trace_contexts_ignored.clone(),
+            );
             r.register(
                 "slow_consumer_disconnects",
                 "Connections closed with 4008",
@@ -226,6 +233,14 @@ impl Metrics {
     }
     pub(crate) fn publish_failed(&self) {
         self.publish_failures.inc();
+    }
+    /// A publish's trace context (or its tracestate) was invalid and ignored.
+    pub(crate) fn trace_context_ignored(&self) {
+        self.trace_contexts_ignored.inc();
+    }
+    #[cfg(test)]
+    pub(crate) fn trace_contexts_ignored(&self) -> u64 {
+        self.trace_contexts_ignored.get()
     }
     pub(crate) fn first_record(&self, took: Duration) {
         self.first_record_latency.observe(took.as_secs_f64());

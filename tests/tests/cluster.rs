@@ -221,6 +221,7 @@ async fn a_publish_retried_on_another_node_is_produced_once() -> anyhow::Result<
             method: PUBLISH.into(),
             payload: message(key, "x"),
             idempotency_key: Bytes::from(idem.to_owned()),
+            ..Default::default()
         })
     };
     async fn receipt(c: &mut RawClient) -> anyhow::Result<wire::Receipt> {
@@ -512,6 +513,7 @@ async fn interrupted_publishes_retried_across_nodes_are_produced_once() -> anyho
             method: PUBLISH.into(),
             payload: message(&format!("k{}", i % 10), &format!("{i}")),
             idempotency_key: Bytes::from(format!("cut-{i}")),
+            ..Default::default()
         })
     };
     // First attempts, ten per connection: sent, then the connection cut before any

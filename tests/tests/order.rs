@@ -58,6 +58,7 @@ async fn ten_thousand_pipelined_publishes_for_one_key_keep_their_send_order() ->
                 method: PUBLISH.into(),
                 payload: message("room-1", &id.to_string()),
                 idempotency_key: Bytes::new(),
+                ..Default::default()
             })),
         };
         sink.send(Message::Binary(frame.encode_to_vec().into())).await?;

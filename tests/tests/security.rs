@@ -46,6 +46,7 @@ fn publish(id: u64, key: &str, body: &str, idempotency_key: &str) -> Kind {
         method: PUBLISH.into(),
         payload: message(key, body),
         idempotency_key: Bytes::copy_from_slice(idempotency_key.as_bytes()),
+        ..Default::default()
     })
 }
 

@@ -7,7 +7,7 @@ import { build } from "esbuild";
 import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
 
-const BUDGETS = { core: 10_600, "core+json": 15_900 };
+const BUDGETS = { core: 10_645, "core+json": 15_900 };
 
 const src = fileURLToPath(new URL("../src/", import.meta.url));
 async function measure(contents) {

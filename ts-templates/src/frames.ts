@@ -135,6 +135,10 @@ export interface Publish {
   method: string;
   payload: Uint8Array;
   idempotencyKey: Uint8Array;
+  /** W3C `traceparent` of the publisher, "" for none: the record's `traceparent` header. */
+  traceparent: string;
+  /** W3C `tracestate` belonging to `traceparent`, "" for none. */
+  tracestate: string;
 }
 export interface Receipt {
   id: bigint;
@@ -291,7 +295,7 @@ const FRAME: Schema = {
     ["checkpoint", { fields: [SUB_ID, [2, "positions", POSITION, 1]] }],
     ["unsubscribe", ID_ONLY],
     ["end", ID_ONLY],
-    ["publish", { fields: [[1, "id", U64], [2, "method", STR], [3, "payload", BYTES], [4, "idempotencyKey", BYTES]] }],
+    ["publish", { fields: [[1, "id", U64], [2, "method", STR], [3, "payload", BYTES], [4, "idempotencyKey", BYTES], [5, "traceparent", STR], [6, "tracestate", STR]] }],
     [
       "receipt",
       {

@@ -40,6 +40,16 @@ export interface PublishOptions {
   idempotencyKey?: Uint8Array | string;
   /** Aborting rejects the promise with CANCELLED. A publish already sent may still be produced. */
   signal?: AbortSignal;
+  /**
+   * W3C trace context of the span this publish belongs to, e.g.
+   * "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" (what an OpenTelemetry
+   * propagator injects as `traceparent`). The record gets it as its Kafka header `traceparent`
+   * (a gateway exporting traces: its own span's, a child of this one). An invalid value is
+   * ignored by the gateway, never an error. Resent as it is after a reconnect.
+   */
+  traceparent?: string;
+  /** W3C `tracestate` belonging to `traceparent` (at most 512 characters): the record's `tracestate` header. */
+  tracestate?: string;
 }
 
 /** What the publisher needs from its connection. */
@@ -64,6 +74,8 @@ interface Pending {
   method: string;
   payload: Uint8Array;
   key: Uint8Array;
+  traceparent: string;
+  tracestate: string;
   /** Frame id while in flight, 0n when waiting to be sent. */
   wireId: bigint;
   /** Rate-limit retries used. */
@@ -141,6 +153,8 @@ export class Publisher {
         method,
         payload,
         key,
+        traceparent: options.traceparent ?? "",
+        tracestate: options.tracestate ?? "",
         wireId: 0n,
         tries: 0,
         holding: false,
@@ -183,7 +197,7 @@ export class Publisher {
       const id = this.#nextId++;
       const sent = this.#host.send({
         kind: "publish",
-        publish: { id, method: p.method, payload: p.payload, idempotencyKey: p.key },
+        publish: { id, method: p.method, payload: p.payload, idempotencyKey: p.key, traceparent: p.traceparent, tracestate: p.tracestate },
       });
       if (!sent) {
         p.settle(

@@ -42,7 +42,20 @@ const EVERY: [number, Frame][] = [
   [6, { kind: "checkpoint", checkpoint: { subscriptionId: 7, positions: cursor.positions } }],
   [7, { kind: "unsubscribe", unsubscribe: { id: 7 } }],
   [8, { kind: "end", end: { id: 7 } }],
-  [9, { kind: "publish", publish: { id: 2n ** 64n - 1n, method: "demo.Ticker/Place", payload: u8(1), idempotencyKey: u8(...Array(16).keys()) } }],
+  [
+    9,
+    {
+      kind: "publish",
+      publish: {
+        id: 2n ** 64n - 1n,
+        method: "demo.Ticker/Place",
+        payload: u8(1),
+        idempotencyKey: u8(...Array(16).keys()),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tracestate: "rojo=00f067aa0ba902b7",
+      },
+    },
+  ],
   [10, { kind: "receipt", receipt: { id: 3n, topic: "orders", partition: 1, offset: 42n, timestampMs: 1_700_000_000_123n, duplicate: true } }],
   [11, { kind: "error", error: { code: 15, message: "gone", subscriptionId: 7, publishId: 9n, discontinuity: 2, retryAfterMs: 250 } }],
   [12, { kind: "ping", ping: { nonce: 1n } }],

@@ -47,6 +47,22 @@ test("a caller's idempotency key (bytes or string) is used as is; more than 64 b
   await assert.rejects(h.conn.publish(METHOD, PAYLOAD, { idempotencyKey: new Uint8Array(65) }), isError("INVALID_ARGUMENT"));
 });
 
+test("a publish's trace context goes out in the Publish frame, also when resent after a reconnect; none: empty fields", async () => {
+  const h = setup();
+  const ws = await h.session();
+  const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const tracestate = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+  void h.conn.publish(METHOD, PAYLOAD, { traceparent, tracestate });
+  const frame = ws.last("publish");
+  assert.deepEqual([frame.traceparent, frame.tracestate], [traceparent, tracestate]);
+  ws.serverClose(1006);
+  await h.tick(250);
+  const ws2 = await h.session();
+  assert.deepEqual([ws2.last("publish").traceparent, ws2.last("publish").tracestate], [traceparent, tracestate], "resent with it");
+  void h.conn.publish(METHOD, PAYLOAD);
+  assert.deepEqual([ws2.last("publish").traceparent, ws2.last("publish").tracestate], ["", ""]);
+});
+
 test("publishes made offline wait and go out after Welcome", async () => {
   const h = setup();
   const p = h.conn.publish(METHOD, PAYLOAD);

@@ -6,7 +6,8 @@
 //! * [`Code`], [`Status`], [`Discontinuity`]: outcomes as a peer is told them;
 //! * [`Cursor`], [`StartAt`], [`Receipt`], [`Delivery`], [`RecordView`],
 //!   [`OutgoingRecord`]: one type per concept, used by the gateway, the in-process
-//!   streams, the Rust client and generated code alike.
+//!   streams, the Rust client and generated code alike;
+//! * `trace`: W3C Trace Context (`traceparent`, `tracestate`) as publishes carry it.
 
 // The layer serves the gateway and the client: a client-only build leaves the gateway's
 // encodings (shared records, Data frames, Error frames) unused, which is expected.
@@ -17,6 +18,8 @@ pub(crate) mod close;
 mod cursor;
 mod records;
 mod status;
+#[cfg(feature = "server")]
+pub(crate) mod trace;
 pub mod wire;
 
 pub use cursor::{Cursor, CursorError, StartAt};

@@ -583,6 +583,7 @@ impl Session {
                     key_message: key_message.as_deref(),
                     turn: Some(turn),
                     admitted: true,
+                    untraced: super::trace::Untraced::NewTrace,
                     publish: p,
                 };
                 let kind = match publish(&shared, req).await {

@@ -195,7 +195,10 @@ impl LocalStreams {
     }
 
     /// [`LocalStreams::publish`] for a request that came through `handshake` (a gRPC
-    /// call's peer and metadata).
+    /// call's peer and metadata). The handshake's `traceparent` and `tracestate` headers
+    /// (W3C Trace Context; for gRPC, request metadata) are the publish's trace context, as
+    /// `Publish.traceparent` and `Publish.tracestate` are a WebSocket publish's
+    /// (docs/protocol.md, "Trace context").
     pub async fn publish_from(
         &self,
         principal: Principal,
@@ -219,10 +222,24 @@ impl LocalStreams {
             key_message: def.key_message.as_deref(),
             turn: None,
             admitted: false,
-            publish: wire::Publish { id: 0, method: method.to_owned(), payload, idempotency_key },
+            // Without a traceparent of its own, a publish is traced below the caller's span.
+            untraced: super::trace::Untraced::CurrentSpan,
+            publish: wire::Publish {
+                id: 0,
+                method: method.to_owned(),
+                payload,
+                idempotency_key,
+                traceparent: header(handshake, crate::protocol::trace::TRACEPARENT),
+                tracestate: header(handshake, crate::protocol::trace::TRACESTATE),
+            },
         };
         publish(&self.shared, req).await
     }
+}
+
+/// A handshake's header, empty when there is none.
+fn header(handshake: Option<&Handshake>, name: &str) -> String {
+    handshake.and_then(|h| h.header(name)).unwrap_or_default().to_owned()
 }
 
 /// Where the Record message starts inside `0x12 len Record`.

@@ -1,12 +1,16 @@
 //! One publish, from any session or in process: dedup by idempotency key, the publish
-//! hook, Schema Registry framing, the produce, and the receipt.
+//! hook, Schema Registry framing, the trace context ([`super::trace`]), the produce, and
+//! the receipt.
 
 use std::sync::Arc;
+
+use tracing::Instrument as _;
 
 use super::clients::BudgetKey;
 use super::dedup::Claim;
 use super::order::Turn;
 use super::shared::Shared;
+use super::trace::{PublishTrace, Untraced, add_trace_headers};
 use crate::auth::Operation;
 use crate::protocol::wire;
 use crate::protocol::{Code, Receipt, Status};
@@ -26,6 +30,8 @@ pub(crate) struct PublishRequest<'a> {
     pub(crate) turn: Option<Turn>,
     /// [`admit`] said yes already (the WebSocket path admits before its own rate limit).
     pub(crate) admitted: bool,
+    /// Where the publish is traced when it brings no trace context of its own.
+    pub(crate) untraced: Untraced,
     pub(crate) publish: wire::Publish,
 }
 
@@ -33,11 +39,17 @@ pub(crate) struct PublishRequest<'a> {
 /// answers it from the dedup window), and counts the outcome.
 pub(crate) async fn publish(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
     let started = std::time::Instant::now();
-    let admitted = if req.admitted { Ok(()) } else { admit(shared, &req.ctx) };
-    let result = match admitted {
-        Ok(()) => produce(shared, req).await,
-        Err(status) => Err(status),
-    };
+    let mut trace = PublishTrace::begin(&shared.metrics, &req.publish, req.topic, req.untraced);
+    let trace_headers = trace.take_headers();
+    let result = async {
+        if !req.admitted {
+            admit(shared, &req.ctx)?;
+        }
+        produce(shared, req, trace_headers).await
+    }
+    .instrument(trace.span().clone())
+    .await;
+    trace.finish(&result);
     match &result {
         Ok(r) => shared.metrics.published(r.duplicate, started.elapsed()),
         Err(status) => {
@@ -62,7 +74,12 @@ pub(crate) fn admit(shared: &Shared, ctx: &crate::stream::RequestContext) -> Res
     })
 }
 
-async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, Status> {
+/// `trace_headers`: the record's `traceparent` and `tracestate` ([`PublishTrace`]).
+async fn produce(
+    shared: &Shared,
+    req: PublishRequest<'_>,
+    trace_headers: Vec<(String, bytes::Bytes)>,
+) -> Result<Receipt, Status> {
     let PublishRequest { ctx, topic, hook, schema, key_message, turn, publish: p, .. } = req;
     let key = (!p.idempotency_key.is_empty()).then(|| (ctx.dedup_scope(), p.method.clone(), p.idempotency_key.clone()));
     let owner = match &key {
@@ -75,6 +92,7 @@ async fn produce(shared: &Shared, req: PublishRequest<'_>) -> Result<Receipt, St
     let result = async {
         let mut record = hook.prepare(&ctx, p.payload).await?;
         shared.permissions.check_key(&ctx.principal, &ctx.method, record.key.as_deref())?;
+        add_trace_headers(&mut record.headers, trace_headers);
         if let Some(schema) = schema {
             let (id, indexes) = schema_writer(shared, topic, schema).await?;
             record.payload = wire::add_confluent_framing(id, &indexes, &record.payload);

@@ -1018,6 +1018,7 @@ impl Conn {
             method: method.to_owned(),
             payload: payload.into(),
             idempotency_key: idempotency_key.to_vec().into(),
+            ..Default::default()
         }))
         .await
     }

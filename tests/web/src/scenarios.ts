@@ -30,6 +30,9 @@ import {
 export const WATCH = "test.v1.Records/Watch";
 export const PUT = "test.v1.Records/Put";
 export const IDEMPOTENCY_HEADER = "kafkasocks-idempotency-key";
+/** The W3C Trace Context recommendation's example context. */
+export const TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+export const TRACESTATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
 
 /** One record as fixture-kafka reported producing it. */
 export interface Produced {
@@ -437,6 +440,38 @@ async function unrecoverableCursor(env: Env, params: { restartGateway: boolean }
       error: resumed.error ? describeError(resumed.error) : null,
       connState: s.conn.state,
     };
+  } finally {
+    s.conn.close();
+  }
+}
+
+/**
+ * Publishes with a W3C trace context (`traceparent`, `tracestate` publish options), one valid
+ * and one invalid (uppercase hex), and what a key-filtered subscriber receives: each record's
+ * trace headers (the fixture gateway exports no traces, so a valid context passes through
+ * unchanged; an invalid one is ignored and the publish still succeeds).
+ */
+async function traceContext(env: Env) {
+  const s = open(env);
+  try {
+    const k = `trace-${randomId()}`;
+    const sub = s.conn.subscribe(WATCH, message(k), { start: "latest" });
+    const got: SubscriptionRecord<Uint8Array>[] = [];
+    sub.on("record", (r) => got.push(r));
+    await waitFor("the subscription to be subscribed", () => sub.state === "subscribed", 10_000, s.log.tail);
+    const traced = await s.conn.publish(PUT, message(k, "traced"), { traceparent: TRACEPARENT, tracestate: TRACESTATE });
+    const invalid = await s.conn.publish(PUT, message(k, "invalid"), { traceparent: TRACEPARENT.toUpperCase(), tracestate: TRACESTATE });
+    const at = (r: { partition: number; offset: bigint }) => got.find((x) => x.partition === r.partition && x.offset === r.offset);
+    await waitFor("both records", () => at(traced) !== undefined && at(invalid) !== undefined, 10_000, s.log.tail);
+    const seen = (r: { partition: number; offset: bigint }) => {
+      const record = at(r);
+      return {
+        row: record ? row(record) : null,
+        traceparent: record ? (header(record, "traceparent") ?? null) : null,
+        tracestate: record ? (header(record, "tracestate") ?? null) : null,
+      };
+    };
+    return { key: k, traced: { receipt: plainReceipt(traced), ...seen(traced) }, invalid: { receipt: plainReceipt(invalid), ...seen(invalid) } };
   } finally {
     s.conn.close();
   }
@@ -875,6 +910,7 @@ async function refusedOrigin(env: Env, params: { attempts: number }) {
 
 export const scenarios = {
   publishReceipt,
+  traceContext,
   manyRecordsWithDisconnects,
   unrecoverableCursor,
   offlineQueue,

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { test, type TestContext } from "node:test";
 import { cleanups, fixtureKafka, produce, startGateway, uniqueTopic, type GatewayOptions, type GatewayProcess } from "./fixtures.ts";
 import { TcpProxy } from "./proxy.ts";
-import { IDEMPOTENCY_HEADER, type Control, type Produced, type Row, type ScenarioName, type ScenarioParams, type ScenarioResult } from "./scenarios.ts";
+import { IDEMPOTENCY_HEADER, TRACEPARENT, TRACESTATE, type Control, type Produced, type Row, type ScenarioName, type ScenarioParams, type ScenarioResult } from "./scenarios.ts";
 
 export interface Runner {
   /** "node" or "chromium": prefixes the test names. */
@@ -224,6 +224,15 @@ export function sharedTests(runner: Runner): void {
     assert.deepEqual(r.again, { ...r.receipt, duplicate: true });
     assert.deepEqual([r.third.partition, r.third.offset, r.third.duplicate], [r.receipt.partition, r.receipt.offset + 1, false], "same key, same partition, next offset");
     assert.deepEqual(third?.row.slice(0, 2), [r.third.partition, r.third.offset]);
+  });
+
+  test(name("trace context: a publish's traceparent and tracestate reach the subscriber as record headers; an invalid traceparent is ignored and the publish succeeds"), { timeout: 60_000 }, async (t) => {
+    const f = await setup(t, 3, runner.origins);
+    const r = await runner.run(t, f, "traceContext", undefined);
+    assert.deepEqual(r.traced.row?.slice(0, 3), [r.traced.receipt.partition, r.traced.receipt.offset, r.key], "the traced record, where its receipt says");
+    assert.deepEqual([r.traced.traceparent, r.traced.tracestate], [TRACEPARENT, TRACESTATE], "its trace headers, as sent");
+    assert.deepEqual(r.invalid.row?.slice(0, 3), [r.invalid.receipt.partition, r.invalid.receipt.offset, r.key], "the invalid context's publish succeeded");
+    assert.deepEqual([r.invalid.traceparent, r.invalid.tracestate], [null, null], "an invalid traceparent adds no trace header");
   });
 
   test(name("10,000 records on 3 partitions with 20 forced disconnects: every record exactly once, in offset order per partition"), { timeout: 150_000 }, async (t) => {
