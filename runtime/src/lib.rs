@@ -34,6 +34,7 @@
 //! | `jwt` | yes | [`JwtAuthenticator`]: JWTs checked against PEM or JWK keys or a JWKS URL |
 //! | `axum` | no | `kafkasocks::axum`: the gateway's WebSocket endpoint and admin answers as routes of an axum 0.8 router, on its port |
 //! | `opentelemetry` | no | a `kafkasocks.publish` span per publish, child of the client's W3C `traceparent`, its context written to the record's `traceparent` header (install a `tracing_opentelemetry` layer to export it) |
+//! | `config` | no | serde and schemars for [`Limits`]: read from configuration files and described (the `kafkasocks` binary) |
 //! | `conformance-echo` | no | test-only: an echo endpoint for the Autobahn WebSocket suite |
 //! | `client` | yes | [`client::Client`], a Rust client with reconnection and resume (no librdkafka) |
 //!
