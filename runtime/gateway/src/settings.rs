@@ -538,7 +538,9 @@ fn walk(
     let node = non_null(node, defs);
     let Some(props) = node.get("properties").and_then(|p| p.as_object()) else { return };
     let null = serde_json::Value::Null;
-    // Settings first, then the sections, each group in the schema's (alphabetical) order.
+    // Settings first, then the sections, each group in alphabetical order: not the map's
+    // order, which depends on whether some crate of the build turned on serde_json's
+    // `preserve_order` (feature unification would otherwise change the reference).
     let is_section = |prop: &serde_json::Value| {
         let inner = non_null(prop, defs);
         let has = |n: Option<serde_json::Value>| n.is_some_and(|n| n.get("properties").is_some());
@@ -547,7 +549,7 @@ fn walk(
             || has(inner.get("additionalProperties").filter(|v| v.is_object()).map(|v| non_null(v, defs)))
     };
     let mut props: Vec<(&String, &serde_json::Value)> = props.iter().collect();
-    props.sort_by_key(|(_, p)| is_section(p));
+    props.sort_by(|(a, pa), (b, pb)| (is_section(pa), a.as_str()).cmp(&(is_section(pb), b.as_str())));
     for (name, prop) in props {
         let description = prop
             .get("description")

@@ -47,8 +47,9 @@ test("kafkasocks serve: the chat's generated client publishes, resumes without g
   const proxy = await TcpProxy.start(hostPort(chat.first.ws));
   defer(() => proxy.close());
 
-  const live = await admin(chat.first, "/metrics");
-  assert.equal(live.status, 200, "the admin endpoint serves metrics");
+  assert.equal((await admin(chat.first, "/metrics")).status, 200, "the admin endpoint serves metrics");
+  assert.equal((await admin(chat.first, "/livez")).status, 200, "live");
+  await waitFor("ready (Kafka reachable)", async () => (await admin(chat.first, "/readyz")).status === 200, 15_000);
 
   const conn = connect({ url: `ws://${proxy.url.replace(/^ws:\/\//, "")}/streams`, token: () => fetchToken(chat.url, "ada"), WebSocket: WS, logger: silentLogger });
   defer(() => conn.close());
