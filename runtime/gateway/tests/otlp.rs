@@ -3,10 +3,11 @@
 //! collector does) receives the spans of a real session that publishes to the real broker;
 //! SIGTERM flushes them.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,31 +70,17 @@ fn collector() -> (String, Received) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_a_session_are_exported_over_otlp_and_flushed_on_sigterm() {
     let (endpoint, got) = collector();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("kafkasocks.toml");
-    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap = {bootstrap:?}\n[auth]\nanonymous = true\n\
-             [proto]\nfiles = [{:?}]\nincludes = [{:?}]\n[log]\nfilter = \"info,kafkasocks=debug\"\n\
+    let serve = common::serve(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap = {:?}\n[auth]\nanonymous = true\n{}\
+             [log]\nfilter = \"info,kafkasocks=debug\"\n\
              [telemetry]\notlp_endpoint = {endpoint:?}\nservice_name = \"otlp-test\"\n",
-            root.join("proto/chat/v1/chat.proto"),
-            root.join("proto"),
+            common::bootstrap(),
+            common::chat_proto(),
         ),
-    )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kafkasocks"))
-        .args(["serve", "--config", config.to_str().expect("utf-8")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kafkasocks serve");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("the listening line");
-    let addr = line.trim().strip_prefix("kafkasocks: listening on ").expect("listening on").to_owned();
+        Stdio::null(),
+    );
+    let addr = serve.addr.clone();
 
     let client =
         kafkasocks::client::Client::connect(kafkasocks::client::ClientConfig::new(format!("ws://{addr}/streams")));
@@ -107,9 +94,9 @@ async fn spans_of_a_session_are_exported_over_otlp_and_flushed_on_sigterm() {
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    serve.terminate();
+    let mut serve = serve;
+    let exit = tokio::task::spawn_blocking(move || serve.child.wait()).await.expect("join").expect("wait");
     assert!(exit.success(), "a drained gateway exits 0: {exit:?}");
 
     let got = got.lock().expect("lock").clone();
