@@ -103,6 +103,9 @@ fn check(config: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("the tokio runtime")?;
     let assembled = runtime.block_on(async { assemble::assemble(&loaded) })?;
     println!("# {}: valid. Effective settings (secrets redacted):\n", config.display());
+    for var in &loaded.unknown_env {
+        println!("# warning: {var} is set but names no setting (docs/configuration.md); ignored");
+    }
     print!("{}", settings::redacted_toml(&loaded.settings)?);
     println!("\n# Streams:");
     for s in &assembled.served {
@@ -117,6 +120,9 @@ fn serve(config: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&loaded.settings, log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("the tokio runtime")?;
     runtime.block_on(async move {
+        for var in &loaded.unknown_env {
+            tracing::warn!(variable = %var, "set but names no setting (docs/configuration.md); ignored");
+        }
         let assembled = assemble::assemble(&loaded)?;
         for s in &assembled.served {
             tracing::info!(stream = %s.route, topic = %s.topic, kind = s.kind, "serving");

@@ -408,6 +408,9 @@ impl Default for Telemetry {
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded {
     pub(crate) settings: Settings,
+    /// `KAFKASOCKS_*` variables that name no setting (a typo, or another tool's variable):
+    /// reported as warnings, not errors, since the prefix is shared with scripts and tests.
+    pub(crate) unknown_env: Vec<String>,
     /// The config file's folder: relative paths are relative to it.
     pub(crate) base: PathBuf,
 }
@@ -424,12 +427,12 @@ pub(crate) fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>)
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    apply_env(&mut table, env)?;
+    let unknown_env = apply_env(&mut table, env)?;
     let settings: Settings =
         Settings::deserialize(toml::Value::Table(table)).with_context(|| format!("in {}", path.display()))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-    Ok(Loaded { settings, base })
+    Ok(Loaded { settings, base, unknown_env })
 }
 
 /// A setting, or a section of them: its path in the file, its variable, its type.
@@ -600,19 +603,22 @@ fn walk(
     }
 }
 
-/// Sets the settings named by `KAFKASOCKS_*` variables in `table`. An unknown variable
-/// with the prefix is an error (a typo would otherwise be silently ignored).
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+/// Sets the settings named by `KAFKASOCKS_*` variables in `table`; returns the variables
+/// with the prefix that name no setting (the caller warns about them, so a typo is seen).
+/// A variable of a setting with a value of the wrong type is an error.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Vec<String>> {
     let leaves = leaves();
     let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
+    let mut unknown = Vec::new();
     for (var, value) in vars {
         // Variables of the binary itself, not settings.
         if matches!(var.as_str(), "KAFKASOCKS_CONFIG" | "KAFKASOCKS_LOG_FORMAT") {
             continue;
         }
         let Some(leaf) = leaves.iter().find(|l| l.env_var().as_deref() == Some(var.as_str())) else {
-            bail!("{var} is not a setting (docs/configuration.md lists them)");
+            unknown.push(var);
+            continue;
         };
         let parsed = match leaf.kind {
             LeafKind::String => toml::Value::String(value.clone()),
@@ -645,7 +651,7 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         }
         at.insert(last.clone(), parsed);
     }
-    Ok(())
+    Ok(unknown)
 }
 
 /// Whether a setting holds a secret (its value is never printed): `*password*`, `*secret*`,
@@ -695,8 +701,8 @@ pub(crate) fn reference() -> String {
          `kafkasocks serve --config kafkasocks.toml` reads a TOML file. Every setting below that has a \
          variable can also be set in the environment (`KAFKASOCKS_`, then the setting's path in upper case \
          with `_` for `.`), which wins over the file; lists are comma-separated there. Tables, lists of \
-         tables and maps are set in the file only. An unknown key in the file, or an unknown `KAFKASOCKS_*` \
-         variable, is an error. Relative paths are relative to the config file's folder. Durations are \
+         tables and maps are set in the file only. An unknown key in the file is an error; a `KAFKASOCKS_*` \
+         variable that names no setting is reported as a warning at start and by `config check`. Relative paths are relative to the config file's folder. Durations are \
          written like `10s`, `1m 30s` or `500ms`.\n\n\
          `kafkasocks config check --config kafkasocks.toml` validates a file (the environment applied, the \
          .proto files loaded, every stream rule checked against its message) and prints the effective \
@@ -765,7 +771,7 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_wins_over_the_file_and_typos_are_refused() -> anyhow::Result<()> {
+    fn the_environment_wins_over_the_file_and_typos_are_reported() -> anyhow::Result<()> {
         let s = load_text(
             "[server]\nlisten = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n",
             &[
@@ -783,8 +789,11 @@ mod tests {
         assert_eq!(s.origins.allow, ["https://a.example", "https://b.example"]);
         assert_eq!(s.kafka.sasl.map(|s| s.mechanism).as_deref(), Some("PLAIN"));
         assert!(s.auth.anonymous);
-        let typo = load_text("", &[("KAFKASOCKS_SERVER_LISTN", "x")]).expect_err("typo");
-        assert!(typo.to_string().contains("KAFKASOCKS_SERVER_LISTN is not a setting"), "{typo}");
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "")?;
+        let typo = load(&path, env(&[("KAFKASOCKS_SERVER_LISTN", "x"), ("KAFKASOCKS_SERVER_LISTEN", "127.0.0.1:1")]))?;
+        assert_eq!(typo.unknown_env, ["KAFKASOCKS_SERVER_LISTN"], "reported, so the caller can warn");
         let bad = load_text("", &[("KAFKASOCKS_LIMITS_MAX_CONNECTIONS", "many")]).expect_err("bad");
         assert!(format!("{bad:#}").contains("expected an integer"), "{bad:#}");
         let unknown = load_text("[server]\nlisen = 1\n", &[]).expect_err("unknown key");

@@ -137,7 +137,13 @@ export async function startStandalone(extra: Record<string, string> = {}): Promi
     gateways.push(g);
     return g;
   };
-  const first = await gateway({ KAFKASOCKS_SERVER_LISTEN: `127.0.0.1:${wsPort}` });
+  // A gateway that does not start must not leave the page server behind (its pipes would
+  // keep the test process alive).
+  const first = await gateway({ KAFKASOCKS_SERVER_LISTEN: `127.0.0.1:${wsPort}` }).catch(async (e: unknown) => {
+    await page.c.stop();
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   return {
     url: page.match[1] as string,
     pageOrigin,
