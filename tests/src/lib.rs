@@ -199,8 +199,22 @@ pub async fn produce(
     Ok((d.partition, d.offset))
 }
 
+/// A record read back from Kafka with a plain consumer.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The record's headers, in order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
 /// Reads the record at (partition, offset) with a plain consumer: (key, value).
 pub async fn read_back(topic: &str, partition: i32, offset: i64) -> Result<(Vec<u8>, Vec<u8>)> {
+    read_record(topic, partition, offset).await.map(|r| (r.key, r.value))
+}
+
+/// Reads the record at (partition, offset) with a plain consumer, headers included.
+pub async fn read_record(topic: &str, partition: i32, offset: i64) -> Result<ReadBack> {
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         use rdkafka::Message;
@@ -215,7 +229,15 @@ pub async fn read_back(topic: &str, partition: i32, offset: i64) -> Result<(Vec<
         for _ in 0..100 {
             if let Some(m) = c.poll(Duration::from_millis(100)) {
                 let m = m?;
-                return Ok((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+                let headers = m.headers().map_or_else(Vec::new, |h| {
+                    use rdkafka::message::Headers as _;
+                    h.iter().map(|h| (h.key.to_owned(), Bytes::copy_from_slice(h.value.unwrap_or_default()))).collect()
+                });
+                return Ok(ReadBack {
+                    key: m.key().unwrap_or_default().to_vec(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
             }
         }
         bail!("nothing at {topic}/{partition}@{offset}")

@@ -15,9 +15,6 @@ use kafkasocks::{Handshake, Limits, Principal, Transport};
 use kafkasocks_tests::*;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use rdkafka::ClientConfig as KafkaClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 /// The example of the W3C Trace Context recommendation.
@@ -55,29 +52,7 @@ async fn publish(
 
 /// The headers of the record at (partition, offset), read with a plain consumer.
 async fn kafka_headers(topic: &str, partition: i32, offset: i64) -> Result<Vec<(String, Bytes)>> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::Message as _;
-        let c: BaseConsumer = KafkaClientConfig::new()
-            .set("bootstrap.servers", bootstrap())
-            .set("group.id", "kafkasocks-tests-trace")
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(offset))?;
-        c.assign(&tpl)?;
-        for _ in 0..100 {
-            if let Some(m) = c.poll(Duration::from_millis(100)) {
-                let m = m?;
-                let headers = m.headers().map_or_else(Vec::new, |h| {
-                    h.iter().map(|h| (h.key.to_owned(), Bytes::copy_from_slice(h.value.unwrap_or_default()))).collect()
-                });
-                return Ok(headers);
-            }
-        }
-        bail!("nothing at {topic}/{partition}@{offset}")
-    })
-    .await?
+    Ok(read_record(topic, partition, offset).await?.headers)
 }
 
 fn header<'a>(headers: &'a [(String, Bytes)], name: &str) -> Option<&'a str> {
