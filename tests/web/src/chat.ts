@@ -169,6 +169,16 @@ export async function fetchToken(pageUrl: string, user: string): Promise<string>
   return body.token;
 }
 
+/** Opens the chat page at `url` in `page`, signs in as `user` and joins `room`; waits until the session is open. */
+export async function enterChat(page: Page, url: string, user: string, room: string): Promise<Page> {
+  await page.goto(url);
+  await page.fill("#user", user);
+  await page.fill("#room", room);
+  await page.click("#join");
+  await page.locator("#state.open").waitFor({ timeout: 15_000 });
+  return page;
+}
+
 export async function say(page: Page, text: string): Promise<void> {
   await page.fill("input[name=text]", text);
   await page.press("input[name=text]", "Enter");

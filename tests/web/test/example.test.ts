@@ -13,7 +13,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { lines, say, startChat } from "../src/chat.ts";
+import { enterChat, lines, say, startChat } from "../src/chat.ts";
 import { CHROMIUM, CHROMIUM_ARGS, cleanups, repoRoot } from "../src/fixtures.ts";
 import { waitFor } from "../src/scenarios.ts";
 
@@ -34,12 +34,7 @@ test("the chat example: two people chat in Chromium; a returning visitor gets wh
     page.on("request", (r) => {
       if (new URL(r.url()).pathname === "/token") tokenRequests.set(user, (tokenRequests.get(user) ?? 0) + 1);
     });
-    await page.goto(chat.url);
-    await page.fill("#user", user);
-    await page.fill("#room", room);
-    await page.click("#join");
-    await page.locator("#state.open").waitFor({ timeout: 15_000 });
-    return page;
+    return enterChat(page, chat.url, user, room);
   };
   const ada = await open("ada");
   const bob = await open("bob");

@@ -17,7 +17,7 @@ import { chromium, type Browser, type Page } from "playwright-core";
 import { WebSocket } from "ws";
 import { connect, createClient, KafkaSocksError, silentLogger, type WebSocketConstructor } from "@kafkasocks/runtime";
 import { ChatStreams, type ChatMessage } from "../../../examples/chat/web/gen/chat/v1/chat_kafkasocks.ts";
-import { admin, fetchToken, lines, say, startStandalone, waitFor } from "../src/chat.ts";
+import { admin, enterChat, fetchToken, lines, say, startStandalone, waitFor } from "../src/chat.ts";
 import { CHROMIUM, CHROMIUM_ARGS, cleanups } from "../src/fixtures.ts";
 import { TcpProxy } from "../src/proxy.ts";
 
@@ -152,12 +152,7 @@ test("kafkasocks serve: the chat page works unchanged in Chromium against the bi
   const open = async (user: string): Promise<Page> => {
     const page = await (await browser.newContext()).newPage();
     page.on("pageerror", (e) => errors.push(`${user}: ${e.message}`));
-    await page.goto(chat.url);
-    await page.fill("#user", user);
-    await page.fill("#room", room);
-    await page.click("#join");
-    await page.locator("#state.open").waitFor({ timeout: 15_000 });
-    return page;
+    return enterChat(page, chat.url, user, room);
   };
   const ada = await open("ada");
   const bob = await open("bob");
