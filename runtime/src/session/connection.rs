@@ -47,9 +47,16 @@ const DRAIN_BYTES: usize = 32 << 20;
 /// destroy the Close frame before the peer reads it; draining lets 1009 (or 1002, 4008…)
 /// reach a client that was still writing, also a slow one (a 4 MiB message masked by a
 /// busy Python client took over 2 s). Input that is no longer frames (an oversized
-/// message's remainder) is read as bytes.
+/// message's remainder) is read as bytes, and so is all input once the stream has
+/// returned an error (an oversized or malformed message): a `WebSocketStream` that has
+/// failed is fused, its `next` is `None` from then on, and reading on through it would
+/// read nothing at all.
 pub(crate) async fn close_after<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) {
+    use futures_util::stream::FusedStream;
     let end = tokio::time::Instant::now() + DRAIN_TIME;
+    if ws.is_terminated() {
+        return drain_input(ws.get_mut(), end).await;
+    }
     loop {
         let deadline = end.min(tokio::time::Instant::now() + DRAIN_IDLE);
         match tokio::time::timeout_at(deadline, ws.next()).await {
