@@ -125,14 +125,9 @@ pub(crate) async fn produce_bulk(topic: &str, count: u64) -> Result<()> {
 }
 
 /// Reads partition 0 of `topic` from offset 0 with one consumer configured like the
-/// gateway's catch-up readers (runtime/src/kafka/mod.rs: `consumer_config` + `reader`),
-/// plus `extra` settings, until `count` records or `limit`: (records read, seconds).
-pub(crate) async fn read_like_catch_up(
-    topic: &str,
-    count: u64,
-    extra: &[(&str, &str)],
-    limit: Duration,
-) -> Result<(u64, f64)> {
+/// gateway's history readers (runtime/src/kafka/mod.rs: `consumer_config` + `reader`),
+/// until `count` records or `limit`: (records read, seconds).
+pub(crate) async fn read_like_catch_up(topic: &str, count: u64, limit: Duration) -> Result<(u64, f64)> {
     use rdkafka::consumer::StreamConsumer;
     use rdkafka::error::KafkaError;
     let mut config = ClientConfig::new();
@@ -144,10 +139,8 @@ pub(crate) async fn read_like_catch_up(
         .set("auto.offset.reset", "error")
         .set("fetch.wait.max.ms", "50")
         .set("enable.partition.eof", "true")
+        .set("fetch.queue.backoff.ms", "10")
         .set("queued.max.messages.kbytes", "2048");
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
     let consumer: StreamConsumer = config.create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(0))?;

@@ -110,12 +110,13 @@ async fn main() -> Result<()> {
 
 /// The ratio of each scenario against its target, in one place.
 fn summary(doc: &Value) -> Value {
-    let f = &doc["fanout"]["target_at_100_clients"];
+    let f = &doc["fanout"]["targets"];
     json!({
-        "fanout_ratio_at_100_clients_ring": f["gateway_ring"]["ratio"],
-        "fanout_ratio_at_100_clients_cold": f["gateway_cold"]["ratio"],
-        "fanout_ratio_at_100_clients_cold_backoff_10ms": f["gateway_cold_backoff_10ms"]["ratio"],
-        "fanout_target": ">= 0.5",
+        "fanout_ring_to_ceiling_at_100": f["ring_to_ceiling_at_100"],
+        "fanout_ring_to_ceiling_at_1000": f["ring_to_ceiling_at_1000"],
+        "fanout_single_subscriber_cold_to_consumer_alone": f["single_subscriber_cold_to_consumer_alone"],
+        "fanout_cold_to_bare_at_1000": f["cold_to_bare_at_1000"],
+        "fanout_cold_at_1000_every_client_complete": f["cold_at_1000_every_client_complete"],
         "publish_p99_ratio": doc["publish"]["ratio_p99"],
         "publish_sasl_ssl_p99_ratio": doc["publish"]["sasl_ssl"]["ratio_p99"],
         "publish_cluster_p99_ratio_to_single_node": doc["publish"]["cluster"]["ratio_p99_to_single_node"],
