@@ -29,7 +29,7 @@ pub(crate) fn encode(kind: frame::Kind) -> Bytes {
     Frame { kind: Some(kind) }.encode_to_vec().into()
 }
 
-fn put_varint(buf: &mut BytesMut, mut v: u64) {
+fn put_varint(buf: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
         v >>= 7;
@@ -109,7 +109,12 @@ impl SharedRecord {
         value: &[u8],
     ) -> SharedRecord {
         let (schema_id, indexes, payload) = split_confluent_framing(value);
-        let mut body = BytesMut::with_capacity(32 + key.len() + payload.len());
+        // One allocation: the body is written after room for its prefix (the field tag and
+        // the body's length, at most PREFIX bytes), which is then written right before it.
+        const PREFIX: usize = 1 + 5;
+        let headers_len: usize = headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+        let mut body = BytesMut::with_capacity(PREFIX + 40 + key.len() + payload.len() + headers_len);
+        body.put_bytes(0, PREFIX);
         if partition != 0 {
             put_varint(&mut body, 1 << 3);
             put_varint(&mut body, partition as u64);
@@ -163,15 +168,17 @@ impl SharedRecord {
             put_varint(&mut body, 10 << 3);
             put_varint(&mut body, u64::from(key_schema_id));
         }
-        let mut out = BytesMut::with_capacity(body.len() + 6);
-        put_varint(&mut out, 2 << 3 | 2);
-        put_varint(&mut out, body.len() as u64);
-        let base = out.len();
-        out.put_slice(&body);
-        let encoded = out.freeze();
-        let key = key_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + key.len()));
-        let payload = payload_at.map_or_else(Bytes::new, |at| encoded.slice(base + at..base + at + payload.len()));
-        SharedRecord { partition, offset, key, payload, encoded }
+        let mut prefix = [0u8; PREFIX];
+        let mut room = &mut prefix[..];
+        put_varint(&mut room, 2 << 3 | 2);
+        put_varint(&mut room, (body.len() - PREFIX) as u64);
+        let n = PREFIX - room.len();
+        let start = PREFIX - n;
+        body[start..PREFIX].copy_from_slice(&prefix[..n]);
+        let whole = body.freeze();
+        let key = key_at.map_or_else(Bytes::new, |at| whole.slice(at..at + key.len()));
+        let payload = payload_at.map_or_else(Bytes::new, |at| whole.slice(at..at + payload.len()));
+        SharedRecord { partition, offset, key, payload, encoded: whole.slice(start..) }
     }
 
     pub(crate) fn view(&self) -> RecordView<'_> {
