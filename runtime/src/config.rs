@@ -80,8 +80,10 @@ pub struct Limits {
     pub replay_records: usize,
     /// Bytes kept in memory per partition for the same purpose. Default 8 MiB.
     pub replay_bytes: usize,
-    /// Catch-up readers (Kafka consumers serving subscribers behind the replay buffer)
-    /// at once per gateway. Default 8: each is a librdkafka client with its own threads.
+    /// History readers (Kafka consumers serving subscribers behind the replay buffer,
+    /// each shared by the subscribers that resume from about where it reads) at once per
+    /// gateway; more wait for a reader to end. Default 8: each is a librdkafka client
+    /// with its own threads.
     pub max_catchup_readers: usize,
     /// Time given to in-flight publishes at shutdown. Default 10 s.
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]

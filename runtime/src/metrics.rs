@@ -218,8 +218,8 @@ impl Metrics {
     pub(crate) fn replay_served(&self, records: u64) {
         self.replay_served.inc_by(records);
     }
-    pub(crate) fn catch_up_read(&self) {
-        self.catch_up_reads.inc();
+    pub(crate) fn catch_up_reads(&self, records: usize) {
+        self.catch_up_reads.inc_by(records as u64);
     }
     pub(crate) fn paused(&self) {
         self.paused.inc();

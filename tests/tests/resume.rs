@@ -220,6 +220,45 @@ async fn a_burst_from_earliest_shares_one_reader_and_latest_still_means_latest()
     Ok(())
 }
 
+/// Subscribers that come after the partition's history reader has passed their cursor
+/// share another history reader: the log is read once more, not once per latecomer (a
+/// reader of its own each, as before: 10 x 5,000 reads here). The history reader they
+/// came too late for is held back by a slow subscriber that stops reading, so it is
+/// still running when they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latecomers_behind_a_running_history_reader_share_another_one() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("latecomers");
+    create_topic(&topic, 1).await?;
+    let old = produce_many(&topic, 5000, |_| async {}).await?;
+    let want: Vec<(i32, i64)> = old.iter().map(|r| (r.1, r.2)).collect();
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let fast = Client::connect(ClientConfig::new(gw.url()).credit_window(20_000));
+    // The hub reads at the log end, as in a gateway that has run for a while.
+    let latest = fast.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while latest.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let slow_client = Client::connect(ClientConfig::new(gw.url()).credit_window(16));
+    let mut slow = slow_client.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest);
+    let mut slow_got = collect(&mut slow, 100, Duration::from_secs(30)).await?;
+    // Its history reader is past offset 0 now, waiting for it to read on.
+    let mut late: Vec<_> = (0..10).map(|_| fast.subscribe(SUBSCRIBE, message("", ""), StartAt::Earliest)).collect();
+    for sub in &mut late {
+        let got = collect(sub, want.len(), Duration::from_secs(60)).await?;
+        assert_exactly_once(&got, &want);
+    }
+    let reads = metric(&gw.metrics_text().await?, "kafkasocks_catch_up_reads_total");
+    assert!(reads < 15_000.0, "records read for catching up 11 subscribers of 5,000 records: {reads}");
+    // And the slow one, reading again, gets the rest, once each.
+    slow_got.extend(collect(&mut slow, want.len() - 100, Duration::from_secs(60)).await?);
+    assert_exactly_once(&slow_got, &want);
+    fast.close();
+    slow_client.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}
+
 /// A key-filtered subscription from the earliest record, on a quiet topic whose records
 /// are all for other keys: within the checkpoint interval its cursor reaches the end of
 /// every partition, so a resume never rescans what was filtered out already.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::context::FanoutContext;
@@ -34,12 +35,15 @@ pub(crate) struct PartitionFeed {
     ring_bytes: usize,
     by_key: HashMap<Bytes, Vec<Arc<Subscriber>>>,
     all: Vec<Arc<Subscriber>>,
-    /// The partition's shared history reader, while one runs.
-    history: Option<History>,
+    /// The partition's shared history readers, while they run: one per group of
+    /// subscribers that boarded together.
+    histories: Vec<History>,
 }
 
 /// A reader of older records that many subscribers behind the ring share ("board"):
-/// it offers each record to all of them, so a burst of resumes reads the log once.
+/// it offers each record to all of them, so a burst of resumes reads the log once. A
+/// subscriber whose cursor every running reader has passed starts another one (which
+/// the next latecomers board), so none waits for a reader of its own.
 struct History {
     /// Tells this reader from a later one on the same partition.
     id: u64,
@@ -50,12 +54,21 @@ struct History {
     task: Option<AbortHandle>,
 }
 
-/// How long a new history reader waits for others to board before it reads.
-const BOARDING: Duration = Duration::from_millis(50);
+/// How long a new history reader lets others board before it delivers (its consumer
+/// connects and fetches meanwhile). Those that come later start another reader.
+const BOARDING: Duration = Duration::from_millis(20);
+
+/// The most records a history reader takes from its consumer's queue (what is already
+/// there, without waiting) and offers to its subscribers under one lock.
+const HISTORY_BATCH: usize = 512;
 
 /// How long a history reader waits for a boarded subscriber without room (a client that
 /// is reading gets room within milliseconds) before that subscriber leaves.
 const HISTORY_GRACE: Duration = Duration::from_millis(250);
+
+/// How often a history reader tries again a subscriber refused for lack of credit (room
+/// in its send queue wakes the reader as soon as the writer takes the queue).
+const HISTORY_RETRY: Duration = Duration::from_millis(2);
 
 /// What a driver should do next for one partition of a subscription.
 pub(crate) enum Step {
@@ -63,10 +76,7 @@ pub(crate) enum Step {
     Live,
     /// Out of credit or queue space: wait for a wake.
     Blocked,
-    /// The ring does not reach back to this offset, and the partition's history reader
-    /// has passed it: read Kafka from it with a reader of its own.
-    ReadKafka(i64),
-    /// On the partition's history reader: it delivers.
+    /// On one of the partition's history readers: it delivers.
     Boarded,
     /// Boarded a history reader that must be started: (its id, the offset).
     StartHistory(u64, i64),
@@ -114,7 +124,7 @@ impl TopicHub {
                 ring_bytes: 0,
                 by_key: HashMap::new(),
                 all: Vec::new(),
-                history: None,
+                histories: Vec::new(),
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
@@ -191,7 +201,7 @@ impl TopicHub {
             for (_, mut v) in feed.by_key.drain() {
                 subs.append(&mut v);
             }
-            if let Some(mut h) = feed.history.take() {
+            for mut h in feed.histories.drain(..) {
                 if let Some(t) = h.task.take() {
                     t.abort();
                 }
@@ -255,33 +265,34 @@ impl TopicHub {
         let next = st.next(p);
         if next < feed.live_next {
             if next < feed.ring_start {
-                return match &mut feed.history {
-                    Some(h) if h.next <= next => {
+                // Board the reader closest behind the cursor, unless it is further behind
+                // than the ring is long (reading that much for nothing takes longer than
+                // starting a reader); or start one.
+                let reach = self.replay_records.max(HISTORY_BATCH) as i64;
+                st.set_boarded(p, true);
+                return match feed
+                    .histories
+                    .iter_mut()
+                    .filter(|h| h.next <= next && next - h.next <= reach)
+                    .max_by_key(|h| h.next)
+                {
+                    Some(h) => {
                         h.subs.push(sub.clone());
-                        st.set_boarded(p, true);
                         Step::Boarded
                     }
-                    Some(_) => Step::ReadKafka(next),
                     None => {
                         let id = self.history_ids.fetch_add(1, Ordering::Relaxed);
-                        feed.history = Some(History { id, next, subs: vec![sub.clone()], task: None });
-                        st.set_boarded(p, true);
+                        feed.histories.push(History { id, next, subs: vec![sub.clone()], task: None });
                         Step::StartHistory(id, next)
                     }
                 };
             }
             let from = feed.ring.partition_point(|r| r.offset < next);
-            let mut served = 0u64;
-            for rec in feed.ring.range(from..) {
-                match sub.offer(&mut st, rec, p) {
-                    Offer::Sent | Offer::Skipped => served += 1,
-                    Offer::Refused => {
-                        sub.metrics.replay_served(served);
-                        return Step::Blocked;
-                    }
-                }
-            }
+            let (all, served) = sub.offer_run(&mut st, feed.ring.range(from..), p);
             sub.metrics.replay_served(served);
+            if !all {
+                return Step::Blocked;
+            }
         }
         st.set_live(p, true);
         drop(st);
@@ -290,11 +301,6 @@ impl TopicHub {
             None => feed.all.push(sub.clone()),
         }
         Step::Live
-    }
-
-    /// Whether a Kafka catch-up at `next` on partition `p` can hand over to the ring.
-    pub(crate) fn ring_reaches(&self, p: usize, next: i64) -> bool {
-        self.lock().get(p).is_some_and(|f| next >= f.ring_start)
     }
 
     /// Removes `sub` from every partition's index.
@@ -312,7 +318,7 @@ impl TopicHub {
                 }
                 None => feed.all.retain(|s| !Arc::ptr_eq(s, sub)),
             }
-            if let Some(h) = &mut feed.history {
+            for h in &mut feed.histories {
                 h.subs.retain(|s| !Arc::ptr_eq(s, sub));
             }
         }
@@ -326,11 +332,6 @@ impl TopicHub {
         let feeds = self.lock();
         let live_next: Vec<i64> = feeds.iter().map(|f| f.live_next).collect();
         sub.checkpoint(&live_next);
-    }
-
-    /// The next offset the live reader will hand over, per partition.
-    pub(crate) fn live_positions(&self) -> Vec<i64> {
-        self.lock().iter().map(|f| f.live_next).collect()
     }
 
     /// Makes `sub` live on every partition at the live position (start "latest"),
@@ -377,33 +378,45 @@ impl TopicHub {
     pub(crate) fn start_history(self: &Arc<Self>, ctx: &Arc<FanoutContext>, p: usize, id: u64, from: i64) {
         let task = tokio::spawn(run_history(self.clone(), ctx.clone(), p, id, from));
         let mut feeds = self.lock();
-        match feeds.get_mut(p).and_then(|f| f.history.as_mut()) {
-            Some(h) if h.id == id && h.task.is_none() => h.task = Some(task.abort_handle()),
+        match feeds.get_mut(p).and_then(|f| f.histories.iter_mut().find(|h| h.id == id)) {
+            Some(h) if h.task.is_none() => h.task = Some(task.abort_handle()),
             _ => task.abort(),
         }
     }
 
-    fn history_mut(feeds: &mut [PartitionFeed], p: usize, id: u64) -> Option<&mut PartitionFeed> {
-        feeds.get_mut(p).filter(|f| f.history.as_ref().is_some_and(|h| h.id == id))
+    /// History reader `id` of partition `p`, with the partition's ring start.
+    fn history_mut(feeds: &mut [PartitionFeed], p: usize, id: u64) -> Option<(&mut History, i64)> {
+        let feed = feeds.get_mut(p)?;
+        let ring_start = feed.ring_start;
+        feed.histories.iter_mut().find(|h| h.id == id).map(|h| (h, ring_start))
     }
 
-    /// Offers one record read by the history reader of `p` to boarded subscribers (all of
-    /// them, or only `only`). Subscribers leave when they reach the ring (they join live
-    /// from there); the ones refused (out of credit or queue space) stay and are returned,
-    /// for the reader to offer again after a short wait. `None`: nobody is left, or this
-    /// reader was replaced; it stops.
+    /// Removes history reader `id` of partition `p`, returning it.
+    fn history_take(feeds: &mut [PartitionFeed], p: usize, id: u64) -> Option<History> {
+        let feed = feeds.get_mut(p)?;
+        let i = feed.histories.iter().position(|h| h.id == id)?;
+        Some(feed.histories.swap_remove(i))
+    }
+
+    /// Offers records read by history reader `id` of `p` (in order) to its boarded
+    /// subscribers (all of them, or only `only`). Subscribers leave when they reach the
+    /// ring (they join live from there); the ones refused (out of credit or queue space)
+    /// stay and are returned, for the reader to offer again after a short wait (what they
+    /// were sent already is skipped then); `room` is notified when their send queues are
+    /// taken. `None`: nobody is left, or this reader was replaced; it stops.
     fn history_offer(
         &self,
         p: usize,
         id: u64,
-        rec: &SharedRecord,
+        recs: &[SharedRecord],
         only: Option<&[Arc<Subscriber>]>,
+        room: &Arc<Notify>,
     ) -> Option<Vec<Arc<Subscriber>>> {
         let mut feeds = self.lock();
-        let feed = Self::history_mut(&mut feeds, p, id)?;
-        let ring_start = feed.ring_start;
-        let h = feed.history.as_mut()?;
-        h.next = h.next.max(rec.offset + 1);
+        let (h, ring_start) = Self::history_mut(&mut feeds, p, id)?;
+        if let Some(last) = recs.last() {
+            h.next = h.next.max(last.offset + 1);
+        }
         let mut refused = Vec::new();
         h.subs.retain(|s| {
             if s.is_ended() {
@@ -413,13 +426,13 @@ impl TopicHub {
                 return true;
             }
             let mut st = s.lock();
-            let stay = match s.offer(&mut st, rec, p) {
-                Offer::Refused => {
-                    refused.push(s.clone());
-                    true
-                }
-                Offer::Sent | Offer::Skipped => st.next(p) < ring_start,
-            };
+            let mut stay = true;
+            if s.offer_run(&mut st, recs.iter(), p).0 {
+                stay = st.next(p) < ring_start;
+            } else {
+                s.outbox.notify_on_room(room);
+                refused.push(s.clone());
+            }
             if !stay {
                 st.set_boarded(p, false);
                 drop(st);
@@ -428,40 +441,40 @@ impl TopicHub {
             stay
         });
         if h.subs.is_empty() {
-            feed.history = None;
+            Self::history_take(&mut feeds, p, id);
             return None;
         }
         Some(refused)
     }
 
-    /// Takes `subs` off the history reader of `p`: they resume on their own.
+    /// Takes `subs` off history reader `id` of `p`: they resume on their own.
     fn history_drop(&self, p: usize, id: u64, subs: &[Arc<Subscriber>]) -> bool {
         let mut feeds = self.lock();
-        let Some(feed) = Self::history_mut(&mut feeds, p, id) else { return false };
-        let Some(h) = feed.history.as_mut() else { return false };
+        let Some((h, _)) = Self::history_mut(&mut feeds, p, id) else { return false };
         h.subs.retain(|s| !subs.iter().any(|x| Arc::ptr_eq(x, s)));
+        let empty = h.subs.is_empty();
         for s in subs {
             s.lock().set_boarded(p, false);
             s.wake.notify_one();
         }
-        if h.subs.is_empty() {
-            feed.history = None;
+        if empty {
+            Self::history_take(&mut feeds, p, id);
             return false;
         }
         true
     }
 
-    /// Delivers one record of the history reader, waiting up to the grace for boarded
+    /// Delivers records of history reader `id`, waiting up to the grace for boarded
     /// subscribers that had no room; those still without room leave. False: stop.
-    async fn history_deliver(&self, p: usize, id: u64, rec: &SharedRecord) -> bool {
-        let Some(mut refused) = self.history_offer(p, id, rec, None) else { return false };
+    async fn history_deliver(&self, p: usize, id: u64, recs: &[SharedRecord], room: &Arc<Notify>) -> bool {
+        let Some(mut refused) = self.history_offer(p, id, recs, None, room) else { return false };
         let deadline = tokio::time::Instant::now() + HISTORY_GRACE;
         while !refused.is_empty() {
             if tokio::time::Instant::now() >= deadline {
                 return self.history_drop(p, id, &refused);
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            match self.history_offer(p, id, rec, Some(&refused)) {
+            let _ = tokio::time::timeout(HISTORY_RETRY, room.notified()).await;
+            match self.history_offer(p, id, recs, Some(&refused), room) {
                 Some(r) => refused = r,
                 None => return false,
             }
@@ -469,10 +482,10 @@ impl TopicHub {
         true
     }
 
-    /// Ends the history reader of `p`: its subscribers fail with `status`, or (without
+    /// Ends history reader `id` of `p`: its subscribers fail with `status`, or (without
     /// one) go back to their drivers.
     fn end_history(&self, p: usize, id: u64, status: Option<Status>) {
-        let h = Self::history_mut(&mut self.lock(), p, id).and_then(|f| f.history.take());
+        let h = Self::history_take(&mut self.lock(), p, id);
         for s in h.map(|h| h.subs).unwrap_or_default() {
             s.lock().set_boarded(p, false);
             match &status {
@@ -481,51 +494,70 @@ impl TopicHub {
             }
         }
     }
+
+    /// Whether history reader `id` of `p` is at or past the ring (or gone).
+    fn history_reaches_ring(&self, p: usize, id: u64) -> bool {
+        let mut feeds = self.lock();
+        Self::history_mut(&mut feeds, p, id).is_none_or(|(h, ring_start)| h.next >= ring_start)
+    }
 }
 
 async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: u64, from: i64) {
-    tokio::time::sleep(BOARDING).await;
+    use futures_util::{FutureExt, StreamExt};
+    let boarding = tokio::time::Instant::now() + BOARDING;
     let Ok(_permit) = ctx.catchup_permits.clone().acquire_owned().await else {
         return hub.end_history(p, id, Some(Status::unavailable("gateway shutting down")));
     };
+    // Everyone may have left while it waited for a permit.
+    if hub.lock().get(p).is_none_or(|f| !f.histories.iter().any(|h| h.id == id)) {
+        return;
+    }
     let reader = match ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true) {
         Ok(r) => r,
         Err(status) => return hub.end_history(p, id, Some(status)),
     };
     tracing::debug!(topic = %hub.topic, partition = p, from, "history reader started");
+    // Others board while the consumer connects and makes its first fetch.
+    tokio::time::sleep_until(boarding).await;
+    let mut events = reader.events();
+    let mut batch: Vec<SharedRecord> = Vec::with_capacity(HISTORY_BATCH);
+    let room = Arc::new(Notify::new());
     loop {
-        match reader.next().await {
-            ReadEvent::Record(rec) => {
-                ctx.metrics.catch_up_read();
-                if !hub.history_deliver(p, id, &rec).await {
-                    return;
-                }
+        // The next event, and the records already queued behind it (up to a batch).
+        let Some(first) = events.next().await else { return hub.end_history(p, id, None) };
+        let mut event = Some(first);
+        while let Some(ReadEvent::Record(rec)) = event {
+            batch.push(rec);
+            event = if batch.len() < HISTORY_BATCH { events.next().now_or_never().flatten() } else { None };
+        }
+        if !batch.is_empty() {
+            ctx.metrics.catch_up_reads(batch.len());
+            if !hub.history_deliver(p, id, &batch, &room).await {
+                return;
             }
+            batch.clear();
+        }
+        match event {
+            None | Some(ReadEvent::Record(_)) => {}
             // At the log end everyone left for the ring (their cursors are there); a
             // subscriber still here matched nothing recent: it goes back to its driver.
-            ReadEvent::PartitionEnd => {
-                let reaches = {
-                    let feeds = hub.lock();
-                    feeds
-                        .get(p)
-                        .is_some_and(|f| f.history.as_ref().is_none_or(|h| h.id != id || h.next >= f.ring_start))
-                };
-                if reaches {
+            Some(ReadEvent::PartitionEnd) => {
+                if hub.history_reaches_ring(p, id) {
                     return hub.end_history(p, id, None);
                 }
             }
-            ReadEvent::Denied(why) => {
+            Some(ReadEvent::Denied(why)) => {
                 let status = Status::permission_denied(format!("reading {:?}: {why}", hub.topic));
                 return hub.end_history(p, id, Some(status));
             }
-            ReadEvent::BelowLogStart => {
+            Some(ReadEvent::BelowLogStart) => {
                 let status = Status::data_loss(
                     Discontinuity::OffsetBelowLogStart,
                     format!("partition {p}: the log no longer holds the records being read"),
                 );
                 return hub.end_history(p, id, Some(status));
             }
-            ReadEvent::Error(e) => {
+            Some(ReadEvent::Error(e)) => {
                 ctx.metrics.kafka_error();
                 tracing::warn!(topic = %hub.topic, error = %e, "history reader error");
             }

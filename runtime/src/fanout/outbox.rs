@@ -19,7 +19,9 @@ use crate::protocol::close;
 use crate::protocol::wire::{self, SharedRecord, frame};
 
 pub(crate) enum Item {
-    Record(u32, SharedRecord),
+    /// A record for subscription `.0`: its encoding (`SharedRecord::encoded`), all the
+    /// writer needs; one reference count, not the record's three, per subscriber.
+    Record(u32, Bytes),
     Frame(Bytes),
     Close(u16, &'static str),
 }
@@ -37,6 +39,9 @@ struct State {
     /// [`Outbox::close_slow_consumer`]).
     discarding: bool,
 }
+
+/// The step in which [`Outbox::offer_records`] takes the gateway-wide bound.
+const BUDGET_STEP: usize = 64 << 10;
 
 /// Control-queue places kept for the gateway's own frames while a client's requests fill it.
 pub(crate) const RESERVED_FRAMES: usize = 16;
@@ -71,6 +76,16 @@ impl SendBudget {
 
     fn over(&self, more: usize) -> bool {
         self.used() + more > self.max
+    }
+
+    /// Takes `bytes` of the bound if they fit (never more than the bound is handed out).
+    fn try_reserve(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > self.max {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Bytes a writer has written (or dropped) after taking them.
@@ -122,10 +137,82 @@ impl Outbox {
         }
         s.record_bytes += len;
         self.budget.used.fetch_add(len, Ordering::Relaxed);
-        s.items.push_back(Item::Record(id, rec.clone()));
+        s.items.push_back(Item::Record(id, rec.encoded.clone()));
         drop(s);
         self.ready.notify_one();
         true
+    }
+
+    /// [`Outbox::offer_record`] for a run of records of one subscription, in order, under
+    /// one lock and with one wake of the writer: how many it queued (a prefix of `recs`,
+    /// at most `max`). Fewer than offered: the queue (or the gateway's bound) is full, and
+    /// `wake` is notified once it drains. The gateway-wide bound is taken in steps of
+    /// [`BUDGET_STEP`] and what is left of the last step given back, so the bound is
+    /// never passed (a lone record in an empty queue still always fits).
+    pub(crate) fn offer_records<'a>(
+        &self,
+        id: u32,
+        wake: &Arc<Notify>,
+        recs: impl Iterator<Item = &'a SharedRecord>,
+        max: u64,
+    ) -> u64 {
+        let mut s = self.lock();
+        if s.closed {
+            return 0;
+        }
+        let (mut queued, mut reserved, mut used) = (0u64, 0usize, 0usize);
+        let mut full = false;
+        for rec in recs {
+            if queued == max {
+                break;
+            }
+            let len = rec.encoded.len();
+            if s.record_bytes > 0 && s.record_bytes + len > self.max_record_bytes {
+                full = true;
+                break;
+            }
+            if used + len > reserved {
+                let step = BUDGET_STEP.max(len).min(self.max_record_bytes.saturating_sub(s.record_bytes).max(len));
+                if self.budget.try_reserve(step) {
+                    reserved += step;
+                } else if self.budget.try_reserve(len) {
+                    reserved += len;
+                } else if s.record_bytes == 0 {
+                    // A lone record always fits: every connection makes progress.
+                    self.budget.used.fetch_add(len, Ordering::Relaxed);
+                    reserved += len;
+                } else {
+                    full = true;
+                    break;
+                }
+            }
+            used += len;
+            s.record_bytes += len;
+            s.items.push_back(Item::Record(id, rec.encoded.clone()));
+            queued += 1;
+        }
+        self.budget.release(reserved - used);
+        if full {
+            s.full_since.get_or_insert_with(Instant::now);
+            s.waiting.push(Arc::downgrade(wake));
+        }
+        drop(s);
+        if queued > 0 {
+            self.ready.notify_one();
+        }
+        queued
+    }
+
+    /// Notifies `wake` when the writer next takes the queue (at once if it is empty of
+    /// records): for a history reader that was refused room for one of its subscribers.
+    pub(crate) fn notify_on_room(&self, wake: &Arc<Notify>) {
+        let mut s = self.lock();
+        if s.record_bytes == 0 || s.closed {
+            drop(s);
+            wake.notify_one();
+            return;
+        }
+        s.waiting.push(Arc::downgrade(wake));
     }
 
     /// Queues a control frame (in order with records).
@@ -315,6 +402,38 @@ mod tests {
         // A connection that ends with records still queued gives them back.
         drop((a, b));
         assert_eq!(budget.used(), 0);
+    }
+
+    /// A run of records queues what fits, in order, under both bounds; the part of the
+    /// gateway-wide bound it took in steps and did not use is given back at once.
+    #[tokio::test]
+    async fn a_run_of_records_queues_what_fits_and_takes_no_more_of_the_budget() {
+        let recs: Vec<SharedRecord> = (0..10).map(|_| record(1_000)).collect();
+        let len = recs[0].encoded.len();
+        let wake = Arc::new(Notify::new());
+        // The queue's own bound: 3 records and a bit.
+        let budget = SendBudget::new(1 << 20);
+        let a = Outbox::new(3 * len + 10, 64, budget.clone());
+        assert_eq!(a.offer_records(1, &wake, recs.iter(), u64::MAX), 3);
+        assert_eq!(budget.used(), 3 * len, "exactly what is queued");
+        assert!(a.full_since().is_some());
+        // `max` (the credit) stops it too.
+        let b = Outbox::new(1 << 20, 64, budget.clone());
+        assert_eq!(b.offer_records(1, &wake, recs.iter(), 2), 2);
+        assert_eq!(budget.used(), 5 * len);
+        // The gateway-wide bound: room for 2 more records only (less than one step).
+        let tight = SendBudget::new(2 * len + 5);
+        let c = Outbox::new(1 << 20, 64, tight.clone());
+        assert_eq!(c.offer_records(1, &wake, recs.iter(), u64::MAX), 2);
+        assert_eq!(tight.used(), 2 * len);
+        // Another queue, empty, still takes one record (progress); not two.
+        let d = Outbox::new(1 << 20, 64, tight.clone());
+        assert_eq!(d.offer_records(1, &wake, recs.iter(), u64::MAX), 1);
+        let (items, bytes) = c.take().await;
+        assert_eq!((items.len(), bytes), (2, 2 * len));
+        assert!(matches!(&items[0], Item::Record(1, b) if *b == recs[0].encoded));
+        // The writer's take woke the refused subscription.
+        tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await.expect("woken");
     }
 
     /// A slow consumer's queue keeps its control frames but not its records (their bytes

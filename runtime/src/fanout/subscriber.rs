@@ -113,8 +113,6 @@ pub(crate) struct Subscriber {
     announcing: Mutex<()>,
     max_credit: u64,
     opened: Instant,
-    /// When the client was last sent a checkpoint (or the subscription opened).
-    checkpointed: Mutex<Instant>,
     got_first: AtomicBool,
     /// Refused for lack of credit or queue room since it last sent (counted once a pause).
     paused: AtomicBool,
@@ -139,7 +137,6 @@ impl Subscriber {
             announcing: Mutex::new(()),
             max_credit: u64::from(spec.max_credit),
             opened: Instant::now(),
-            checkpointed: Mutex::new(Instant::now()),
             got_first: AtomicBool::new(false),
             paused: AtomicBool::new(false),
         })
@@ -168,11 +165,6 @@ impl Subscriber {
         self.key().is_some() || self.filter().is_some() || typed
     }
 
-    /// Whether a checkpoint is due (the interval passed since the last one).
-    pub(crate) fn checkpoint_due(&self, interval: std::time::Duration) -> bool {
-        self.is_filtered() && self.checkpointed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= interval
-    }
-
     /// Tells the client how far its cursor moved past the records it was not sent: a
     /// Checkpoint for each partition whose position is beyond the client's, live ones
     /// raised to the live reader's position (`live_next`) first. Queued under the
@@ -181,7 +173,6 @@ impl Subscriber {
     /// queue had no room for is sent again at the next checkpoint, so a quiet topic's
     /// cursor still reaches the log end (and a resume after retention is no DATA_LOSS).
     pub(crate) fn checkpoint(&self, live_next: &[i64]) {
-        *self.checkpointed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut st = self.lock();
         let mut moved = Vec::new();
         for p in 0..st.next.len() {
@@ -256,6 +247,56 @@ impl Subscriber {
             self.metrics.paused();
         }
         Offer::Refused
+    }
+
+    /// Offers the records of `recs` (partition `p`, in offset order) until one is
+    /// refused: whether all were taken (sent or skipped), and how many. A subscription
+    /// that takes every record as it is (no key, filter or record types) hands them to
+    /// its send queue as one run; the others are offered one by one.
+    pub(crate) fn offer_run<'a>(
+        &self,
+        st: &mut SubState,
+        recs: impl Iterator<Item = &'a SharedRecord> + Clone,
+        p: usize,
+    ) -> (bool, u64) {
+        #[cfg(feature = "registry")]
+        let typed = self.plan.get().is_some_and(|p| p.typed.is_some());
+        #[cfg(not(feature = "registry"))]
+        let typed = false;
+        if self.key().is_some() || self.filter().is_some() || typed {
+            let mut served = 0;
+            for rec in recs {
+                if let Offer::Refused = self.offer(st, rec, p) {
+                    return (false, served);
+                }
+                served += 1;
+            }
+            return (true, served);
+        }
+        let next = st.next[p];
+        let due = recs.clone().skip_while(|r| r.offset < next);
+        let skipped = recs.take_while(|r| r.offset < next).count() as u64;
+        let wanted = due.clone().count() as u64;
+        if wanted == 0 {
+            return (true, skipped);
+        }
+        let queued =
+            if st.credit == 0 { 0 } else { self.outbox.offer_records(self.id, &self.wake, due.clone(), st.credit) };
+        if queued > 0 {
+            let last = due.clone().nth(queued as usize - 1).map_or(next, |r| r.offset + 1);
+            self.paused.store(false, Ordering::Relaxed);
+            st.credit -= queued;
+            st.next[p] = last;
+            st.reported[p] = last;
+            if !self.got_first.load(Ordering::Relaxed) && !self.got_first.swap(true, Ordering::Relaxed) {
+                self.metrics.first_record(self.opened.elapsed());
+            }
+        }
+        if queued < wanted {
+            self.pause();
+            return (false, skipped + queued);
+        }
+        (true, skipped + wanted)
     }
 
     /// Offers `rec` (partition `p`) to the client: sent, skipped (below the cursor or not

@@ -1,5 +1,5 @@
 //! One subscription's life: resolve the start, announce it with `Subscribed`, then keep it
-//! caught up (ring, shared history reader or a catch-up reader of its own) until it
+//! caught up (from the ring, or from Kafka by a shared history reader) until it
 //! joins the live feed, and until it ends. [`SubscriptionHandle`] is what a session holds.
 
 use std::sync::{Arc, OnceLock};
@@ -11,8 +11,8 @@ use super::context::FanoutContext;
 use super::hub::{Step, TopicHub};
 use super::hubs::Hubs;
 use super::outbox::Outbox;
-use super::subscriber::{Offer, Subscriber, SubscriberSpec};
-use crate::kafka::{ReadEvent, TopicInfo};
+use super::subscriber::{Subscriber, SubscriberSpec};
+use crate::kafka::TopicInfo;
 use crate::protocol::wire::{self, frame};
 use crate::protocol::{Cursor, Discontinuity, StartAt, Status};
 use crate::stream::{BoxFuture, SubscriptionPlan};
@@ -206,16 +206,6 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
         }
         for p in 0..hub.partitions() {
             match hub.try_join(sub, p) {
-                Step::ReadKafka(from) => match catch_up(ctx, sub, hub, p, from).await {
-                    // Caught up to the ring: the next pass joins.
-                    Ok(CatchUp::Reached) => sub.wake.notify_one(),
-                    // Credit or queue space will wake the driver.
-                    Ok(CatchUp::Blocked) => {}
-                    Err(status) => {
-                        sub.fail(status);
-                        return;
-                    }
-                },
                 Step::StartHistory(id, from) => hub.start_history(ctx, p, id, from),
                 Step::Live | Step::Blocked | Step::Boarded => {}
             }
@@ -224,90 +214,6 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
             () = sub.wake.notified() => {}
             _ = checkpoint.tick(), if filtered => {
                 hub.checkpoint(sub);
-            }
-        }
-    }
-}
-
-/// How long a catch-up reader waits for a blocked client before giving the reader back.
-const BLOCKED_READER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How a catch-up read ended.
-enum CatchUp {
-    /// The cursor is where the ring (or the live reader) can take over.
-    Reached,
-    /// The client has no credit or queue space left: the reader was given back.
-    Blocked,
-}
-
-/// Reads partition `p` from Kafka at `from` until the ring reaches back to the cursor.
-async fn catch_up(
-    ctx: &FanoutContext,
-    sub: &Arc<Subscriber>,
-    hub: &TopicHub,
-    p: usize,
-    from: i64,
-) -> Result<CatchUp, Status> {
-    let _permit =
-        ctx.catchup_permits.clone().acquire_owned().await.map_err(|_| Status::unavailable("gateway shutting down"))?;
-    if sub.is_ended() {
-        return Ok(CatchUp::Reached);
-    }
-    let reader = ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true)?;
-    tracing::debug!(topic = %hub.topic, partition = p, from, "catch-up reader started");
-    loop {
-        if sub.is_ended() || hub.is_retired() {
-            return Ok(CatchUp::Reached);
-        }
-        let next = sub.lock().next(p);
-        if hub.ring_reaches(p, next) {
-            return Ok(CatchUp::Reached);
-        }
-        let event = tokio::select! {
-            e = reader.next() => e,
-            () = sub.wake.notified() => continue,
-        };
-        let rec = match event {
-            ReadEvent::Record(r) => r,
-            ReadEvent::PartitionEnd => {
-                // At the log end: the live reader is at or behind us; joining with the
-                // cursor ahead of it skips what we already sent.
-                let next = sub.lock().next(p);
-                if hub.ring_reaches(p, next) || next >= hub.live_positions()[p] {
-                    return Ok(CatchUp::Reached);
-                }
-                continue;
-            }
-            ReadEvent::Denied(why) => return Err(Status::permission_denied(format!("reading {:?}: {why}", hub.topic))),
-            ReadEvent::BelowLogStart => {
-                return Err(Status::data_loss(
-                    Discontinuity::OffsetBelowLogStart,
-                    format!("partition {p}: the log no longer holds offset {}", sub.lock().next(p)),
-                ));
-            }
-            ReadEvent::Error(e) => {
-                ctx.metrics.kafka_error();
-                tracing::warn!(topic = %hub.topic, error = %e, "catch-up reader error");
-                continue;
-            }
-        };
-        ctx.metrics.catch_up_read();
-        // A long catch-up through records that are not for it still moves the client's
-        // cursor on, every checkpoint interval.
-        if sub.checkpoint_due(ctx.limits.checkpoint_interval) {
-            hub.checkpoint(sub);
-        }
-        // Out of credit or queue space: a client that is reading gets room soon, so wait a
-        // little; one that is not must not hold the reader (and its permit) for as long as
-        // it takes: give it back, and the driver resumes from the cursor when woken.
-        let deadline = tokio::time::Instant::now() + BLOCKED_READER_GRACE;
-        loop {
-            let waker = sub.wake.notified();
-            if !matches!(sub.offer(&mut sub.lock(), &rec, p), Offer::Refused) {
-                break;
-            }
-            if sub.is_ended() || tokio::time::timeout_at(deadline, waker).await.is_err() {
-                return Ok(CatchUp::Blocked);
             }
         }
     }

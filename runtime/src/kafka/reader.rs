@@ -39,7 +39,20 @@ impl Reader {
 
     /// Waits for the next record or event.
     pub(crate) async fn next(&self) -> ReadEvent {
-        match self.consumer.recv().await {
+        self.event(self.consumer.recv().await)
+    }
+
+    /// The records and events as a stream, for a reader that takes many in a row: one
+    /// registration with the consumer for as long as the stream lives (`next` registers
+    /// and unregisters a waker for every record), and what is already queued can be
+    /// taken without waiting (`now_or_never`).
+    pub(crate) fn events(&self) -> impl futures_util::Stream<Item = ReadEvent> + Unpin + '_ {
+        use futures_util::StreamExt;
+        self.consumer.stream().map(move |m| self.event(m))
+    }
+
+    fn event(&self, read: Result<BorrowedMessage<'_>, KafkaError>) -> ReadEvent {
+        match read {
             Ok(m) => ReadEvent::Record(to_shared(&m, self.key_field)),
             Err(KafkaError::PartitionEOF(_)) => ReadEvent::PartitionEnd,
             Err(e) if below_log_start(&e) => ReadEvent::BelowLogStart,

@@ -745,7 +745,7 @@ where
     let (mut records, mut frames) = (0u64, 0u64);
     for (i, item) in items.iter().enumerate() {
         let starts_batch = match item {
-            Item::Record(id, rec) => batch_id != *id || batch_bytes + rec.encoded.len() > DATA_BATCH_BYTES,
+            Item::Record(id, rec) => batch_id != *id || batch_bytes + rec.len() > DATA_BATCH_BYTES,
             Item::Frame(_) | Item::Close(..) => true,
         };
         if !batch.is_empty() && starts_batch {
@@ -762,8 +762,8 @@ where
         }
         if let Item::Record(id, rec) = item {
             batch_id = *id;
-            batch_bytes += rec.encoded.len();
-            batch.push(&rec.encoded);
+            batch_bytes += rec.len();
+            batch.push(rec);
             continue;
         }
         let Some(m) = message(item) else { continue };

@@ -161,7 +161,7 @@ impl LocalStreams {
                                     guard.add_credit(taken);
                                     taken = 0;
                                 }
-                                let Ok(r) = wire::Record::decode(&rec.encoded[record_body(&rec.encoded)..]) else {
+                                let Ok(r) = wire::Record::decode(&rec[record_body(&rec)..]) else {
                                     continue;
                                 };
                                 return Some((Ok(Delivery::from(r)), (guard, outbox, items, taken, false)));
