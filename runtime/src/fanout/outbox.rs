@@ -53,6 +53,9 @@ pub(crate) struct Outbox {
     drained: Notify,
     /// Notified when the connection is closed as a slow consumer.
     discard: Notify,
+    /// Notified for the session when the record bound starts refusing (its slow-consumer
+    /// clock starts) and when the queue is closed by someone else.
+    attention: Notify,
     max_record_bytes: usize,
     max_frames: usize,
     budget: Arc<SendBudget>,
@@ -105,6 +108,7 @@ impl Outbox {
             ready: Notify::new(),
             drained: Notify::new(),
             discard: Notify::new(),
+            attention: Notify::new(),
             max_record_bytes,
             max_frames,
             budget,
@@ -131,7 +135,7 @@ impl Outbox {
         }
         let len = rec.encoded.len();
         if s.record_bytes > 0 && (s.record_bytes + len > self.max_record_bytes || self.budget.over(len)) {
-            s.full_since.get_or_insert_with(Instant::now);
+            self.mark_full(&mut s);
             s.waiting.push(Arc::downgrade(wake));
             return false;
         }
@@ -193,7 +197,7 @@ impl Outbox {
         }
         self.budget.release(reserved - used);
         if full {
-            s.full_since.get_or_insert_with(Instant::now);
+            self.mark_full(&mut s);
             s.waiting.push(Arc::downgrade(wake));
         }
         drop(s);
@@ -201,6 +205,20 @@ impl Outbox {
             self.ready.notify_one();
         }
         queued
+    }
+
+    /// Starts the slow-consumer clock, unless it runs already (and tells the session).
+    fn mark_full(&self, s: &mut State) {
+        if s.full_since.is_none() {
+            s.full_since = Some(Instant::now());
+            self.attention.notify_one();
+        }
+    }
+
+    /// Waits until the queue calls for the session's attention: it started refusing
+    /// records, or it was closed.
+    pub(crate) async fn attention(&self) {
+        self.attention.notified().await;
     }
 
     /// Notifies `wake` when the writer next takes the queue (at once if it is empty of
@@ -241,6 +259,7 @@ impl Outbox {
         s.items.push_back(Item::Close(code, reason));
         drop(s);
         self.ready.notify_one();
+        self.attention.notify_one();
     }
 
     /// Closes the connection as a slow consumer (4008: it resumes from its cursor). The
@@ -266,6 +285,7 @@ impl Outbox {
         drop(s);
         self.ready.notify_one();
         self.discard.notify_waiters();
+        self.attention.notify_one();
     }
 
     /// Whether the connection was closed as a slow consumer.

@@ -69,9 +69,12 @@ pub(crate) async fn close_after<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebS
 }
 
 /// Reads and discards bytes until the peer closes its side or pauses for [`DRAIN_IDLE`],
-/// `end` or [`DRAIN_BYTES`].
-async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S, end: tokio::time::Instant) {
-    use tokio::io::AsyncReadExt;
+/// `end` or [`DRAIN_BYTES`]. Our side is shut for writing first (the Close was the last
+/// thing sent): the peer sees the end after the Close and closes its own side, which
+/// ends the drain at once instead of after a pause.
+async fn drain_input<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S, end: tokio::time::Instant) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout_at(end, socket.shutdown()).await;
     let mut buf = vec![0u8; 64 << 10];
     let mut read = 0;
     while read < DRAIN_BYTES {
@@ -82,6 +85,9 @@ async fn drain_input<S: AsyncRead + Unpin>(socket: &mut S, end: tokio::time::Ins
         }
     }
 }
+
+/// How often a draining session looks whether its publishes are all answered.
+const DRAIN_CHECK: Duration = Duration::from_millis(250);
 
 /// The largest Data frame the writer builds from several records.
 const DATA_BATCH_BYTES: usize = 256 << 10;
@@ -161,7 +167,7 @@ struct Session {
     /// `Hello.instance_id`, when well-formed.
     instance_id: Option<String>,
     /// Open subscriptions; ones that ended by themselves (an Error frame was sent) are
-    /// swept on the watchdog tick and when their id is reused.
+    /// swept on the heartbeat and the session's checks, and before a subscription opens.
     subs: HashMap<u32, SubscriptionHandle>,
     inflight: Arc<Semaphore>,
     bucket: TokenBucket,
@@ -289,10 +295,15 @@ impl Session {
         self.last_heard = Instant::now();
         let mut heartbeat = tokio::time::interval(limits.heartbeat_interval);
         heartbeat.tick().await;
-        let mut watchdog = tokio::time::interval(Duration::from_millis(250).min(limits.heartbeat_interval));
         let mut shutdown = self.shared.shutdown.clone();
         let mut drain_until: Option<Instant> = None;
         let outbox = self.outbox.clone();
+        // One timer for everything the session watches besides the heartbeat, set to the
+        // earliest of its deadlines (no tick on an idle connection in between: a gateway
+        // holds 100,000s of them). The outbox calls for attention when it fills up or is
+        // closed from elsewhere.
+        let check = tokio::time::sleep_until(self.next_check(&limits, drain_until).into());
+        tokio::pin!(check);
         loop {
             // A client whose requests' answers fill the control queue is read again once
             // the writer has taken them (backpressure, not a slow-consumer close).
@@ -312,13 +323,15 @@ impl Session {
                     }
                 },
                 _ = heartbeat.tick() => {
+                    self.sweep_ended();
                     self.nonce += 1;
                     self.send(Kind::Ping(wire::Ping { nonce: self.nonce }))
                 }
-                _ = watchdog.tick() => {
+                () = &mut check => {
                     self.sweep_ended();
                     self.watchdog(&limits, drain_until)
                 }
+                () = outbox.attention() => self.watchdog(&limits, drain_until),
                 Ok(()) = shutdown.changed(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + limits.drain_timeout);
                     self.send(Kind::GoAway(wire::GoAway {
@@ -330,7 +343,34 @@ impl Session {
             if let Flow::Stop = flow {
                 return;
             }
+            // Deadlines only move later (a frame heard, a token refreshed) except when the
+            // queue fills or a drain starts: the timer is moved earlier at once, and on
+            // firing early it is set again.
+            let next = self.next_check(&limits, drain_until);
+            if check.is_elapsed() || next < check.deadline().into_std() {
+                check.as_mut().reset(next.into());
+            }
         }
+    }
+
+    /// When the session must next look at its deadlines: the idle timeout, the token's
+    /// expiry, a full queue's slow-consumer timeout and, while draining, every 250 ms
+    /// (whether its publishes are answered) up to the drain deadline.
+    fn next_check(&self, limits: &Limits, drain_until: Option<Instant>) -> Instant {
+        let now = Instant::now();
+        let mut next = self.last_heard + limits.idle_timeout;
+        if let Some(full) = self.outbox.full_since() {
+            next = next.min(full + limits.slow_consumer_timeout);
+        }
+        if let Some(expiry) = self.principal.expiry() {
+            let left = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+            next = next.min(now + left);
+        }
+        if let Some(deadline) = drain_until {
+            next = next.min(deadline).min(now + DRAIN_CHECK);
+        }
+        // Never in the past: a deadline met a moment early (two clocks) is looked at again.
+        next.max(now + Duration::from_millis(1))
     }
 
     fn sweep_ended(&mut self) {
