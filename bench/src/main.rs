@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|all] [--quick]
+//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|paced|all] [--quick]
 //! ```
 
 mod bare;
@@ -13,6 +13,7 @@ mod gateway;
 mod kafka;
 mod memory;
 mod net;
+mod paced;
 mod procfs;
 mod protocol;
 mod publish;
@@ -24,8 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: kafkasocks-bench [fanout|publish|memory|storm|all] [--quick] [--clients N,N,...]";
-const SCENARIOS: [&str; 4] = ["fanout", "publish", "memory", "storm"];
+const USAGE: &str = "usage: kafkasocks-bench [fanout|publish|memory|storm|paced|all] [--quick] [--clients N,N,...]";
+const SCENARIOS: [&str; 5] = ["fanout", "publish", "memory", "storm", "paced"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -36,6 +37,10 @@ async fn main() -> Result<()> {
             let topic = args.get(1).context("serve-gateway TOPIC MAX_CONNECTIONS")?;
             let max = args.get(2).map_or(Ok(20_000), |s| s.parse())?;
             return gateway::serve_child(topic, max).await;
+        }
+        Some("serve-paced-bare") => {
+            let arg = |i: usize| args.get(i).context("serve-paced-bare CLIENTS RATE TOTAL");
+            return paced::serve_paced_bare_child(arg(1)?.parse()?, arg(2)?.parse()?, arg(3)?.parse()?).await;
         }
         Some("serve-bare") => {
             let replies = args.get(1).map_or(Ok(3), |s| s.parse())?;
@@ -88,6 +93,7 @@ async fn main() -> Result<()> {
             "fanout" => fanout::run(quick, clients.clone()).await,
             "publish" => publish::run(quick).await,
             "memory" => memory::run(quick).await,
+            "paced" => paced::run(quick, clients.as_ref().and_then(|c| c.first().copied())).await,
             _ => storm::run(quick).await,
         };
         doc[name] = match result {
@@ -126,6 +132,10 @@ fn summary(doc: &Value) -> Value {
         "memory_bare_bytes_per_connection": doc["memory"]["bare"]["bytes_per_connection"],
         "memory_target": "<= 16384",
         "storm_all_resumed_ms": doc["storm"]["gateway"]["all_resumed_ms"],
+        "paced_p99_ms": doc["paced"]["gateway"]["latency"]["p99_ms"],
+        "paced_bare_p99_ms": doc["paced"]["bare"]["latency"]["p99_ms"],
+        "paced_target_met": doc["paced"]["target"]["met"],
+        "memory_idle_cpu_us_per_connection_per_s": doc["memory"]["gateway"]["idle_cpu"]["cpu_us_per_connection_per_s"],
         "storm_bare_all_resumed_ms": doc["storm"]["bare"]["all_resumed_ms"],
         "storm_bare_accept_queue_4096_all_resumed_ms": doc["storm"]["bare_accept_queue_4096"]["all_resumed_ms"],
     })

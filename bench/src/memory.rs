@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::gateway::{ChildServer, subscribe_method};
 use crate::kafka::{create_topic, delete_topics, producer, record_value, unique_topic};
 use crate::net::Sources;
-use crate::procfs::{require_open_files, round, rss_kib};
+use crate::procfs::{pid_cpu_seconds, require_open_files, round, rss_kib};
 use crate::protocol::{Conn, Event, client_config, connect_ws, count_records, latest};
 
 /// Records (gateway) or messages (bare) each connection receives before it idles.
@@ -29,6 +29,8 @@ const CLIENT_READ_BUFFER: usize = 8 << 10;
 const CONNECT_CONCURRENCY: usize = 64;
 /// Time given to the server to settle before the second reading.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How long the server's CPU time is watched while every connection idles.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(quick: bool) -> Result<Value> {
     let n = if quick { 1000 } else { 10_000 };
@@ -83,6 +85,21 @@ async fn wait_count(count: &AtomicUsize, n: usize, limit: Duration) -> Result<()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// The server's CPU time while its `n` connections idle for [`IDLE_WINDOW`] (they answer
+/// the gateway's Pings): what holding them costs.
+async fn idle_cpu(pid: u32, n: usize) -> Value {
+    let before = pid_cpu_seconds(pid);
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let used = pid_cpu_seconds(pid) - before;
+    let secs = IDLE_WINDOW.as_secs_f64();
+    json!({
+        "window_s": secs,
+        "cpu_s": round(used, 2),
+        "cpu_percent_of_one_core": round(used / secs * 100.0, 1),
+        "cpu_us_per_connection_per_s": round(used * 1e6 / secs / n as f64, 3),
+    })
 }
 
 /// Per-connection growth at each stage, from the reading before any connection.
@@ -191,9 +208,12 @@ async fn measure_gateway(n: usize, topic: &str, sources: &Arc<Sources>) -> Resul
     let setup_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     stages.push(("received_records_then_idle", rss_kib(pid)?));
+    let idle = idle_cpu(pid, n).await;
     let _ = stage_tx.send(STOP);
     server.stop().await;
-    Ok(report(n, &stages, setup_s))
+    let mut out = report(n, &stages, setup_s);
+    out["idle_cpu"] = idle;
+    Ok(out)
 }
 
 async fn wait_subscribed(c: &mut Conn) -> Result<()> {
@@ -267,7 +287,10 @@ async fn measure_bare(n: usize, sources: &Arc<Sources>) -> Result<Value> {
     let setup_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     stages.push(("sent_one_received_three_then_idle", rss_kib(pid)?));
+    let idle = idle_cpu(pid, n).await;
     let _ = stage_tx.send(STOP);
     server.stop().await;
-    Ok(report(n, &stages, setup_s))
+    let mut out = report(n, &stages, setup_s);
+    out["idle_cpu"] = idle;
+    Ok(out)
 }

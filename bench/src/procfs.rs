@@ -21,7 +21,16 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
 
 /// User + system CPU seconds this process has used (all threads, including exited ones).
 pub(crate) fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_of("self")
+}
+
+/// [`process_cpu_seconds`] of process `pid`.
+pub(crate) fn pid_cpu_seconds(pid: u32) -> f64 {
+    cpu_seconds_of(&pid.to_string())
+}
+
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     // The command name may contain spaces: fields are counted after its closing ')'.
