@@ -505,3 +505,21 @@ impl Produced {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The readers' defaults apply where the gateway's Kafka options say nothing, and give
+    /// way where they do (`KafkaConfig::option` is applied to the base config).
+    #[test]
+    fn reader_defaults_give_way_to_the_user_s_options() {
+        let mut base = ClientConfig::new();
+        base.set("fetch.queue.backoff.ms", "500");
+        let c = Kafka::consumer_config(&base, "g");
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("500"));
+        assert_eq!(c.get("auto.offset.reset"), Some("error"), "not the user's to change: positions are cursors");
+        let c = Kafka::consumer_config(&ClientConfig::new(), "g");
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+    }
+}
