@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|paced|all] [--quick]
+//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|paced|fresh|all] [--quick]
 //! ```
 
 mod bare;
 mod fanout;
+mod fresh;
 mod gateway;
 mod kafka;
 mod memory;
@@ -25,8 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: kafkasocks-bench [fanout|publish|memory|storm|paced|all] [--quick] [--clients N,N,...]";
-const SCENARIOS: [&str; 5] = ["fanout", "publish", "memory", "storm", "paced"];
+const USAGE: &str =
+    "usage: kafkasocks-bench [fanout|publish|memory|storm|paced|fresh|all] [--quick] [--clients N,N,...]";
+const SCENARIOS: [&str; 6] = ["fanout", "publish", "memory", "storm", "paced", "fresh"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -93,6 +95,7 @@ async fn main() -> Result<()> {
             "fanout" => fanout::run(quick, clients.clone()).await,
             "publish" => publish::run(quick).await,
             "memory" => memory::run(quick).await,
+            "fresh" => fresh::run(quick).await,
             "paced" => paced::run(quick, clients.as_ref().and_then(|c| c.first().copied())).await,
             _ => storm::run(quick).await,
         };
