@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 const FLUSH_EVERY: usize = 512;
 
 /// The WebSocket settings the gateway uses with its default limits (its `ws_config`):
-/// 8 KiB read buffer, 16 KiB write buffer.
+/// its default read buffer (2 KiB), 16 KiB write buffer.
 pub(crate) fn server_config() -> WebSocketConfig {
     let l = Limits::default();
     WebSocketConfig::default()

@@ -52,7 +52,10 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
                  child process, clients in this one",
         "connections": n,
         "received_per_connection": RECEIVED,
-        "websocket_buffers": { "read_bytes": 8 << 10, "write_bytes": 16 << 10 },
+        "websocket_buffers": {
+            "read_bytes": kafkasocks::Limits::default().read_buffer_bytes,
+            "write_bytes": kafkasocks::Limits::default().write_buffer_bytes,
+        },
         "gateway": gateway,
         "bare": bare,
         "ratio_gateway_to_bare": round(gw / per(&bare).max(1.0), 3),
