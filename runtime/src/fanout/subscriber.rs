@@ -259,11 +259,7 @@ impl Subscriber {
         recs: impl Iterator<Item = &'a SharedRecord> + Clone,
         p: usize,
     ) -> (bool, u64) {
-        #[cfg(feature = "registry")]
-        let typed = self.plan.get().is_some_and(|p| p.typed.is_some());
-        #[cfg(not(feature = "registry"))]
-        let typed = false;
-        if self.key().is_some() || self.filter().is_some() || typed {
+        if self.is_filtered() {
             let mut served = 0;
             for rec in recs {
                 if let Offer::Refused = self.offer(st, rec, p) {
