@@ -126,53 +126,46 @@ impl Histogram {
     }
 }
 
-/// Every record payload's stamp in a Data frame, walked without decoding the frame.
-fn stamps(frame: &[u8], mut each: impl FnMut(u64)) -> Result<()> {
+/// The length-delimited fields of one protobuf message, in order: (field number, bytes).
+/// Varint fields are skipped; other wire types are an error.
+fn each_bytes_field(mut msg: &[u8], mut each: impl FnMut(u64, &[u8])) -> Result<()> {
     use kafkasocks::wire::read_varint;
-    let mut buf = frame.get(1..).unwrap_or_default();
-    let len = read_varint(&mut buf).unwrap_or(0) as usize;
-    let mut data = buf.get(..len).unwrap_or_default();
-    while !data.is_empty() {
-        let key = read_varint(&mut data).unwrap_or(0);
+    while !msg.is_empty() {
+        let key = read_varint(&mut msg).unwrap_or(0);
         match key & 7 {
             0 => {
-                read_varint(&mut data);
+                read_varint(&mut msg);
             }
             2 => {
-                let n = read_varint(&mut data).unwrap_or(0) as usize;
-                let Some(value) = data.get(..n) else { bail!("truncated Data") };
-                data = &data[n..];
-                if key >> 3 == 2 {
-                    // A Record: its payload is field 6.
-                    let mut rec = value;
-                    while !rec.is_empty() {
-                        let k = read_varint(&mut rec).unwrap_or(0);
-                        match k & 7 {
-                            0 => {
-                                read_varint(&mut rec);
-                            }
-                            2 => {
-                                let m = read_varint(&mut rec).unwrap_or(0) as usize;
-                                let Some(v) = rec.get(..m) else { bail!("truncated Record") };
-                                if k >> 3 == 6
-                                    && let Some(s) = stamp_of(v)
-                                {
-                                    each(s);
-                                }
-                                rec = &rec[m..];
-                            }
-                            wt => bail!("unexpected wire type {wt} in Record"),
-                        }
-                    }
-                }
+                let n = read_varint(&mut msg).unwrap_or(0) as usize;
+                let Some(value) = msg.get(..n) else { bail!("truncated field {}", key >> 3) };
+                each(key >> 3, value);
+                msg = &msg[n..];
             }
-            wt => bail!("unexpected wire type {wt} in Data"),
+            wt => bail!("unexpected wire type {wt}"),
         }
     }
     Ok(())
 }
 
-/// `clients` replaces the default subscriber count (`--clients N`).
+/// Every record payload's stamp in a Data frame, walked without decoding the frame.
+fn stamps(frame: &[u8], mut each: impl FnMut(u64)) -> Result<()> {
+    let mut buf = frame.get(1..).unwrap_or_default();
+    let len = kafkasocks::wire::read_varint(&mut buf).unwrap_or(0) as usize;
+    let mut result = Ok(());
+    // Data's records are field 2; a Record's payload is its field 6.
+    each_bytes_field(buf.get(..len).unwrap_or_default(), |field, record| {
+        if field == 2 && result.is_ok() {
+            result = each_bytes_field(record, |f, payload| {
+                if let (6, Some(s)) = (f, stamp_of(payload)) {
+                    each(s);
+                }
+            });
+        }
+    })?;
+    result
+}
+
 pub(crate) async fn run(quick: bool, clients: Option<usize>) -> Result<Value> {
     let mut sizes = if quick {
         Sizes { clients: 1_000, rate: 1_000, seconds: 5 }
