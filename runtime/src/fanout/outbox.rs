@@ -73,12 +73,10 @@ impl SendBudget {
         Arc::new(SendBudget { used: AtomicUsize::new(0), max })
     }
 
+    /// The bytes taken now (the tests read it; the bound itself is kept by `try_reserve`).
+    #[cfg(test)]
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
-    }
-
-    fn over(&self, more: usize) -> bool {
-        self.used() + more > self.max
     }
 
     /// Takes `bytes` of the bound if they fit (never more than the bound is handed out).
@@ -129,30 +127,16 @@ impl Outbox {
     /// so every connection makes progress). On `false`, `wake` is notified once the queue
     /// drains.
     pub(crate) fn offer_record(&self, id: u32, wake: &Arc<Notify>, rec: &SharedRecord) -> bool {
-        let mut s = self.lock();
-        if s.closed {
-            return false;
-        }
-        let len = rec.encoded.len();
-        if s.record_bytes > 0 && (s.record_bytes + len > self.max_record_bytes || self.budget.over(len)) {
-            self.mark_full(&mut s);
-            s.waiting.push(Arc::downgrade(wake));
-            return false;
-        }
-        s.record_bytes += len;
-        self.budget.used.fetch_add(len, Ordering::Relaxed);
-        s.items.push_back(Item::Record(id, rec.encoded.clone()));
-        drop(s);
-        self.ready.notify_one();
-        true
+        self.offer_records(id, wake, std::iter::once(rec), 1) == 1
     }
 
     /// [`Outbox::offer_record`] for a run of records of one subscription, in order, under
     /// one lock and with one wake of the writer: how many it queued (a prefix of `recs`,
     /// at most `max`). Fewer than offered: the queue (or the gateway's bound) is full, and
-    /// `wake` is notified once it drains. The gateway-wide bound is taken in steps of
-    /// [`BUDGET_STEP`] and what is left of the last step given back, so the bound is
-    /// never passed (a lone record in an empty queue still always fits).
+    /// `wake` is notified once it drains. A run takes the gateway-wide bound in steps of
+    /// [`BUDGET_STEP`] and gives back what is left of the last step (a single record
+    /// takes its own size), so the bound is never passed (a lone record in an empty queue
+    /// still always fits).
     pub(crate) fn offer_records<'a>(
         &self,
         id: u32,
@@ -176,19 +160,20 @@ impl Outbox {
                 break;
             }
             if used + len > reserved {
-                let step = BUDGET_STEP.max(len).min(self.max_record_bytes.saturating_sub(s.record_bytes).max(len));
-                if self.budget.try_reserve(step) {
-                    reserved += step;
-                } else if self.budget.try_reserve(len) {
-                    reserved += len;
+                let room = self.max_record_bytes.saturating_sub(s.record_bytes).max(len);
+                let step = if max > 1 { BUDGET_STEP.max(len).min(room) } else { len };
+                reserved += if self.budget.try_reserve(step) {
+                    step
+                } else if step > len && self.budget.try_reserve(len) {
+                    len
                 } else if s.record_bytes == 0 {
                     // A lone record always fits: every connection makes progress.
                     self.budget.used.fetch_add(len, Ordering::Relaxed);
-                    reserved += len;
+                    len
                 } else {
                     full = true;
                     break;
-                }
+                };
             }
             used += len;
             s.record_bytes += len;
