@@ -353,17 +353,31 @@ async fn measure_gateway(sizes: &Sizes, topic: &str, sources: &Arc<Sources>) -> 
     }
     // The last records' way through, then the clients stop.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let elapsed = started.elapsed();
-    let cpu = pid_cpu_seconds(pid) - cpu_before;
-    let _ = stop_tx.send(true);
-    wait_done(&board, sizes.clients).await;
-    server.stop().await;
-    Ok(board.report(sizes.clients, cpu, total, elapsed))
+    Ok(finish(&board, stop_tx, server, sizes.clients, cpu_before, started, total).await)
 }
 
 /// Until the run says stop (the watch's guard is not held across anything).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Ends a run: the server's CPU since `cpu_before`, the clients told to stop and waited
+/// for, the server stopped; the report.
+async fn finish(
+    board: &Board,
+    stop_tx: watch::Sender<bool>,
+    server: ChildServer,
+    clients: usize,
+    cpu_before: f64,
+    started: Instant,
+    total: u64,
+) -> Value {
+    let elapsed = started.elapsed();
+    let cpu = server.pid().map_or(0.0, pid_cpu_seconds) - cpu_before;
+    let _ = stop_tx.send(true);
+    wait_done(board, clients).await;
+    server.stop().await;
+    board.report(clients, cpu, total, elapsed)
 }
 
 async fn wait_done(board: &Board, n: usize) {
@@ -428,12 +442,7 @@ async fn measure_bare(sizes: &Sizes, sources: &Arc<Sources>) -> Result<Value> {
     let started = Instant::now();
     let pace = Duration::from_secs(1) / sizes.rate * total as u32;
     tokio::time::sleep(pace + Duration::from_secs(2)).await;
-    let elapsed = started.elapsed();
-    let cpu = pid_cpu_seconds(pid) - cpu_before;
-    let _ = stop_tx.send(true);
-    wait_done(&board, sizes.clients).await;
-    server.stop().await;
-    Ok(board.report(sizes.clients, cpu, total, elapsed))
+    Ok(finish(&board, stop_tx, server, sizes.clients, cpu_before, started, total).await)
 }
 
 /// `serve-paced-bare N RATE TOTAL` (child process): once `n` clients are connected, a
