@@ -492,18 +492,50 @@ async fn publishes_refused_by_the_principal_budget_take_no_connection_token() ->
     let (gw, topic) = gateway(limits).await?;
     let mut a = RawClient::open(gw.addr).await?;
     let mut b = RawClient::open(gw.addr).await?;
-    for id in [1, 2] {
-        a.send(publish(id, PUBLISH, b"")).await?;
-        assert!(matches!(a.recv().await?, Some(Kind::Receipt(r)) if r.id == id));
+    // The budgets are taken as frames are read, in order, before Kafka is asked: a Pong
+    // after the publishes says they have been counted. Waiting for receipts instead would
+    // let a slow broker refill the shared budget before the publish that must be refused.
+    async fn counted(c: &mut RawClient, ids: &[u64]) -> anyhow::Result<Vec<Kind>> {
+        for &id in ids {
+            c.send(publish(id, PUBLISH, b"")).await?;
+        }
+        c.send(Kind::Ping(wire::Ping { nonce: 9 })).await?;
+        let mut seen = Vec::new();
+        loop {
+            match c.recv().await?.context("closed")? {
+                Kind::Pong(_) => return Ok(seen),
+                k => seen.push(k),
+            }
+        }
     }
-    b.send(publish(3, PUBLISH, b"")).await?;
-    assert!(matches!(b.recv().await?, Some(Kind::Receipt(r)) if r.id == 3));
-    b.send(publish(4, PUBLISH, b"")).await?;
-    let e = error_of(b.recv().await?);
+    /// What `c` answered to `ids`, the answers `counted` has already seen included.
+    async fn answers(c: &mut RawClient, mut seen: Vec<Kind>, ids: &[u64]) -> anyhow::Result<Vec<Kind>> {
+        let id = |k: &Kind| match k {
+            Kind::Receipt(r) => Some(r.id),
+            Kind::Error(e) => Some(e.publish_id),
+            _ => None,
+        };
+        while !ids.iter().all(|i| seen.iter().any(|k| id(k) == Some(*i))) {
+            seen.push(c.recv().await?.context("closed")?);
+        }
+        Ok(seen)
+    }
+    let seen_a = counted(&mut a, &[1, 2]).await?;
+    let seen_b = counted(&mut b, &[3, 4]).await?;
+    let refused_at = tokio::time::Instant::now();
+    let of_a = answers(&mut a, seen_a, &[1, 2]).await?;
+    assert!(of_a.iter().all(|k| matches!(k, Kind::Receipt(_))), "{of_a:?}");
+    let of_b = answers(&mut b, seen_b, &[3, 4]).await?;
+    assert!(of_b.iter().any(|k| matches!(k, Kind::Receipt(r) if r.id == 3)), "{of_b:?}");
+    let e = of_b.into_iter().find_map(|k| match k {
+        Kind::Error(e) if e.publish_id == 4 => Some(e),
+        _ => None,
+    });
+    let e = e.context("publish 4 was not refused")?;
     assert!(e.message.contains("of this principal"), "{e:?}");
-    // 400 ms later the shared budget has a token again (3/s); the connection still has
-    // the token the refused publish did not take.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // 400 ms after the refusal the shared budget has a token again (3/s); the connection
+    // still has the token the refused publish did not take (it would have only 0.8 more).
+    tokio::time::sleep_until(refused_at + Duration::from_millis(400)).await;
     b.send(publish(5, PUBLISH, b"")).await?;
     match b.recv().await? {
         Some(Kind::Receipt(r)) => assert_eq!(r.id, 5),
