@@ -6,6 +6,7 @@
 //! as few WebSocket messages as it can, and flushes once.
 
 use std::collections::VecDeque;
+use std::iter::Peekable;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
@@ -127,33 +128,32 @@ impl Outbox {
     /// so every connection makes progress). On `false`, `wake` is notified once the queue
     /// drains.
     pub(crate) fn offer_record(&self, id: u32, wake: &Arc<Notify>, rec: &SharedRecord) -> bool {
-        self.offer_records(id, wake, std::iter::once(rec), 1) == 1
+        self.offer_records(id, wake, &mut std::iter::once(rec).peekable(), 1).0 == 1
     }
 
     /// [`Outbox::offer_record`] for a run of records of one subscription, in order, under
     /// one lock and with one wake of the writer: how many it queued (a prefix of `recs`,
-    /// at most `max`). Fewer than offered: the queue (or the gateway's bound) is full, and
-    /// `wake` is notified once it drains. A run takes the gateway-wide bound in steps of
+    /// at most `max`, taken from it; what it did not queue is left there) and the offset
+    /// after the last one. Fewer than offered: the queue (or the gateway's bound) is full,
+    /// and `wake` is notified once it drains. A run takes the gateway-wide bound in steps of
     /// [`BUDGET_STEP`] and gives back what is left of the last step (a single record
     /// takes its own size), so the bound is never passed (a lone record in an empty queue
     /// still always fits).
-    pub(crate) fn offer_records<'a>(
+    pub(crate) fn offer_records<'a, I: Iterator<Item = &'a SharedRecord>>(
         &self,
         id: u32,
         wake: &Arc<Notify>,
-        recs: impl Iterator<Item = &'a SharedRecord>,
+        recs: &mut Peekable<I>,
         max: u64,
-    ) -> u64 {
+    ) -> (u64, Option<i64>) {
         let mut s = self.lock();
         if s.closed {
-            return 0;
+            return (0, None);
         }
-        let (mut queued, mut reserved, mut used) = (0u64, 0usize, 0usize);
+        let (mut queued, mut reserved, mut used, mut after) = (0u64, 0usize, 0usize, None);
         let mut full = false;
-        for rec in recs {
-            if queued == max {
-                break;
-            }
+        while queued < max {
+            let Some(&rec) = recs.peek() else { break };
             let len = rec.encoded.len();
             if s.record_bytes > 0 && s.record_bytes + len > self.max_record_bytes {
                 full = true;
@@ -178,7 +178,9 @@ impl Outbox {
             used += len;
             s.record_bytes += len;
             s.items.push_back(Item::Record(id, rec.encoded.clone()));
+            recs.next();
             queued += 1;
+            after = Some(rec.offset + 1);
         }
         self.budget.release(reserved - used);
         if full {
@@ -189,7 +191,7 @@ impl Outbox {
         if queued > 0 {
             self.ready.notify_one();
         }
-        queued
+        (queued, after)
     }
 
     /// Starts the slow-consumer clock, unless it runs already (and tells the session).
@@ -413,27 +415,29 @@ mod tests {
     /// gateway-wide bound it took in steps and did not use is given back at once.
     #[tokio::test]
     async fn a_run_of_records_queues_what_fits_and_takes_no_more_of_the_budget() {
-        let recs: Vec<SharedRecord> = (0..10).map(|_| record(1_000)).collect();
+        let recs: Vec<SharedRecord> = (1..=10).map(|i| SharedRecord::new(0, i, 0, b"", &[], &[7u8; 1_000])).collect();
         let len = recs[0].encoded.len();
         let wake = Arc::new(Notify::new());
         // The queue's own bound: 3 records and a bit.
         let budget = SendBudget::new(1 << 20);
         let a = Outbox::new(3 * len + 10, 64, budget.clone());
-        assert_eq!(a.offer_records(1, &wake, recs.iter(), u64::MAX), 3);
+        assert_eq!(a.offer_records(1, &wake, &mut recs.iter().peekable(), u64::MAX).0, 3);
         assert_eq!(budget.used(), 3 * len, "exactly what is queued");
         assert!(a.full_since().is_some());
         // `max` (the credit) stops it too.
         let b = Outbox::new(1 << 20, 64, budget.clone());
-        assert_eq!(b.offer_records(1, &wake, recs.iter(), 2), 2);
+        let mut run = recs.iter().peekable();
+        assert_eq!(b.offer_records(1, &wake, &mut run, 2), (2, Some(recs[1].offset + 1)));
+        assert_eq!(run.next().map(|r| r.offset), Some(recs[2].offset), "what it did not queue is left");
         assert_eq!(budget.used(), 5 * len);
         // The gateway-wide bound: room for 2 more records only (less than one step).
         let tight = SendBudget::new(2 * len + 5);
         let c = Outbox::new(1 << 20, 64, tight.clone());
-        assert_eq!(c.offer_records(1, &wake, recs.iter(), u64::MAX), 2);
+        assert_eq!(c.offer_records(1, &wake, &mut recs.iter().peekable(), u64::MAX).0, 2);
         assert_eq!(tight.used(), 2 * len);
         // Another queue, empty, still takes one record (progress); not two.
         let d = Outbox::new(1 << 20, 64, tight.clone());
-        assert_eq!(d.offer_records(1, &wake, recs.iter(), u64::MAX), 1);
+        assert_eq!(d.offer_records(1, &wake, &mut recs.iter().peekable(), u64::MAX).0, 1);
         let (items, bytes) = c.take().await;
         assert_eq!((items.len(), bytes), (2, 2 * len));
         assert!(matches!(&items[0], Item::Record(1, b) if *b == recs[0].encoded));

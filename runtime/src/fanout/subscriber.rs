@@ -256,7 +256,7 @@ impl Subscriber {
     pub(crate) fn offer_run<'a>(
         &self,
         st: &mut SubState,
-        recs: impl Iterator<Item = &'a SharedRecord> + Clone,
+        recs: impl Iterator<Item = &'a SharedRecord>,
         p: usize,
     ) -> (bool, u64) {
         if self.is_filtered() {
@@ -269,30 +269,35 @@ impl Subscriber {
             }
             return (true, served);
         }
+        // One walk: past what the cursor already has, then as much as credit and room take.
         let next = st.next[p];
-        let due = recs.clone().skip_while(|r| r.offset < next);
-        let skipped = recs.take_while(|r| r.offset < next).count() as u64;
-        let wanted = due.clone().count() as u64;
-        if wanted == 0 {
+        let mut recs = recs.peekable();
+        let mut skipped = 0;
+        while recs.next_if(|r| r.offset < next).is_some() {
+            skipped += 1;
+        }
+        if recs.peek().is_none() {
             return (true, skipped);
         }
-        let queued =
-            if st.credit == 0 { 0 } else { self.outbox.offer_records(self.id, &self.wake, due.clone(), st.credit) };
-        if queued > 0 {
-            let last = due.clone().nth(queued as usize - 1).map_or(next, |r| r.offset + 1);
+        let (queued, after) = if st.credit == 0 {
+            (0, None)
+        } else {
+            self.outbox.offer_records(self.id, &self.wake, &mut recs, st.credit)
+        };
+        if let Some(after) = after {
             self.paused.store(false, Ordering::Relaxed);
             st.credit -= queued;
-            st.next[p] = last;
-            st.reported[p] = last;
+            st.next[p] = after;
+            st.reported[p] = after;
             if !self.got_first.load(Ordering::Relaxed) && !self.got_first.swap(true, Ordering::Relaxed) {
                 self.metrics.first_record(self.opened.elapsed());
             }
         }
-        if queued < wanted {
+        if recs.peek().is_some() {
             self.pause();
             return (false, skipped + queued);
         }
-        (true, skipped + wanted)
+        (true, skipped + queued)
     }
 
     /// Offers `rec` (partition `p`) to the client: sent, skipped (below the cursor or not
