@@ -3,8 +3,8 @@
 //! TLS handshake, brokers down) are kept, so that health checks and errors can say why
 //! Kafka does not answer instead of only that it does not.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -14,7 +14,17 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 /// The last connection-level error librdkafka reported, shared by all clients.
 #[derive(Debug, Default)]
 pub(crate) struct KafkaHealth {
-    last_error: Mutex<Option<(Instant, String)>>,
+    last_error: Mutex<Option<LastError>>,
+    /// A check of whether Kafka accepts the gateway again is running (one at a time).
+    pub(crate) probing: AtomicBool,
+}
+
+#[derive(Debug)]
+struct LastError {
+    reason: String,
+    /// Kafka refused the gateway itself: its credentials (SASL) or the TLS handshake. That
+    /// does not pass by waiting, unlike brokers being down.
+    refused: bool,
 }
 
 impl KafkaHealth {
@@ -22,11 +32,12 @@ impl KafkaHealth {
     /// (a refused password, a failed TLS handshake) is already kept: that one says why.
     fn record(&self, error: &KafkaError, reason: &str) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        let only_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        if only_down && last.is_some() {
+        let code = error.rdkafka_error_code();
+        if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
             return;
         }
-        *last = Some((Instant::now(), reason.to_owned()));
+        let refused = matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL));
+        *last = Some(LastError { reason: reason.to_owned(), refused });
     }
 
     /// Forgets past errors (Kafka answered).
@@ -36,7 +47,14 @@ impl KafkaHealth {
 
     /// The last error librdkafka reported, if any since Kafka last answered.
     pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, r)| r.clone())
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|e| e.reason.clone())
+    }
+
+    /// Why Kafka refuses the gateway (its credentials, the TLS handshake), if it did so
+    /// last and has not answered since.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().filter(|e| e.refused).map(|e| e.reason.clone())
     }
 }
 

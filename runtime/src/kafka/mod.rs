@@ -9,6 +9,7 @@ pub(crate) mod context;
 pub(crate) mod reader;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub(crate) use reader::{ReadEvent, Reader};
 pub(crate) const IDEMPOTENCY_HEADER: &str = "kafkasocks-idempotency-key";
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a check of whether Kafka accepts the gateway again may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the gateway knows of a topic: its id (empty when unknown) and partition count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +233,29 @@ impl Kafka {
 
     /// Fresh topic metadata (see [`Fresh`]).
     pub(crate) async fn describe(&self, topic: &str) -> Result<TopicInfo, Status> {
+        self.refusal(topic, &format!("describing topic {topic:?}"))?;
         self.descriptions.get(topic, || self.describe_now(topic)).await
+    }
+
+    /// Fails at once while Kafka refuses the gateway's credentials or TLS handshake
+    /// (librdkafka said so last): waiting out a publish or metadata timeout would only
+    /// delay the same answer. Meanwhile one check at a time asks Kafka about `topic`, and
+    /// the first answer it gets lifts the refusal (the password was changed on the broker,
+    /// say).
+    fn refusal(&self, topic: &str, what: &str) -> Result<(), Status> {
+        let health = &self.context.health;
+        let Some(why) = health.refusal() else { return Ok(()) };
+        if !health.probing.swap(true, Ordering::AcqRel) {
+            let (admin, health, topic) = (self.admin.clone(), self.context.health.clone(), topic.to_owned());
+            tokio::task::spawn_blocking(move || {
+                if admin.fetch_metadata(Some(&topic), PROBE_TIMEOUT).is_ok() {
+                    health.clear();
+                }
+                health.probing.store(false, Ordering::Release);
+            });
+        }
+        Err(Status::unavailable(format!("{what}: Kafka refuses the gateway's connection: {why}"))
+            .with_retry_after(PROBE_TIMEOUT))
     }
 
     /// Fresh (low, high) watermarks of every partition (see [`Fresh`]).
@@ -363,6 +388,7 @@ impl Kafka {
         idempotency_key: &[u8],
         dedup: &[u8],
     ) -> Result<Produced, Status> {
+        self.refusal(topic, &format!("producing to {topic:?}"))?;
         let deadline = tokio::time::Instant::now() + self.publish_timeout;
         if let Some(cluster) = self.cluster.get() {
             return match cluster.request(&self.producer, deadline, (topic, record, idempotency_key), dedup).await {
