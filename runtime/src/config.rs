@@ -25,7 +25,8 @@ pub struct Limits {
     /// Largest WebSocket message accepted from a client. Default 1 MiB (Kafka's default
     /// record limit). Larger: close 1009.
     pub max_message_bytes: usize,
-    /// Connections served at once. Default 10,000 (about 16 KiB each). More: close 4013.
+    /// Connections served at once. Default 10,000 (about 12 KiB each when idle, bench/). More:
+    /// refused before the upgrade with HTTP 503 and `Retry-After: 5`.
     pub max_connections: usize,
     /// Open subscriptions per connection. Default 64.
     pub max_subscriptions: usize,
