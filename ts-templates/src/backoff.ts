@@ -4,10 +4,15 @@
  * `[0, min(maxMs, initialMs * 2^n))`. Spreads reconnect storms over the whole window.
  */
 
+/**
+ * Settings of a {@link Backoff} (and of {@link ConnectOptions.backoff}, the reconnect backoff):
+ * the n-th retry (n from 0) waits a uniformly random time in `[0, min(maxMs, initialMs * 2^n))`
+ * ("full jitter").
+ */
 export interface BackoffOptions {
-  /** Window of the first retry, ms. Default 500. */
+  /** Window of the first retry, in milliseconds (negative values count as 0). Default 500. */
   initialMs?: number;
-  /** Cap on the window, ms. Default 20000. */
+  /** Cap on the window, in milliseconds (raised to `initialMs` if below it). Default 20000. */
   maxMs?: number;
   /** Uniform random in [0, 1). Default `Math.random`; inject for tests. */
   random?: () => number;
@@ -18,8 +23,14 @@ export interface BackoffOptions {
  * in virtual time. `now()` must be Unix milliseconds (it is compared with token expiries).
  */
 export interface Clock {
+  /** The current time in Unix milliseconds. */
   now(): number;
+  /** Calls `fn` once after `ms` milliseconds; returns a handle for {@link Clock.clearTimeout}. */
   setTimeout(fn: () => void, ms: number): unknown;
+  /**
+   * Cancels a timer set by {@link Clock.setTimeout}. The runtime also passes `undefined` and
+   * handles of timers that already fired: those must be ignored.
+   */
   clearTimeout(handle: unknown): void;
 }
 
@@ -30,6 +41,7 @@ export const systemClock: Clock = {
   clearTimeout: (handle) => globalThis.clearTimeout(handle as number),
 };
 
+/** The defaults of {@link BackoffOptions}, in milliseconds. */
 export const DEFAULT_BACKOFF = { initialMs: 500, maxMs: 20_000 } as const;
 
 /** The upper bound of the retry window for `attempt` (0-based). */
@@ -39,12 +51,15 @@ export function backoffCap(attempt: number, initialMs: number, maxMs: number): n
 
 /** Stateful backoff: `next()` returns the delay of the next attempt; `reset()` after a success. */
 export class Backoff {
+  /** Window of the first retry, in milliseconds: `options.initialMs` (default 500), at least 0. */
   readonly initialMs: number;
+  /** Cap on the window, in milliseconds: `options.maxMs` (default 20000), at least {@link initialMs}. */
   readonly maxMs: number;
   readonly #random: () => number;
   /** Attempts made since the last reset. */
   attempt = 0;
 
+  /** Every option is optional; see {@link BackoffOptions} for the defaults. */
   constructor(options: BackoffOptions = {}) {
     this.initialMs = Math.max(0, options.initialMs ?? DEFAULT_BACKOFF.initialMs);
     this.maxMs = Math.max(this.initialMs, options.maxMs ?? DEFAULT_BACKOFF.maxMs);
@@ -63,6 +78,7 @@ export class Backoff {
     return this.delay(this.attempt++);
   }
 
+  /** Starts over from the first window (sets {@link attempt} to 0), e.g. after a successful connect. */
   reset(): void {
     this.attempt = 0;
   }

@@ -14,7 +14,9 @@ import type { Reader, Writer } from "./wire.js";
 
 /** Binary codec of one message type: what a method descriptor needs (generated codecs are {@link MessageCodec}s). */
 export interface Codec<T> {
+  /** The protobuf binary encoding of `value`. */
   encode(value: T): Uint8Array;
+  /** Parses the protobuf binary encoding of one message; throws (a {@link WireError} for generated codecs) on malformed bytes. */
   decode(bytes: Uint8Array): T;
 }
 
@@ -27,8 +29,11 @@ export interface Codec<T> {
 export interface MessageCodec<T> extends Codec<T> {
   /** The fully-qualified message name, e.g. "chat.v1.ChatMessage". */
   readonly typeName: string;
+  /** A new message with every field at its default (zero, empty, absent). */
   create(): T;
+  /** The protobuf binary encoding of `value`, in a fresh buffer. */
   encode(value: T): Uint8Array<ArrayBuffer>;
+  /** Writes the fields of `value` (each with its tag) to `w`, without a length prefix; unknown fields kept from decoding are written back. */
   write(value: T, w: Writer): void;
   /** Reads a message (until the end of `r`, or the end-group tag `endGroup`), merging into `into`. */
   read(r: Reader, endGroup?: number, into?: T): T;
@@ -37,22 +42,43 @@ export interface MessageCodec<T> extends Codec<T> {
 /** Server-streaming RPCs are subscriptions; unary RPCs are publishes. */
 export type MethodKind = "subscribe" | "publish";
 
+/**
+ * One RPC of a service, as generated code describes it: its wire name, its kind and the
+ * codecs of its request (`I`) and response (`O`) messages.
+ */
 export interface MethodDescriptor<I, O, K extends MethodKind = MethodKind> {
   /** Fully-qualified method, "package.Service/Method" (what the gateway routes on). */
   readonly name: string;
+  /** "subscribe" for a server-streaming RPC, "publish" for a unary one. */
   readonly kind: K;
+  /** Codec of the request: a subscription's request message, or a publish's payload. */
   readonly input: Codec<I>;
+  /** Codec of the response: a subscription's record values (a publish's answer is a {@link Receipt}). */
   readonly output: Codec<O>;
 }
 
 /** The constraint every method descriptor satisfies, whatever its message types. */
 export interface AnyMethodDescriptor {
+  /** As {@link MethodDescriptor.name}: "package.Service/Method". */
   readonly name: string;
+  /** As {@link MethodDescriptor.kind}. */
   readonly kind: MethodKind;
-  readonly input: { encode(value: never): Uint8Array };
-  readonly output: { decode(bytes: Uint8Array): unknown };
+  /** The request codec, of whatever message type. */
+  readonly input: {
+    /** As {@link Codec.encode}. */
+    encode(value: never): Uint8Array;
+  };
+  /** The response codec, of whatever message type. */
+  readonly output: {
+    /** As {@link Codec.decode}. */
+    decode(bytes: Uint8Array): unknown;
+  };
 }
 
+/**
+ * A service as generated code describes it (the `const` named like the service), the input
+ * of {@link createClient}.
+ */
 export interface ServiceDescriptor {
   /** Fully-qualified service name, "package.Service". */
   readonly typeName: string;
@@ -60,13 +86,25 @@ export interface ServiceDescriptor {
   readonly methods: { readonly [name: string]: AnyMethodDescriptor };
 }
 
+/** The request message type of a method descriptor. */
 type InputOf<M> = M extends { readonly input: Codec<infer I> } ? I : never;
+/** The response message type of a method descriptor. */
 type OutputOf<M> = M extends { readonly output: Codec<infer O> } ? O : never;
 
-/** The client function of one method. */
-export type ClientMethod<M> = M extends { readonly kind: "subscribe" }
+/**
+ * The client function of one method descriptor `M`: a subscribe method takes the request
+ * message and returns a {@link Subscription} of the response message type; a publish method
+ * takes the request message and returns a promise of its {@link Receipt}.
+ */
+export type ClientMethod<M> = M extends {
+  /** A server-streaming method. */
+  readonly kind: "subscribe";
+}
   ? (request: InputOf<M>, options?: SubscribeOptions) => Subscription<OutputOf<M>>
-  : M extends { readonly kind: "publish" }
+  : M extends {
+        /** A unary method. */
+        readonly kind: "publish";
+      }
     ? (request: InputOf<M>, options?: PublishOptions) => Promise<Receipt>
     : never;
 
@@ -84,16 +122,28 @@ export type Client<S extends ServiceDescriptor> = {
 export interface Serializer {
   /** For logs, e.g. "binary" or "json". */
   readonly name: string;
+  /**
+   * The bytes of `value`, the request of `method` (a subscription's request or a publish's
+   * payload); `codec` is the method's binary input codec. A throw rejects a publish with
+   * INVALID_ARGUMENT, and is thrown from the call that subscribes.
+   */
   encode<I>(method: AnyMethodDescriptor, codec: Codec<I>, value: I): Uint8Array;
+  /**
+   * The value of one record payload of `method`; `codec` is the method's binary output codec.
+   * A throw skips the record: the subscription emits an `error` (INTERNAL, `clientCode`
+   * "DECODE") and goes on.
+   */
   decode<O>(method: AnyMethodDescriptor, codec: Codec<O>, bytes: Uint8Array): O;
 }
 
+/** The default {@link Serializer}, named "binary": the method's generated protobuf binary codecs. */
 export const binarySerializer: Serializer = {
   name: "binary",
   encode: (_method, codec, value) => codec.encode(value),
   decode: (_method, codec, bytes) => codec.decode(bytes),
 };
 
+/** Options of {@link createClient}. */
 export interface ClientOptions {
   /** How requests and payloads are (de)serialized. Default {@link binarySerializer}. */
   serializer?: Serializer;
@@ -104,7 +154,10 @@ export function defineService<const S extends ServiceDescriptor>(service: S): S 
   return service;
 }
 
-/** Builds the typed client of `service` over `connection`. */
+/**
+ * Builds the typed client of `service` over `connection`: one function per method, keyed as
+ * in `service.methods` (see {@link Client}).
+ */
 export function createClient<S extends ServiceDescriptor>(service: S, connection: Connection, options: ClientOptions = {}): Client<S> {
   const serializer = options.serializer ?? binarySerializer;
   const client: { [name: string]: unknown } = {};

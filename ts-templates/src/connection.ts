@@ -25,6 +25,12 @@ import {
 } from "./subscription.js";
 import { PROTOCOL, RUNTIME_VERSION } from "./version.js";
 
+/**
+ * Where a {@link Connection} is: "connecting" until the first Welcome, "open" while a session
+ * is open, "reconnecting" from a lost socket until the next Welcome (retrying with backoff,
+ * or waiting out a GoAway), and "closed" for good after {@link Connection.close} or a fatal
+ * close code ({@link Connection.error} then says why). "closed" is final.
+ */
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
 /** An event handler property type that accepts DOM, `ws` and test sockets alike (bivariant). */
@@ -32,25 +38,47 @@ type Handler<E> = { bivarianceHack(event: E): void }["bivarianceHack"];
 
 /** The part of the WebSocket API the runtime uses: the browser's `WebSocket` and the `ws` package both fit. */
 export interface WebSocketLike {
+  /** The runtime sets "arraybuffer", so binary messages arrive as `ArrayBuffer`s. */
   binaryType: string;
+  /** Set by the runtime: sends Hello when the socket opens. */
   onopen: Handler<unknown> | null;
+  /** Set by the runtime: `data` must be the binary message, an `ArrayBuffer` or an `ArrayBufferView` (e.g. a Node `Buffer`); a text message makes the runtime drop the socket and reconnect. */
   onmessage: Handler<{ data: unknown }> | null;
+  /** Set by the runtime: the close `code` decides between reconnecting and closing for good. */
   onclose: Handler<{ code: number; reason: string }> | null;
+  /** Set by the runtime to a no-op: the close event that follows an error decides what happens. */
   onerror: Handler<unknown> | null;
+  /** Sends one binary message (one encoded frame). */
   send(data: Uint8Array<ArrayBuffer>): void;
+  /** Closes the socket; the runtime passes 1000 and a short reason. */
   close(code?: number, reason?: string): void;
 }
 
+/**
+ * A WebSocket constructor ({@link ConnectOptions.WebSocket}): the browser's `WebSocket` or the
+ * `ws` package's. The runtime calls it with the gateway URL and the subprotocol
+ * "kafkasocks.v1" ({@link PROTOCOL}).
+ */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 /** Something with add/removeEventListener, e.g. `window` or `document`. */
 export interface EventSourceLike {
+  /** Adds `listener` for events of `type` ("online" or "visibilitychange"). */
   addEventListener(type: string, listener: () => void): void;
+  /** Removes a listener added with {@link EventSourceLike.addEventListener}; called when the connection closes. */
   removeEventListener(type: string, listener: () => void): void;
 }
 
+/**
+ * The bearer token sent in Hello ({@link ConnectOptions.token}). A string is static: a close
+ * for a bad (4001) or expired (4002) token is then fatal. A function is called, and awaited,
+ * before every connect attempt and to refresh the token in-band before it expires; when it
+ * throws or rejects, the attempt is retried with backoff (a failed refresh is logged, and the
+ * reconnect after the expiry asks again). The empty string means anonymous.
+ */
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** Options of {@link connect}. Every option but `url` is optional. */
 export interface ConnectOptions {
   /** Gateway URL (`ws://` or `wss://`). Required. */
   url: string;
@@ -74,7 +102,12 @@ export interface ConnectOptions {
    * Welcome's `heartbeat_interval_ms` (`defaultIntervalMs` when the gateway sends 0).
    * Default `{ missedIntervals: 2, defaultIntervalMs: 15000 }`.
    */
-  heartbeat?: { missedIntervals?: number; defaultIntervalMs?: number };
+  heartbeat?: {
+    /** Heartbeat intervals without any message after which the socket is dropped and a reconnect begins. Default 2. */
+    missedIntervals?: number;
+    /** Interval assumed, in milliseconds, when Welcome's `heartbeat_interval_ms` is 0. Default 15000. */
+    defaultIntervalMs?: number;
+  };
   /** Time from opening a socket to receiving Welcome before giving up on it, ms. Default 10000. */
   handshakeTimeoutMs?: number;
   /** Default per-publish deadline, ms. Default 10000. */
@@ -92,26 +125,45 @@ export interface ConnectOptions {
   /** Time source and timers (inject a fake for tests). Default: `Date.now` and global timers. */
   clock?: Clock;
   /**
-   * Where to listen for `online` (window) and `visibilitychange` (document), which trigger an
-   * immediate reconnect attempt. Default `globalThis` and `globalThis.document` when they exist.
+   * Where to listen for `online` (window) and `visibilitychange` (document): while the
+   * connection waits out a reconnect backoff (not a GoAway's delay), either event makes it
+   * reconnect at once. Default `globalThis` and `globalThis.document` when they exist.
    */
-  wakeEvents?: { window?: EventSourceLike; document?: EventSourceLike & { readonly visibilityState?: string } };
+  wakeEvents?: {
+    /** Heard for `online`. Default `globalThis` when it has `addEventListener`. */
+    window?: EventSourceLike;
+    /** Heard for `visibilitychange`; counts only when `visibilityState` is then "visible". Default `globalThis.document`. */
+    document?: EventSourceLike & {
+      /** "visible" when the page is shown (as `document.visibilityState`). */
+      readonly visibilityState?: string;
+    };
+  };
 }
 
+/** The events of a {@link Connection} and their listener arguments, for {@link Connection.on}. */
 export type ConnectionEvents = {
+  /** Every change of {@link Connection.state}, with the new state. */
   state: [state: ConnectionState];
   /** Fatal errors (the connection closes) and connection-level Error frames. */
   error: [error: KafkaSocksError];
+  /** Every Welcome: the first session and every one after a reconnect. */
   welcome: [welcome: Welcome];
 };
 
+/**
+ * One logical session with the gateway, made by {@link connect}, that survives socket drops:
+ * it reconnects with backoff, resubscribes every subscription from its cursor and resends
+ * unanswered publishes with their idempotency keys. Use it directly with encoded bytes, or
+ * through a typed client ({@link createClient}).
+ */
 export interface Connection {
+  /** The current state; the `state` event reports every change. */
   readonly state: ConnectionState;
   /** The latest Welcome (session id, limits, heartbeat), undefined before the first. */
   readonly welcome: Welcome | undefined;
   /** Why the connection closed, when it closed on an error. */
   readonly error: KafkaSocksError | undefined;
-  /** Adds a listener; returns a function that removes it. */
+  /** Adds a listener; returns a function that removes it. A listener that throws is logged, not rethrown. */
   on<K extends keyof ConnectionEvents>(event: K, fn: (...args: ConnectionEvents[K]) => void): () => void;
   /** Subscribes to a server-streaming method; `request` is the protobuf-encoded request message. */
   subscribe(method: string, request: Uint8Array, options?: SubscribeOptions): Subscription<Uint8Array>;
@@ -123,11 +175,20 @@ export interface Connection {
   ): Subscription<T>;
   /** Publishes to a unary method; `payload` is the protobuf-encoded request message. */
   publish(method: string, payload: Uint8Array, options?: PublishOptions): Promise<Receipt>;
-  /** Closes for good: subscriptions end ("unsubscribed"), pending publishes reject with CANCELLED. */
+  /**
+   * Closes for good: subscriptions end ("unsubscribed"), pending and later publishes reject
+   * with CANCELLED (`clientCode` "CLOSED"), and later subscriptions fail with that error.
+   * Idempotent.
+   */
   close(): void;
 }
 
-/** Opens a connection (it connects in the background; watch `state`). */
+/**
+ * Opens a connection (it connects in the background; watch `state`). Throws a
+ * {@link KafkaSocksError} (FAILED_PRECONDITION, `clientCode` "NO_WEBSOCKET") when there is no
+ * WebSocket implementation; a URL the WebSocket constructor refuses closes the connection
+ * with INVALID_ARGUMENT instead.
+ */
 export function connect(options: ConnectOptions): Connection {
   return new ConnectionImpl(options);
 }

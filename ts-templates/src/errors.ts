@@ -33,26 +33,39 @@ export type ClientCode =
   | "NO_WEBSOCKET"
   | "DECODE";
 
+/** The optional parts of a {@link KafkaSocksError}: the constructor's third argument. */
 export interface KafkaSocksErrorInit {
+  /** Becomes {@link KafkaSocksError.clientCode}. */
   clientCode?: ClientCode;
+  /** Becomes {@link KafkaSocksError.discontinuity}. */
   discontinuity?: DiscontinuityName | number;
+  /** Becomes {@link KafkaSocksError.retryAfterMs}. */
   retryAfterMs?: number;
+  /** Becomes {@link KafkaSocksError.closeCode}. */
   closeCode?: number;
+  /** The underlying error, set as the standard `Error.cause`. */
   cause?: unknown;
 }
 
+/**
+ * The runtime's error: what publishes reject with, what subscriptions and connections fail
+ * with, and what their `error` events carry. A gRPC status name in
+ * {@link KafkaSocksError.code}, plus {@link KafkaSocksError.clientCode} when the client itself
+ * detected the problem. `name` is "KafkaSocksError".
+ */
 export class KafkaSocksError extends Error {
-  /** gRPC status name: stable, switch on it. */
+  /** gRPC status name, e.g. "UNAVAILABLE": stable, switch on it. */
   readonly code: CodeName;
-  /** Set when the client itself detected the problem. */
+  /** Set when the client itself detected the problem (see {@link ClientCode}); undefined for errors the gateway reported in an Error frame. */
   readonly clientCode: ClientCode | undefined;
   /** With `DATA_LOSS`: why the stream cannot continue (a number when this runtime does not know the value). */
   readonly discontinuity: DiscontinuityName | number | undefined;
-  /** From the gateway: retrying sooner than this is pointless. */
+  /** From the gateway (`Error.retry_after_ms`), in milliseconds: retrying sooner than this is pointless. Undefined when the gateway sent none. */
   readonly retryAfterMs: number | undefined;
-  /** The WebSocket close code, when the error comes from a close. */
+  /** The WebSocket close code (e.g. 4001), when the error comes from a close. */
   readonly closeCode: number | undefined;
 
+  /** `message` is for people; `init` sets the optional properties. */
   constructor(code: CodeName, message: string, init: KafkaSocksErrorInit = {}) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
     this.name = "KafkaSocksError";

@@ -27,6 +27,12 @@ export const Code = {
   DATA_LOSS: 15,
   UNAUTHENTICATED: 16,
 } as const;
+/**
+ * The name of a gRPC status code, as the protocol's `Code` enum spells it: "OK", "CANCELLED",
+ * "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+ * "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+ * "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS" or "UNAUTHENTICATED".
+ */
 export type CodeName = keyof typeof Code;
 
 /** `Discontinuity` enum: why a cursor cannot be honoured (with DATA_LOSS). */
@@ -38,6 +44,13 @@ export const Discontinuity = {
   OFFSET_BEYOND_END: 4,
   TOPIC_DELETED: 5,
 } as const;
+/**
+ * The name of a `Discontinuity` value, why a stream cannot continue from a cursor (sent with
+ * `DATA_LOSS`): "OFFSET_BELOW_LOG_START" (the records are gone: retention or deletion),
+ * "TOPIC_RECREATED" (the topic id changed), "PARTITIONS_CHANGED" (the cursor does not list
+ * exactly the topic's partitions), "OFFSET_BEYOND_END" (an offset above the high watermark),
+ * "TOPIC_DELETED", or "DISCONTINUITY_UNSPECIFIED" (the gateway named no reason).
+ */
 export type DiscontinuityName = keyof typeof Discontinuity;
 
 /** The name of an enum value, or the number itself when this runtime does not know it. */
@@ -53,31 +66,56 @@ export interface Hello {
   /** Random, once per connection object: scopes an anonymous client's idempotency keys. */
   instanceId: string;
 }
+/**
+ * The limits a gateway announces in {@link Welcome} (`Limits` in frame.proto; protocol.md §7
+ * has the defaults). The runtime keeps to the publish limits itself and refuses frames larger
+ * than `maxMessageBytes` locally.
+ */
 export interface Limits {
+  /** Largest WebSocket message, in bytes, the gateway accepts from the client (a larger one closes the connection with 1009). */
   maxMessageBytes: number;
+  /** Most subscriptions open at once on one connection. */
   maxSubscriptions: number;
+  /** Sustained publishes per second per connection (a token bucket). */
   maxPublishesPerSecond: number;
+  /** Most publishes awaiting their receipt at once on one connection. */
   maxInflightPublishes: number;
+  /** Credit, in records, that a subscription gets when its Subscribe asks for none. */
   defaultCredit: number;
+  /** Most credit, in records, that a subscription may hold. */
   maxCredit: number;
 }
+/** The gateway's answer to Hello: the session is open (`Welcome` in frame.proto). See {@link Connection.welcome}. */
 export interface Welcome {
+  /** Random id of this session, for logs and support. */
   sessionId: string;
+  /** Identifies the gateway process; differs between nodes. */
   serverId: string;
+  /** The limits the client must respect; absent if the gateway sent none. */
   limits?: Limits;
+  /** Interval of the gateway's Pings, in milliseconds (0: not stated; the runtime then assumes {@link ConnectOptions.heartbeat}'s `defaultIntervalMs`, default 15000). */
   heartbeatIntervalMs: number;
   /** Unix ms on the gateway's clock; 0 when the token does not expire. */
   tokenExpiresAtMs: bigint;
   /** The gateway's clock when it sent this (Unix ms); 0 from older gateways. */
   serverTimeMs: bigint;
 }
+/** One partition's position in a {@link Cursor}. */
 export interface PartitionOffset {
+  /** The Kafka partition number. */
   partition: number;
+  /** Offset of the first record of the partition not yet received (last offset + 1). */
   nextOffset: bigint;
 }
+/**
+ * A resume position (`Cursor` in frame.proto): the topic's id and, per partition, the offset
+ * of the first record not yet received. Treat it as opaque: persist it ({@link encodeCursor})
+ * and pass it back as a start ({@link StartAt}) to continue with no gap and no duplicate.
+ */
 export interface Cursor {
   /** Kafka topic id (16 bytes), empty when the gateway cannot learn topic ids. */
   topicId: Uint8Array;
+  /** One entry per partition of the topic, ordered by partition. */
   positions: PartitionOffset[];
 }
 /** `StartPosition` oneof; `{ kind: undefined }` = none set (latest). */
@@ -100,8 +138,11 @@ export interface Subscribed {
   cursor?: Cursor;
   credit: number;
 }
+/** A Kafka record header, as Kafka holds it (e.g. `traceparent`). */
 export interface Header {
+  /** The header name. Names may repeat within a record. */
   key: string;
+  /** The header value as bytes (empty for a header without a value); decode text with `TextDecoder`. */
   value: Uint8Array;
 }
 /** `Record` in frame.proto (renamed: `Record` is TypeScript's built-in utility type). */

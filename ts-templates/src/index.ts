@@ -2,6 +2,8 @@
  * @kafkasocks/runtime: the browser client of the KafkaSocks gateway (protocol kafkasocks.v1).
  * This is the main entry point; `@kafkasocks/runtime/json` (./json.ts) has the proto3 JSON
  * mapping. Everything not exported from the two is internal.
+ *
+ * @module
  */
 export { CODEGEN_INTERFACE, RUNTIME_VERSION, PROTOCOL } from "./version.js";
 
@@ -16,6 +18,9 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from "./connection.js";
+
+// The types of `Connection.welcome` (the session the gateway opened, with its limits).
+export type { Limits, Welcome } from "./frames.js";
 
 export {
   decodeCursor,

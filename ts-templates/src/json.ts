@@ -11,6 +11,8 @@
  *
  * Errors are {@link JsonError}s whose `path` names the field (`"inner.mood"`, `"rInt32[2]"`,
  * `"stringInt32[\"a\"]"`).
+ *
+ * @module
  */
 import type { AnyMethodDescriptor, MessageCodec, Serializer } from "./client.js";
 
@@ -63,6 +65,7 @@ export class JsonError extends Error {
   /** What is wrong, without the path. */
   readonly reason: string;
 
+  /** The error's `message` is `"<path>: <reason>"` (just `reason` when `path` is empty). */
   constructor(reason: string, path = "", options?: { cause?: unknown }) {
     super(path === "" ? reason : `${path}: ${reason}`, options);
     this.name = "JsonError";
@@ -293,8 +296,14 @@ const utf8Decoder = /* @__PURE__ */ new TextDecoder("utf-8", { fatal: true });
 export interface ServiceJson {
   /** Fully-qualified service name, "package.Service". */
   readonly typeName: string;
+  /** Per full method name ("package.Service/Method"), the JSON codecs of its messages. */
   readonly methods: {
-    readonly [method: string]: { readonly input: JsonCodec<unknown>; readonly output: JsonCodec<unknown> };
+    readonly [method: string]: {
+      /** JSON codec of the method's request message (a subscription's request, a publish's payload). */
+      readonly input: JsonCodec<unknown>;
+      /** JSON codec of the method's response message (a subscription's record values). */
+      readonly output: JsonCodec<unknown>;
+    };
   };
 }
 
@@ -382,6 +391,7 @@ function integerOf(text: string): bigint | undefined {
   return negative ? -v : v;
 }
 
+/** Whether `v` is a JSON array (`Array.isArray`, typed for {@link JsonInput}). */
 export function isArray(v: JsonInput): v is readonly JsonInput[] {
   return Array.isArray(v);
 }
@@ -582,11 +592,13 @@ export function readFloat(v: JsonInput): number {
   return f;
 }
 
+/** bool: `true` or `false` (no strings or numbers). */
 export function readBool(v: JsonInput): boolean {
   if (typeof v !== "boolean") throw new JsonError(`expected true or false, got ${show(v)}`);
   return v;
 }
 
+/** string: a JSON string; one with an unpaired surrogate (not valid UTF-16, so not encodable as UTF-8) is an error. */
 export function readString(v: JsonInput): string {
   if (typeof v !== "string") throw new JsonError(`expected a string, got ${show(v)}`);
   if (!wellFormed(v)) throw new JsonError("the string has an unpaired surrogate (not valid UTF-16)");
@@ -739,7 +751,12 @@ export function timestampToJson(t: { readonly seconds: bigint; readonly nanos: n
 const TIMESTAMP = /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(?:Z|([+-])([0-9]{2}):([0-9]{2}))$/;
 
 /** google.protobuf.Timestamp from RFC 3339 ("Z" or an offset; 0 to 9 fractional digits). */
-export function timestampFromJson(v: JsonInput): { seconds: bigint; nanos: number } {
+export function timestampFromJson(v: JsonInput): {
+  /** Seconds since 1970-01-01T00:00:00Z (years 0001 to 9999). */
+  seconds: bigint;
+  /** Nanoseconds after `seconds`, 0 to 999999999. */
+  nanos: number;
+} {
   if (typeof v !== "string") throw new JsonError(`expected an RFC 3339 timestamp string, got ${show(v)}`);
   const m = TIMESTAMP.exec(v);
   if (m === null) throw new JsonError(`invalid timestamp ${show(v)} (expected e.g. "1972-01-01T10:00:20.021Z")`);
@@ -777,7 +794,12 @@ export function durationToJson(d: { readonly seconds: bigint; readonly nanos: nu
 const DURATION = /^(-?)([0-9]+)(?:\.([0-9]{1,9}))?s$/;
 
 /** google.protobuf.Duration from "1.5s", "-0.000001s". */
-export function durationFromJson(v: JsonInput): { seconds: bigint; nanos: number } {
+export function durationFromJson(v: JsonInput): {
+  /** Whole seconds, at most ±315576000000 (10000 years). */
+  seconds: bigint;
+  /** The fraction in nanoseconds, -999999999 to 999999999, with the sign of `seconds` (or of the duration, when `seconds` is 0). */
+  nanos: number;
+} {
   if (typeof v !== "string") throw new JsonError(`expected a duration string like "1.5s", got ${show(v)}`);
   const m = DURATION.exec(v);
   if (m === null) throw new JsonError(`invalid duration ${show(v)} (expected e.g. "1.5s")`);
@@ -866,7 +888,12 @@ export function anyFromJson(
   v: JsonInput,
   options: JsonReadOptions | undefined,
   lookup: TypeLookup,
-): { typeUrl: string; value: Uint8Array } {
+): {
+  /** The type URL, "type.googleapis.com/<full message name>" (empty for an empty `{}`). */
+  typeUrl: string;
+  /** The packed message, in protobuf binary encoding. */
+  value: Uint8Array;
+} {
   const o = readObject(v, "google.protobuf.Any");
   const typeUrl = o["@type"];
   if (typeUrl === undefined) {

@@ -22,10 +22,16 @@ import { KafkaSocksError, fromErrorFrame } from "./errors.js";
 import type { ErrorFrame, Frame, Limits, Receipt as ReceiptFrame } from "./frames.js";
 import type { Logger } from "./logger.js";
 
-/** Where the record landed in Kafka. */
+/**
+ * Where the record landed in Kafka: what a publish resolves to, once Kafka has acknowledged
+ * the record (the gateway produces with `acks=all`).
+ */
 export interface Receipt {
+  /** The Kafka topic the method is bound to. */
   topic: string;
+  /** The partition the record went to (a keyed record: the one its key maps to). */
   partition: number;
+  /** The record's offset in that partition. */
   offset: bigint;
   /** Kafka record timestamp, Unix ms. */
   timestampMs: number;
@@ -33,10 +39,21 @@ export interface Receipt {
   duplicate: boolean;
 }
 
+/**
+ * Options of a publish: the second argument of a publish method of a typed client
+ * ({@link createClient}), or the third of {@link Connection.publish}.
+ */
 export interface PublishOptions {
   /** Deadline for the whole publish (queueing, retries, receipt), ms. Default: the connection's `publishTimeoutMs` (10000). */
   timeoutMs?: number;
-  /** At most 64 bytes (a string is UTF-8 encoded). Default: 16 random bytes (crypto.getRandomValues). */
+  /**
+   * Identifies this publish for the gateway's dedup window (default 10 minutes): a repeat with
+   * the same key, method and principal (anonymous: from the same connection object) is
+   * answered with the first publish's receipt (`duplicate: true`) instead of producing again.
+   * The runtime resends with the same key after a reconnect; pass your own to deduplicate
+   * across page loads. At most 64 bytes (a string is UTF-8 encoded; longer rejects with
+   * INVALID_ARGUMENT). Default: 16 random bytes (crypto.getRandomValues).
+   */
   idempotencyKey?: Uint8Array | string;
   /** Aborting rejects the promise with CANCELLED. A publish already sent may still be produced. */
   signal?: AbortSignal;
@@ -94,6 +111,7 @@ export function randomIdempotencyKey(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(16));
 }
 
+/** The publishes of one connection: queueing, pacing, resending and settling (internal). */
 export class Publisher {
   /** Unanswered publishes, in call order. */
   readonly #pending = new Set<Pending>();

@@ -39,11 +39,40 @@ import type { Logger } from "./logger.js";
 
 export type { Cursor, Header, PartitionOffset };
 
+/**
+ * Where a {@link Subscription} is:
+ * - "subscribing": waiting for the gateway's Subscribed (or for a session, after a lost
+ *   socket, or for the retry of a Subscribe refused with UNAVAILABLE, or with RESOURCE_EXHAUSTED
+ *   and a retry delay);
+ * - "subscribed": streaming;
+ * - "unsubscribed" (final): {@link Subscription.unsubscribe}, the signal aborted, the gateway
+ *   ended the stream, or the connection was closed by the application;
+ * - "failed" (final): a non-retryable error, or a fatal close of the connection;
+ *   {@link Subscription.error} says why.
+ */
 export type SubscriptionState = "subscribing" | "subscribed" | "unsubscribed" | "failed";
 
-/** Where a new subscription starts. A cursor may be given as an object or as an {@link encodeCursor} string. */
-export type StartAt = "latest" | "earliest" | { timestampMs: number } | { cursor: Cursor | string };
+/**
+ * Where a new subscription starts: "latest" (the default: records the gateway reads after
+ * the subscription starts), "earliest" (each partition's log start), a time, or a cursor. A
+ * cursor may be given as an object or as an {@link encodeCursor} string.
+ */
+export type StartAt =
+  | "latest"
+  | "earliest"
+  | {
+      /** Per partition, the first record whose timestamp is at or after this time (Unix milliseconds); the end of the partition when there is none. */
+      timestampMs: number;
+    }
+  | {
+      /** Exactly the positions of this cursor (a saved {@link Subscription.cursor}, or its {@link encodeCursor} string). */
+      cursor: Cursor | string;
+    };
 
+/**
+ * Options of a subscription: the second argument of a subscribe method of a typed client
+ * ({@link createClient}), or the third of {@link Connection.subscribe}.
+ */
 export interface SubscribeOptions {
   /** Where to start. Default `"latest"`. */
   start?: StartAt;
@@ -52,17 +81,21 @@ export interface SubscribeOptions {
    * Default: the connection's `defaultCredit` (256). The gateway may clamp it (`max_credit`).
    */
   credit?: number;
-  /** Aborting unsubscribes; the async iterator then ends. */
+  /** Aborting unsubscribes; the async iterator then ends. Already aborted: the subscription starts as "unsubscribed". */
   signal?: AbortSignal;
 }
 
 /** Kafka metadata of a record. */
 export interface RecordMetadata {
+  /** The Kafka partition the record is in. */
   partition: number;
+  /** The record's offset in its partition. */
   offset: bigint;
   /** Kafka record timestamp, Unix ms. */
   timestampMs: number;
+  /** The Kafka record key, as bytes (empty when the record has none). */
   key: Uint8Array;
+  /** Every header of the Kafka record, as Kafka holds them (e.g. `traceparent`, whoever produced the record). */
   headers: Header[];
   /** Confluent schema id, 0 when the record had none. */
   schemaId: number;
@@ -78,6 +111,7 @@ export interface RecordMetadata {
 
 /** A record with its decoded value. */
 export interface SubscriptionRecord<T> extends RecordMetadata {
+  /** The decoded payload: the method's output message, or the raw payload bytes from {@link Connection.subscribe} without `decode`. */
   value: T;
 }
 
@@ -85,23 +119,43 @@ export interface SubscriptionRecord<T> extends RecordMetadata {
 export interface UnrecoverableEvent {
   /** The `Discontinuity` name, e.g. "OFFSET_BELOW_LOG_START" (a number if this runtime does not know it). */
   discontinuity: NonNullable<KafkaSocksError["discontinuity"]>;
+  /** The gateway's explanation, for people (the error's message). */
   message: string;
+  /** The error the subscription failed with (its {@link Subscription.error}; also sent to `error` listeners). */
   error: KafkaSocksError;
   /** The cursor at the time: what the consumer had received. */
   cursor: Cursor | undefined;
 }
 
+/** The events of a {@link Subscription} and their listener arguments, for {@link Subscription.on}. */
 export type SubscriptionEvents<T> = {
+  /**
+   * Each record, in order. Without an async iterator the listeners consume the records: a
+   * record counts as consumed (its credit is returned, the cursor includes it) once they have
+   * run, and records that arrived before the first listener are given to it. While an
+   * iterator consumes the stream, listeners only observe each record as it arrives.
+   */
   record: [record: SubscriptionRecord<T>];
+  /** Every change of {@link Subscription.state}, with the new state. */
   state: [state: SubscriptionState];
   /** Every error about this subscription; retryable ones leave it in "subscribing". */
   error: [error: KafkaSocksError];
+  /** Once, when the subscription fails with DATA_LOSS: the stream cannot continue without a gap; the application picks a new start. */
   unrecoverable: [event: UnrecoverableEvent];
 };
 
+/**
+ * One subscription to a server-streaming method, surviving reconnects: after every reconnect
+ * it resubscribes from its cursor and drops any record it already has, so the records come
+ * with no gap and no duplicate while Kafka retains them. Consume it with `record` listeners
+ * or with `for await`; the iterator applies backpressure through credit (at most the credit
+ * window is buffered), leaving the loop early unsubscribes, and a failed subscription's
+ * iterator yields the records still buffered and then throws {@link Subscription.error}.
+ */
 export interface Subscription<T> extends AsyncIterable<SubscriptionRecord<T>> {
   /** "package.Service/Method". */
   readonly method: string;
+  /** The current state; the `state` event reports every change. */
   readonly state: SubscriptionState;
   /** The Kafka topic, from `Subscribed` ("" before). */
   readonly topic: string;
@@ -115,6 +169,7 @@ export interface Subscription<T> extends AsyncIterable<SubscriptionRecord<T>> {
   readonly error: KafkaSocksError | undefined;
   /** Records received but not yet pulled by the iterator (never more than the credit window). */
   readonly buffered: number;
+  /** Adds a listener; returns a function that removes it. A listener that throws is logged, not rethrown. */
   on<K extends keyof SubscriptionEvents<T>>(event: K, fn: (...args: SubscriptionEvents<T>[K]) => void): () => void;
   /** Stops the subscription; idempotent. Buffered records are discarded and the iterator ends. */
   unsubscribe(): void;

@@ -6,21 +6,29 @@
  * past its end and reports every malformation as a {@link WireError}.
  */
 
-/** Protobuf wire types. */
+/** Protobuf wire types: the low 3 bits of a field's tag, saying how its value is encoded. */
 export const WireType = {
+  /** int32, int64, uint32, uint64, sint32, sint64, bool, enum. */
   Varint: 0,
+  /** fixed64, sfixed64, double: 8 bytes, little-endian. */
   Fixed64: 1,
+  /** string, bytes, sub-messages, packed repeated fields: a varint length, then that many bytes. */
   LengthDelimited: 2,
+  /** Start of a group (deprecated proto2 groups). */
   StartGroup: 3,
+  /** End of a group. */
   EndGroup: 4,
+  /** fixed32, sfixed32, float: 4 bytes, little-endian. */
   Fixed32: 5,
 } as const;
+/** A wire type number, 0 to 5: one of the values of the {@link WireType} object. */
 export type WireType = (typeof WireType)[keyof typeof WireType];
 
 /** Malformed protobuf input: truncated data, a bad wire type, an overlong varint, a length past the end. */
 export class WireError extends Error {
   /** Byte offset in the input where the problem was found. */
   readonly offset: number;
+  /** The error's `message` is `"<message> at byte <offset>"`. */
   constructor(message: string, offset: number) {
     super(`${message} at byte ${offset}`);
     this.name = "WireError";
@@ -123,6 +131,7 @@ export class Writer {
     return this.uint64((v << 1n) ^ (v >> 63n));
   }
 
+  /** bool: a one-byte varint, 1 or 0. */
   bool(value: boolean): this {
     return this.uint32(value ? 1 : 0);
   }
@@ -134,6 +143,7 @@ export class Writer {
     return this;
   }
 
+  /** sfixed32 (little-endian two's complement, 4 bytes). */
   sfixed32(value: number): this {
     return this.fixed32(value | 0);
   }
@@ -145,16 +155,19 @@ export class Writer {
     return this;
   }
 
+  /** sfixed64 (little-endian two's complement, 8 bytes). */
   sfixed64(value: bigint): this {
     return this.fixed64(value);
   }
 
+  /** float (IEEE 754 single precision, little-endian, 4 bytes; `value` is rounded to it). */
   float(value: number): this {
     this.#dataView(4).setFloat32(this.#pos, value, true);
     this.#pos += 4;
     return this;
   }
 
+  /** double (IEEE 754 double precision, little-endian, 8 bytes). */
   double(value: number): this {
     this.#dataView(8).setFloat64(this.#pos, value, true);
     this.#pos += 8;
@@ -217,19 +230,23 @@ export class Writer {
  * to `skip`, like an unknown field.
  */
 export class Reader {
+  /** Offset in the buffer of the next byte to read. */
   pos: number;
+  /** Offset in the buffer where this reader's input ends (exclusive). */
   readonly end: number;
   readonly #buf: Uint8Array;
   #view: DataView | undefined;
   /** Where the last tag read by {@link tag} started. */
   #tagStart = 0;
 
+  /** Reads `buf` from `start` up to `end` (default: all of it); the bytes are not copied. */
   constructor(buf: Uint8Array, start = 0, end = buf.length) {
     this.#buf = buf;
     this.pos = start;
     this.end = end;
   }
 
+  /** True when every byte up to {@link Reader.end} has been read. */
   eof(): boolean {
     return this.pos >= this.end;
   }
@@ -296,57 +313,69 @@ export class Reader {
     return this.#varint64()[0];
   }
 
+  /** int32 varint (the low 32 bits, as a signed number). */
   int32(): number {
     return this.uint32() | 0;
   }
 
+  /** sint32: ZigZag-decoded varint. */
   sint32(): number {
     const n = this.uint32();
     return (n >>> 1) ^ -(n & 1);
   }
 
+  /** uint64 varint, as an unsigned bigint. */
   uint64(): bigint {
     const [lo, hi] = this.#varint64();
     return (BigInt(hi) << 32n) | BigInt(lo);
   }
 
+  /** int64 varint, as a signed bigint (two's complement). */
   int64(): bigint {
     return BigInt.asIntN(64, this.uint64());
   }
 
+  /** sint64: ZigZag-decoded varint. */
   sint64(): bigint {
     const n = this.uint64();
     return (n >> 1n) ^ -(n & 1n);
   }
 
+  /** bool varint: any non-zero value is true. */
   bool(): boolean {
     const [lo, hi] = this.#varint64();
     return (lo | hi) !== 0;
   }
 
+  /** fixed32 (little-endian, 4 bytes), unsigned. */
   fixed32(): number {
     const [v, at] = this.#dataView(4);
     return v.getUint32(at, true);
   }
 
+  /** sfixed32 (little-endian two's complement, 4 bytes). */
   sfixed32(): number {
     return this.fixed32() | 0;
   }
 
+  /** fixed64 (little-endian, 8 bytes), unsigned. */
   fixed64(): bigint {
     const [v, at] = this.#dataView(8);
     return v.getBigUint64(at, true);
   }
 
+  /** sfixed64 (little-endian two's complement, 8 bytes). */
   sfixed64(): bigint {
     return BigInt.asIntN(64, this.fixed64());
   }
 
+  /** float (IEEE 754 single precision, little-endian, 4 bytes). */
   float(): number {
     const [v, at] = this.#dataView(4);
     return v.getFloat32(at, true);
   }
 
+  /** double (IEEE 754 double precision, little-endian, 8 bytes). */
   double(): number {
     const [v, at] = this.#dataView(8);
     return v.getFloat64(at, true);
