@@ -16,12 +16,6 @@ fn repository_file(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// A file of this crate, by its path from the crate's root.
-fn crate_file(relative: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
 /// The table rows of the Markdown sections whose heading (of any level) contains
 /// `heading`, up to the next heading: each row as its cells, trimmed, without the backticks
 /// and bold marks around them. Fenced code blocks are skipped.
@@ -112,10 +106,10 @@ fn troubleshooting_doc_lists_every_code() {
 
     // Close codes: the constants of close.rs, and the ones sent outside it.
     let closes = table_rows(&doc, "Close codes");
-    let constants = close_constants(&crate_file("src/protocol/close.rs"));
+    let constants = close_constants(&repository_file("runtime/src/protocol/close.rs"));
     assert!(
         constants.len() >= 10,
-        "src/protocol/close.rs should declare `const NAME: u16 = N;` lines, found {constants:?}"
+        "runtime/src/protocol/close.rs should declare `const NAME: u16 = N;` lines, found {constants:?}"
     );
     let others = OTHER_CLOSE_CODES.iter().map(|&n| ("sent by Session::teardown".to_owned(), n));
     for (name, number) in constants.into_iter().chain(others) {
