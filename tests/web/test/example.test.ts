@@ -5,7 +5,7 @@
  * comes back after missing messages. And a session that outlives its token.
  *
  * Needs `cargo build -p kafkasocks-example-chat` (target/debug/chat-gateway) and
- * `scripts/build-chat-page` (examples/chat/web/dist/app.js); scripts/test does both.
+ * `scripts/build-page chat` (examples/chat/web/dist/app.js); scripts/test does both.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -20,7 +20,7 @@ import { waitFor } from "../src/scenarios.ts";
 test("the chat example: two people chat in Chromium; a returning visitor gets what it missed, once", { timeout: 120_000 }, async (t) => {
   const defer = cleanups(t);
   const bundle = join(repoRoot, "examples/chat/web/dist/app.js");
-  assert.ok(existsSync(bundle), `${bundle} is missing: run scripts/build-chat-page`);
+  assert.ok(existsSync(bundle), `${bundle} is missing: run scripts/build-page chat`);
   const chat = await startChat();
   defer(() => chat.stop());
   const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });

@@ -7,7 +7,7 @@
  * traffic) and in headless Chromium (the chat page itself).
  *
  * Needs `cargo build -p kafkasocks-gateway -p kafkasocks-example-chat` and
- * `scripts/build-chat-page`; scripts/test does both.
+ * `scripts/build-page chat`; scripts/test does both.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
