@@ -14,14 +14,22 @@ import { bin, repoRoot } from "./fixtures.ts";
 import { waitFor } from "./scenarios.ts";
 
 /** A child process whose stdout is watched for a line, with its recent logs kept. */
-interface Child {
+export interface Child {
   child: ChildProcess;
   logs: () => string;
   /** SIGINT or SIGTERM (graceful), SIGKILL after 20 s; resolves with the exit code. */
   stop: (signal?: NodeJS.Signals) => Promise<number | null>;
 }
 
-function start(path: string, args: string[], env: NodeJS.ProcessEnv, line: RegExp, what: string): Promise<{ c: Child; match: RegExpExecArray }> {
+/** Starts `path` and resolves once its stdout matches `line` (within `limitMs`); rejects if it exits first. */
+export function start(
+  path: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  line: RegExp,
+  what: string,
+  limitMs = 60_000,
+): Promise<{ c: Child; match: RegExpExecArray }> {
   const child = spawn(path, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let logs = "";
   child.stderr?.setEncoding("utf8").on("data", (d: string) => (logs = (logs + d).slice(-40_000)));
@@ -36,7 +44,7 @@ function start(path: string, args: string[], env: NodeJS.ProcessEnv, line: RegEx
   };
   const c: Child = { child, logs: () => logs, stop };
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${what} printed no ${line} within 60 s\n${logs}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`${what} printed no ${line} within ${limitMs / 1000} s\n${logs}`)), limitMs);
     let out = "";
     child.stdout?.setEncoding("utf8").on("data", (d: string) => {
       out += d;
