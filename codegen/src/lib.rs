@@ -19,6 +19,43 @@
 //!
 //! # Example
 //!
+//! A `.proto` with one stream service, generated for both sides (this runs as a doc test):
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = std::env::temp_dir().join(format!("kafkasocks-build-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let proto = dir.join("chat.proto");
+//! std::fs::write(&proto, r#"
+//!     syntax = "proto3";
+//!     package chat.v1;
+//!     import "kafkasocks/options.proto";
+//!     message RoomFilter { string room = 1; }
+//!     message ChatMessage { string room = 1; string text = 2; }
+//!     service ChatStreams {
+//!       rpc Messages(RoomFilter) returns (stream ChatMessage) {
+//!         option (kafkasocks.stream) = { topic: "chat.messages" key: "room" };
+//!       }
+//!       rpc Post(ChatMessage) returns (kafkasocks.Receipt) {
+//!         option (kafkasocks.stream) = { topic: "chat.messages" key: "room" };
+//!       }
+//!     }
+//! "#)?;
+//! let builder = kafkasocks_build::configure().include(&dir);
+//!
+//! // The Rust server module: prost messages, the ChatStreamsHooks trait, ChatStreamsGateway.
+//! let rust = builder.generate_rust(&[&proto])?;
+//! assert!(rust.files["chat.v1.rs"].contains("pub struct ChatStreamsGateway"));
+//!
+//! // The typed TypeScript client (what `kafkasocks-gen ts` writes).
+//! let ts = builder.generate_typescript(&[&proto])?;
+//! assert!(ts.files["chat_kafkasocks.ts"].contains("export const ChatStreams"));
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
+//! In a crate, `build.rs` writes the Rust module to `$OUT_DIR` and the crate includes it:
+//!
 //! ```no_run
 //! // build.rs
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +72,8 @@
 //! let streams = chat::ChatStreamsGateway::new(chat::ChatStreamsDefaultHooks).streams();
 //! let gateway = kafkasocks::Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
 //! ```
+//!
+//! (`examples/chat` is that crate, compiled in the tests.)
 //!
 //! # Design
 //!

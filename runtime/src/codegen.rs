@@ -27,8 +27,9 @@ pub const fn supports_interface(interface: u32) -> bool {
 }
 
 /// The messages of `proto/kafkasocks/options.proto` (`kafkasocks.Receipt`, the stream
-/// options). Generated code maps the `.kafkasocks` package here.
-#[allow(missing_docs, clippy::all, missing_debug_implementations, unreachable_pub)]
+/// options). Generated code maps the `.kafkasocks` package here. (Its doc comments are the
+/// .proto's comments, which are not Markdown: `"<topic>-key"` is not an HTML tag.)
+#[allow(missing_docs, clippy::all, missing_debug_implementations, unreachable_pub, rustdoc::invalid_html_tags)]
 pub mod options {
     include!(concat!(env!("OUT_DIR"), "/kafkasocks.rs"));
 }

@@ -8,20 +8,48 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, KeyField, Streams};
+//! A gateway with a subscribe stream and a publish stream on one topic, and a client of it
+//! (here the crate's Rust client; a browser uses the generated TypeScript one). This runs as
+//! a doc test against the Kafka of `KAFKA_BOOTSTRAP` (default `127.0.0.1:19092`, what
+//! `scripts/services up` starts):
 //!
-//! # async fn run() -> Result<(), kafkasocks::Error> {
-//! let streams = Streams::new()
-//!     // server streaming: every record of "chat.messages" whose key is field 1 of the request
-//!     .subscribe("chat.v1.ChatStreams/Messages", "chat.messages", KeyField::new(1))
-//!     // unary: produce the request, keyed by its field 1, answer with the receipt
-//!     .publish("chat.v1.ChatStreams/Post", "chat.messages", KeyField::new(1));
-//! let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:8080".parse().unwrap());
-//! // Who may connect: here anyone (on purpose; see `JwtAuthenticator` and docs/security.md).
-//! let gateway = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
-//! gateway.run().await
+//! ```
+//! use kafkasocks::client::{Client, ClientConfig};
+//! use kafkasocks::{Gateway, GatewayConfig, KafkaConfig, KeyField, StartAt, Streams};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let topic = format!("doc-example-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+//! # {
+//! #     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+//! #     let bootstrap = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+//! #     let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+//! #     let created = admin.create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new()).await?;
+//! #     created.into_iter().collect::<Result<Vec<_>, _>>().map_err(|(t, e)| format!("creating {t}: {e}"))?;
 //! # }
+//! let streams = Streams::new()
+//!     // server streaming: every record of the topic whose key is field 1 of the request
+//!     .subscribe("chat.v1.ChatStreams/Messages", &topic, KeyField::new(1))
+//!     // unary: produce the request, keyed by its field 1, answer with the Kafka receipt
+//!     .publish("chat.v1.ChatStreams/Post", &topic, KeyField::new(1));
+//! let config = GatewayConfig::new(KafkaConfig::from_env()?).listen("127.0.0.1:0".parse()?);
+//! // Who may connect: here anyone, on purpose (see `JwtAuthenticator`, docs/security.md).
+//! let gateway = Gateway::builder(config).streams(streams).allow_anonymous().bind().await?;
+//! let url = format!("ws://{}/streams", gateway.local_addr());
+//! let stop = gateway.shutdown_handle();
+//! let serving = tokio::spawn(gateway.run());
+//!
+//! let client = Client::connect(ClientConfig::new(url));
+//! let room = b"\x0a\x07general".to_vec(); // field 1 = "general", in protobuf
+//! let mut messages = client.subscribe("chat.v1.ChatStreams/Messages", room.clone(), StartAt::Earliest);
+//! let receipt = client.publish("chat.v1.ChatStreams/Post", [room, b"\x12\x02hi".to_vec()].concat()).await?;
+//! let record = messages.next().await.ok_or("the subscription ended")??;
+//! assert_eq!((record.partition, record.offset), (receipt.partition, receipt.offset));
+//! assert_eq!(&record.key[..], b"general");
+//!
+//! stop.shutdown(); // GoAway to the client, then close once its publishes are answered
+//! serving.await??;
+//! # Ok(()) }
 //! ```
 //!
 //! # Feature flags

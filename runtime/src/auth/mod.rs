@@ -279,7 +279,8 @@ impl fmt::Debug for Handshake {
 impl Handshake {
     /// A handshake of `transport` from `peer`, with these headers (names are compared
     /// without case; values that are not text are dropped by the caller). The client
-    /// address is the peer's until [`Handshake::with_client_ip`].
+    /// address is the peer's, unless the gateway takes it from `X-Forwarded-For` of a
+    /// trusted proxy (`GatewayConfig::trusted_proxies`).
     pub fn new<I, K, V>(
         transport: Transport,
         path: impl Into<String>,

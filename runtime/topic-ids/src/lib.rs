@@ -1,9 +1,31 @@
 //! Kafka topic ids through librdkafka's `DescribeTopics`, for clients of the `rdkafka`
-//! crate (whose safe API lacks that call). See the README for an example.
+//! crate (whose safe API lacks that call).
 //!
 //! The call is made on an existing client (`rd_kafka_t`), on a queue of its own, and blocks
 //! until librdkafka answers or the timeout passes: run it on a blocking thread
 //! (`tokio::task::spawn_blocking`) from async code.
+//!
+//! # Example
+//!
+//! Runs as a doc test against the Kafka of `KAFKA_BOOTSTRAP` (default `127.0.0.1:19092`,
+//! what `scripts/services up` starts): a topic that does not exist is an error of that
+//! topic, not of the call; one that exists has its id.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rdkafka::ClientConfig;
+//! use rdkafka::consumer::{BaseConsumer, Consumer};
+//!
+//! # let bootstrap = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:19092".into());
+//! let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+//! let found = kafkasocks_topic_ids::describe(client.client(), &["no-such-topic"], Duration::from_secs(10))?;
+//! assert_eq!(found[0].name, "no-such-topic");
+//! assert!(found[0].error.is_some());
+//! assert_eq!(found[0].id, [0; 16]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::time::Duration;
