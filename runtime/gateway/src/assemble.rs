@@ -196,9 +196,7 @@ fn jwt_config(loaded: &Loaded, j: &crate::settings::Jwt) -> anyhow::Result<JwtCo
              skip_audience_check = true only when this gateway is the issuer's only audience"
         ),
     }
-    if let Some(leeway) = j.leeway {
-        config = config.leeway(leeway);
-    }
+    config = config.leeway(j.leeway);
     if let Some(claim) = &j.subject_claim {
         config = config.subject_claim(claim.clone());
     }

@@ -223,7 +223,7 @@ pub(crate) struct Auth {
 }
 
 /// `[auth.jwt]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Jwt {
     /// The `iss` tokens must carry.
@@ -232,10 +232,11 @@ pub(crate) struct Jwt {
     pub(crate) audience: Option<String>,
     /// Accept tokens of any audience (only when this gateway is the issuer's sole audience).
     pub(crate) skip_audience_check: bool,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default 60 s.
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (the runtime's
+    /// `JwtConfig::DEFAULT_LEEWAY`).
     #[serde(with = "humantime_serde")]
-    #[schemars(with = "Option<String>")]
-    pub(crate) leeway: Option<Duration>,
+    #[schemars(with = "String")]
+    pub(crate) leeway: Duration,
     /// The claim that names the principal. Default `sub`.
     pub(crate) subject_claim: Option<String>,
     /// Public keys in PEM files, each with its algorithm (`{ pem_file = "...", algorithm =
@@ -245,6 +246,21 @@ pub(crate) struct Jwt {
     pub(crate) jwks_url: Option<String>,
     /// Allow an `http://` JWKS URL (tests only). Logged as a warning.
     pub(crate) allow_http_jwks: bool,
+}
+
+impl Default for Jwt {
+    fn default() -> Jwt {
+        Jwt {
+            issuer: None,
+            audience: None,
+            skip_audience_check: false,
+            leeway: kafkasocks::JwtConfig::DEFAULT_LEEWAY,
+            subject_claim: None,
+            keys: Vec::new(),
+            jwks_url: None,
+            allow_http_jwks: false,
+        }
+    }
 }
 
 /// One key of `[auth.jwt]`.
@@ -768,6 +784,19 @@ mod tests {
         {
             assert!(leaves.iter().any(|l| l.key() == key && l.env_var().is_some()), "{key}");
         }
+    }
+
+    #[test]
+    fn the_documented_jwt_leeway_is_the_one_the_runtime_applies() -> anyhow::Result<()> {
+        // The reference said "Default 60 s" while the runtime allowed 30 s.
+        let runtime = kafkasocks::JwtConfig::DEFAULT_LEEWAY;
+        let leaf = leaves().into_iter().find(|l| l.key() == "auth.jwt.leeway").expect("auth.jwt.leeway");
+        let documented = leaf.default.as_ref().and_then(|d| d.as_str()).expect("a documented default");
+        assert_eq!(humantime::parse_duration(documented)?, runtime, "{documented}");
+        assert!(!leaf.description.contains("60"), "{}", leaf.description);
+        let s = load_text("[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n", &[])?;
+        assert_eq!(s.auth.jwt.map(|j| j.leeway), Some(runtime), "unset: the runtime's default");
+        Ok(())
     }
 
     #[test]

@@ -25,9 +25,6 @@ use crate::Secret;
 use crate::auth::{AuthFuture, Authenticator, Claims, Handshake, Principal};
 use crate::protocol::Status;
 
-/// Default [`JwtConfig::leeway`]: clocks of issuers and gateways drift by seconds, not
-/// minutes.
-const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Default [`JwtConfig::max_token_bytes`]: real access tokens are 1-2 KiB; 8 KiB is
 /// also the usual HTTP header limit.
 const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -381,13 +378,17 @@ impl Default for JwtConfig {
 }
 
 impl JwtConfig {
+    /// Default [`JwtConfig::leeway`], 30 s: clocks of issuers and gateways drift by seconds,
+    /// not minutes.
+    pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
     /// A configuration with no keys, issuers or audiences yet, and the defaults below.
     pub fn new() -> JwtConfig {
         JwtConfig {
             issuers: Vec::new(),
             audiences: Vec::new(),
             skip_audience_check: false,
-            leeway: DEFAULT_LEEWAY,
+            leeway: JwtConfig::DEFAULT_LEEWAY,
             require_exp: true,
             subject_claim: "sub".to_owned(),
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
