@@ -69,6 +69,7 @@ fn collector() -> (String, Received) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_a_session_are_exported_over_otlp_and_flushed_on_sigterm() {
+    common::ensure_chat_topic().await;
     let (endpoint, got) = collector();
     let serve = common::serve(
         &format!(

@@ -62,6 +62,7 @@ async fn readyz(admin: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_ssl_kafka_and_wss_from_the_config_file() {
+    common::ensure_chat_topic().await;
     let serve = common::serve(&config(&secure_dir().join("writer.password"), ""), Stdio::null());
     let client = client(&serve.addr);
     // A chat message (room "secured"): field 1 room, field 3 text.

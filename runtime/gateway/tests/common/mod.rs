@@ -25,6 +25,28 @@ pub fn chat_proto() -> String {
     )
 }
 
+/// Creates `chat.messages` (3 partitions, as the chat example does) unless it exists, over
+/// the plaintext listener (a super user there): the chat streams' topic, which the secured
+/// users may use but not create, and which no test may assume an earlier one made.
+pub async fn ensure_chat_topic() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create().expect("an admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10)));
+    let created = admin
+        .create_topics(&[NewTopic::new("chat.messages", 3, TopicReplication::Fixed(1))], &opts)
+        .await
+        .expect("Kafka answers CreateTopics");
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => panic!("creating {topic}: {e}"),
+        }
+    }
+}
+
 /// A running `kafkasocks serve`; killed when dropped.
 pub struct Serve {
     pub child: Child,
