@@ -113,16 +113,20 @@ pub(crate) struct LiveServer {
 }
 
 impl LiveServer {
-    /// `backlog`: the accept-queue length; `None` binds as the gateway does (tokio's
-    /// `TcpListener::bind`, 128).
+    /// `backlog`: the accept-queue length; `None` binds with tokio's `TcpListener::bind`
+    /// (128).
     pub(crate) async fn start(interval: Duration, message_bytes: usize, backlog: Option<u32>) -> Result<LiveServer> {
         let listener = match backlog {
             Some(b) => crate::net::listen_with_backlog(b)?,
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
-        let addr = listener.local_addr()?;
+        Ok(LiveServer::serve(listener, interval, message_bytes, 0))
+    }
+
+    fn serve(listener: TcpListener, interval: Duration, message_bytes: usize, after: u64) -> LiveServer {
+        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let (tx, _) = broadcast::channel::<Bytes>(1024);
-        let seq = Arc::new(AtomicU64::new(0));
+        let seq = Arc::new(AtomicU64::new(after));
         let ticker = {
             let (tx, seq) = (tx.clone(), seq.clone());
             tokio::spawn(async move {
@@ -157,7 +161,7 @@ impl LiveServer {
                 });
             }
         });
-        Ok(LiveServer { addr, seq, tasks: vec![ticker, acceptor] })
+        LiveServer { addr, seq, tasks: vec![ticker, acceptor] }
     }
 }
 
@@ -167,6 +171,19 @@ impl Drop for LiveServer {
             t.abort();
         }
     }
+}
+
+/// Deploy baseline, `serve-live-bare ADDR FIRST_SEQ INTERVAL_MS BYTES` in a child process:
+/// a [`LiveServer`] on ADDR (`127.0.0.1:0`: any port) with an accept queue of 4,096 (as the
+/// gateway's), its first message numbered FIRST_SEQ + 1; prints `LISTENING addr`; exits on
+/// stdin EOF, which closes every connection at once.
+pub(crate) async fn serve_live_child(addr: SocketAddr, first_seq: u64, interval: Duration, bytes: usize) -> Result<()> {
+    let listener = crate::net::listen_on(addr, crate::net::LARGE_BACKLOG)?;
+    let server = LiveServer::serve(listener, interval, bytes, first_seq);
+    println!("LISTENING {}", server.addr);
+    crate::gateway::stdin_closed().await;
+    drop(server);
+    Ok(())
 }
 
 /// Memory baseline, `serve-bare` in a child process: each connection reads one

@@ -210,11 +210,13 @@ pub(crate) async fn stdin_closed() {
     while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
-/// `serve-gateway TOPIC`: a gateway with default limits except the connection limit,
-/// serving the memory scenario's stream; prints `LISTENING addr`; stops on stdin EOF.
-pub(crate) async fn serve_child(topic: &str, max_connections: usize) -> Result<()> {
+/// `serve-gateway TOPIC MAX_CONNECTIONS [ADDR]`: a gateway with default limits except the
+/// connection limit, serving the memory scenario's stream on ADDR (default 127.0.0.1:0);
+/// prints `LISTENING addr`; stops on stdin EOF (GoAway to every client, then close).
+pub(crate) async fn serve_child(topic: &str, max_connections: usize, listen: Option<SocketAddr>) -> Result<()> {
     let limits = bench_limits(Limits::default().with_max_connections(max_connections));
-    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).listen("127.0.0.1:0".parse()?).limits(limits);
+    let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).listen(listen).limits(limits);
     let gw = Gateway::builder(config).streams(streams(&[("Memory", topic)])).allow_anonymous().bind().await?;
     println!("LISTENING {}", gw.local_addr());
     let stop = gw.shutdown_handle();

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|paced|fresh|all] [--quick]
+//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|deploy|paced|fresh|all] [--quick]
 //! ```
 
 mod bare;
@@ -27,8 +27,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 const USAGE: &str =
-    "usage: kafkasocks-bench [fanout|publish|memory|storm|paced|fresh|all] [--quick] [--clients N,N,...]";
-const SCENARIOS: [&str; 6] = ["fanout", "publish", "memory", "storm", "paced", "fresh"];
+    "usage: kafkasocks-bench [fanout|publish|memory|storm|deploy|paced|fresh|all] [--quick] [--clients N,N,...]";
+const SCENARIOS: [&str; 7] = ["fanout", "publish", "memory", "storm", "deploy", "paced", "fresh"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -36,13 +36,19 @@ async fn main() -> Result<()> {
     // Child processes of the memory scenario.
     match args.first().map(String::as_str) {
         Some("serve-gateway") => {
-            let topic = args.get(1).context("serve-gateway TOPIC MAX_CONNECTIONS")?;
+            let topic = args.get(1).context("serve-gateway TOPIC MAX_CONNECTIONS [ADDR]")?;
             let max = args.get(2).map_or(Ok(20_000), |s| s.parse())?;
-            return gateway::serve_child(topic, max).await;
+            let listen = args.get(3).map(|a| a.parse()).transpose()?;
+            return gateway::serve_child(topic, max, listen).await;
         }
         Some("serve-paced-bare") => {
             let arg = |i: usize| args.get(i).context("serve-paced-bare CLIENTS RATE TOTAL");
             return paced::serve_paced_bare_child(arg(1)?.parse()?, arg(2)?.parse()?, arg(3)?.parse()?).await;
+        }
+        Some("serve-live-bare") => {
+            let arg = |i: usize| args.get(i).context("serve-live-bare ADDR FIRST_SEQ INTERVAL_MS BYTES");
+            let interval = std::time::Duration::from_millis(arg(3)?.parse()?);
+            return bare::serve_live_child(arg(1)?.parse()?, arg(2)?.parse()?, interval, arg(4)?.parse()?).await;
         }
         Some("serve-bare") => {
             let replies = args.get(1).map_or(Ok(3), |s| s.parse())?;
@@ -97,6 +103,7 @@ async fn main() -> Result<()> {
             "memory" => memory::run(quick).await,
             "fresh" => fresh::run(quick).await,
             "paced" => paced::run(quick, clients.as_ref().and_then(|c| c.first().copied())).await,
+            "deploy" => storm::deploy(quick).await,
             _ => storm::run(quick).await,
         };
         doc[name] = match result {
@@ -135,6 +142,10 @@ fn summary(doc: &Value) -> Value {
         "memory_bare_bytes_per_connection": doc["memory"]["bare"]["bytes_per_connection"],
         "memory_target": "<= 16384",
         "storm_all_resumed_ms": doc["storm"]["gateway"]["all_resumed_ms"],
+        "deploy_all_resumed_ms": doc["deploy"]["gateway"]["all_resumed_ms"],
+        "deploy_bare_all_resumed_ms": doc["deploy"]["bare"]["all_resumed_ms"],
+        "deploy_ratio_to_bare": doc["deploy"]["ratio_all_resumed_gateway_to_bare"],
+        "deploy_target": "<= 2",
         "paced_p99_ms": doc["paced"]["gateway"]["latency"]["p99_ms"],
         "paced_bare_p99_ms": doc["paced"]["bare"]["latency"]["p99_ms"],
         "paced_target_met": doc["paced"]["target"]["met"],

@@ -44,11 +44,16 @@ impl Sources {
 pub(crate) const LARGE_BACKLOG: u32 = 4096;
 
 /// A listener on 127.0.0.1, port 0, with this accept-queue length. (tokio's
-/// `TcpListener::bind`, which the gateway uses, asks for 128, as the standard library does.)
+/// `TcpListener::bind` asks for 128, as the standard library does.)
 pub(crate) fn listen_with_backlog(backlog: u32) -> std::io::Result<TcpListener> {
+    listen_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), backlog)
+}
+
+/// A listener on `addr` (SO_REUSEADDR, as the gateway binds) with this accept-queue length.
+pub(crate) fn listen_on(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    socket.bind(addr)?;
     socket.listen(backlog)
 }
 

@@ -21,10 +21,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bare::LiveServer;
-use crate::gateway::{InProcess, counter_delta, streams, subscribe_method};
+use crate::gateway::{ChildServer, InProcess, counter_delta, streams, subscribe_method};
 use crate::kafka::{RECORD_BYTES, create_topic, delete_topics, producer, record_value, unique_topic};
 use crate::net::{LARGE_BACKLOG, Proxy, Sources, client_runtime};
-use crate::procfs::{CpuWindow, require_open_files, round, tcp_counters, tcp_counters_since};
+use crate::procfs::{CpuWindow, pid_cpu_seconds, require_open_files, round, tcp_counters, tcp_counters_since};
 use crate::protocol::{Conn, Event, client_config, connect_ws, decode_records, latest};
 use crate::stats::summary_ms;
 
@@ -37,6 +37,28 @@ const CLIENT_READ_BUFFER: usize = 8 << 10;
 const READY_LIMIT: Duration = Duration::from_secs(60);
 /// And this long after the cut to be back.
 const RESUME_LIMIT: Duration = Duration::from_secs(30);
+/// The storm's clients retry a refused connection after 10 ms: the server is up.
+const STORM_RETRY: Backoff = Backoff { min: Duration::from_millis(10), max: Duration::from_millis(10) };
+/// The deploy's clients, while the server is down, retry after 100-300 ms (random), as a
+/// client library with jittered backoff would; both servers' clients alike.
+const DEPLOY_RETRY: Backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_millis(300) };
+/// How long the deploy's server is down between the old process's exit and the new one's
+/// start: the records of that time are what the resumed cursors are behind by.
+const DEPLOY_DOWN: Duration = Duration::from_secs(2);
+
+/// How long a client waits before it tries a refused connection again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    async fn wait(self) {
+        let spread = self.max.saturating_sub(self.min).as_secs_f64();
+        tokio::time::sleep(self.min + Duration::from_secs_f64(spread * rand::random::<f64>())).await;
+    }
+}
 
 /// What clients share with the harness.
 #[derive(Debug)]
@@ -69,6 +91,8 @@ struct ClientRun {
     /// The first record produced after the cut arrived.
     resumed: Option<Instant>,
     connect_failures: u64,
+    /// Records (messages) received after the cut.
+    delivered_after_cut: u64,
     duplicates: u64,
     gaps: u64,
     error: Option<String>,
@@ -107,6 +131,157 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
     }))
 }
 
+/// A deploy: `n` subscribed clients of one gateway process, which stops (SIGTERM's drain:
+/// GoAway, then close) and is replaced, DEPLOY_DOWN later, by a fresh process on the same
+/// address. Every client reconnects with jittered backoff and resumes from its cursor, by
+/// then DEPLOY_DOWN of live records behind. Against the same restart of a bare live feed
+/// with plain WebSocket clients.
+pub(crate) async fn deploy(quick: bool) -> Result<Value> {
+    let n = if quick { 1_000 } else { 10_000 };
+    // The clients' sockets (the servers are child processes).
+    require_open_files(n as u64 + 1024)?;
+    eprintln!("deploy: gateway, {n} clients");
+    let gateway = deploy_gateway(n).await?;
+    eprintln!("deploy: bare tokio-tungstenite, {n} clients");
+    let bare = deploy_bare(n).await?;
+    let all = |v: &Value| v["all_resumed_ms"].as_f64();
+    let ratio = match (all(&gateway), all(&bare)) {
+        (Some(g), Some(b)) => json!(round(g / b.max(1e-3), 2)),
+        _ => Value::Null,
+    };
+    eprintln!("deploy: every client back in {:?} ms (gateway) vs {:?} ms (bare)", all(&gateway), all(&bare));
+    Ok(json!({
+        "what": "subscribed clients of a server process that stops and is replaced by a fresh one on the same \
+                 address after `down_ms`; each client retries with 100-300 ms jittered backoff and, on the \
+                 gateway, resumes with its cursor (by then `down_ms` of live records behind). Times are from \
+                 the new process's listener being up until each client has received a record produced after \
+                 that (on the gateway: after catching up with what it missed)",
+        "clients": n,
+        "down_ms": DEPLOY_DOWN.as_millis() as u64,
+        "live_interval_ms": LIVE_INTERVAL.as_millis() as u64,
+        "gateway": gateway,
+        "bare": bare,
+        "ratio_all_resumed_gateway_to_bare": ratio,
+        "target": "<= 2",
+    }))
+}
+
+async fn deploy_gateway(n: usize) -> Result<Value> {
+    let topic = unique_topic("deploy");
+    create_topic(&topic, 1).await?;
+    let max = (n + 100).to_string();
+    let old = ChildServer::spawn(&["serve-gateway", &topic, &max]).await?;
+    let addr = old.addr;
+    let (ticker, newest) = live_records(&topic)?;
+    let board = Board::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sources = Sources::new(4, 16);
+    let method = subscribe_method("Memory");
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            client_runtime().spawn(gateway_client(
+                addr,
+                sources.clone(),
+                method.clone(),
+                board.clone(),
+                stop_rx.clone(),
+                DEPLOY_RETRY,
+            ))
+        })
+        .collect();
+    wait_until(&board.ready, n, READY_LIMIT, "received a first live record").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = CpuWindow::start();
+    board.cut_mark.store(newest.load(Ordering::Acquire), Ordering::Release);
+    let t_stop = Instant::now();
+    old.stop().await;
+    let drained = t_stop.elapsed();
+    tokio::time::sleep(DEPLOY_DOWN).await;
+    let t_spawn = Instant::now();
+    let new = ChildServer::spawn(&["serve-gateway", &topic, &max, &addr.to_string()]).await?;
+    let t_up = Instant::now();
+    let pid = new.pid()?;
+    let server_cpu = pid_cpu_seconds(pid);
+    // Resumed now means caught up: a record produced after the new process was up.
+    let live = newest.load(Ordering::Acquire);
+    let behind = live - board.cut_mark.swap(live, Ordering::AcqRel);
+    let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
+    let server_cpu = pid_cpu_seconds(pid) - server_cpu;
+    let cpu = cpu.end();
+    let _ = stop_tx.send(true);
+    ticker.abort();
+    let mut runs = Vec::with_capacity(n);
+    for c in clients {
+        runs.push(c.await?);
+    }
+    let mut out = report(t_up, n, &runs);
+    let delivered = runs.iter().map(|r| r.delivered_after_cut).sum::<u64>();
+    out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
+    out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
+    out["records_behind_at_restart"] = json!(behind);
+    out["new_process_cpu_s"] = json!(round(server_cpu, 2));
+    out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
+    out["cpu"] = cpu;
+    if let Err(e) = waited {
+        out["incomplete"] = json!(e.to_string());
+    }
+    new.stop().await;
+    delete_topics(&[topic]).await;
+    Ok(out)
+}
+
+/// The bare server's messages after the restart are numbered from here: any message above
+/// it is from the new process, whatever the old one had queued.
+const NEW_PROCESS_SEQ: u64 = 1 << 40;
+
+async fn deploy_bare(n: usize) -> Result<Value> {
+    let (interval, bytes) = (LIVE_INTERVAL.as_millis().to_string(), RECORD_BYTES.to_string());
+    let old = ChildServer::spawn(&["serve-live-bare", "127.0.0.1:0", "0", &interval, &bytes]).await?;
+    let addr = old.addr;
+    let board = Board::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sources = Sources::new(5, 16);
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            client_runtime().spawn(bare_client(addr, sources.clone(), board.clone(), stop_rx.clone(), DEPLOY_RETRY))
+        })
+        .collect();
+    wait_until(&board.ready, n, READY_LIMIT, "received a first live message").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = CpuWindow::start();
+    board.cut_mark.store(NEW_PROCESS_SEQ as i64, Ordering::Release);
+    let t_stop = Instant::now();
+    old.stop().await;
+    let drained = t_stop.elapsed();
+    tokio::time::sleep(DEPLOY_DOWN).await;
+    let t_spawn = Instant::now();
+    let first = NEW_PROCESS_SEQ.to_string();
+    let new = ChildServer::spawn(&["serve-live-bare", &addr.to_string(), &first, &interval, &bytes]).await?;
+    let t_up = Instant::now();
+    let pid = new.pid()?;
+    let server_cpu = pid_cpu_seconds(pid);
+    let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
+    let server_cpu = pid_cpu_seconds(pid) - server_cpu;
+    let cpu = cpu.end();
+    let _ = stop_tx.send(true);
+    let mut runs = Vec::with_capacity(n);
+    for c in clients {
+        runs.push(c.await?);
+    }
+    let mut out = report(t_up, n, &runs);
+    let delivered = runs.iter().map(|r| r.delivered_after_cut).sum::<u64>();
+    out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
+    out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
+    out["new_process_cpu_s"] = json!(round(server_cpu, 2));
+    out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
+    out["cpu"] = cpu;
+    if let Err(e) = waited {
+        out["incomplete"] = json!(e.to_string());
+    }
+    new.stop().await;
+    Ok(out)
+}
+
 fn report(t_cut: Instant, cut: usize, runs: &[ClientRun]) -> Value {
     let since = |f: fn(&ClientRun) -> Option<Instant>| -> Vec<Duration> {
         runs.iter().filter_map(|r| f(r).map(|t| t.saturating_duration_since(t_cut))).collect()
@@ -121,6 +296,7 @@ fn report(t_cut: Instant, cut: usize, runs: &[ClientRun]) -> Value {
         "resubscribed_ms": summary_ms(&since(|r| r.resubscribed)),
         "resumed_ms": summary_ms(&resumed),
         "connect_failures": runs.iter().map(|r| r.connect_failures).sum::<u64>(),
+        "delivered_after_cut": runs.iter().map(|r| r.delivered_after_cut).sum::<u64>(),
         "duplicates": runs.iter().map(|r| r.duplicates).sum::<u64>(),
         "gaps": runs.iter().map(|r| r.gaps).sum::<u64>(),
         "errors": runs.iter().filter_map(|r| r.error.clone()).take(3).collect::<Vec<_>>(),
@@ -182,23 +358,7 @@ async fn storm_gateway(n: usize) -> Result<Value> {
     create_topic(&topic, 1).await?;
     let gw = InProcess::start(streams(&[("Storm", &topic)]), Limits::default()).await?;
     let proxy = Proxy::start(gw.addr, Sources::new(3, 8)).await?;
-    // A live record every LIVE_INTERVAL; `newest` is the offset of the last one acknowledged.
-    let newest = Arc::new(AtomicI64::new(-1));
-    let ticker = {
-        let (producer, topic, newest) = (producer()?, topic.clone(), newest.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIVE_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            for i in 0u64.. {
-                tick.tick().await;
-                let value = record_value(i);
-                let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
-                if let Ok(d) = producer.send(r, Duration::from_secs(10)).await {
-                    newest.fetch_max(d.offset, Ordering::AcqRel);
-                }
-            }
-        })
-    };
+    let (ticker, newest) = live_records(&topic)?;
     let board = Board::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sources = Sources::new(4, 8);
@@ -211,6 +371,7 @@ async fn storm_gateway(n: usize) -> Result<Value> {
                 method.clone(),
                 board.clone(),
                 stop_rx.clone(),
+                STORM_RETRY,
             ))
         })
         .collect();
@@ -224,12 +385,33 @@ async fn storm_gateway(n: usize) -> Result<Value> {
     Ok(out)
 }
 
+/// A live record to partition 0 of `topic` every LIVE_INTERVAL (until aborted), and the
+/// offset of the last one acknowledged.
+fn live_records(topic: &str) -> Result<(tokio::task::JoinHandle<()>, Arc<AtomicI64>)> {
+    let newest = Arc::new(AtomicI64::new(-1));
+    let (producer, topic, last) = (producer()?, topic.to_owned(), newest.clone());
+    let ticker = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        for i in 0u64.. {
+            tick.tick().await;
+            let value = record_value(i);
+            let r: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
+            if let Ok(d) = producer.send(r, Duration::from_secs(10)).await {
+                last.fetch_max(d.offset, Ordering::AcqRel);
+            }
+        }
+    });
+    Ok((ticker, newest))
+}
+
 async fn gateway_client(
     addr: SocketAddr,
     sources: Arc<Sources>,
     method: String,
     board: Arc<Board>,
     mut stop: watch::Receiver<bool>,
+    retry: Backoff,
 ) -> ClientRun {
     let mut run = ClientRun::default();
     let mut topic_id = None::<bytes::Bytes>;
@@ -244,7 +426,7 @@ async fn gateway_client(
             Ok(c) => c,
             Err(_) => {
                 run.connect_failures += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                retry.wait().await;
                 continue;
             }
         };
@@ -296,6 +478,7 @@ async fn gateway_client(
                         }
                         run.gaps += (rec.offset - *expected) as u64;
                         *expected = rec.offset + 1;
+                        run.delivered_after_cut += u64::from(after_cut);
                         if !ready {
                             ready = true;
                             board.ready.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +511,7 @@ async fn storm_bare(n: usize, backlog: Option<u32>) -> Result<Value> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let sources = Sources::new(block + 1, 8);
     let clients = (0..n)
-        .map(|_| tokio::spawn(bare_client(proxy.addr, sources.clone(), board.clone(), stop_rx.clone())))
+        .map(|_| tokio::spawn(bare_client(proxy.addr, sources.clone(), board.clone(), stop_rx.clone(), STORM_RETRY)))
         .collect();
     let seq = server.seq.clone();
     let out = storm(n, &board, &proxy, || seq.load(Ordering::Acquire) as i64, clients, stop_tx, || {}).await?;
@@ -342,6 +525,7 @@ async fn bare_client(
     sources: Arc<Sources>,
     board: Arc<Board>,
     mut stop: watch::Receiver<bool>,
+    retry: Backoff,
 ) -> ClientRun {
     let mut run = ClientRun::default();
     let (mut ready, mut after_cut) = (false, false);
@@ -354,7 +538,7 @@ async fn bare_client(
             Ok(ws) => ws,
             Err(_) => {
                 run.connect_failures += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                retry.wait().await;
                 continue;
             }
         };
@@ -369,6 +553,7 @@ async fn bare_client(
             match m {
                 Some(Ok(Message::Binary(b))) => {
                     let seq = b.get(..8).and_then(|s| s.try_into().ok()).map_or(0, u64::from_be_bytes);
+                    run.delivered_after_cut += u64::from(after_cut);
                     if !ready {
                         ready = true;
                         board.ready.fetch_add(1, Ordering::Relaxed);
