@@ -24,7 +24,7 @@ use crate::bare::LiveServer;
 use crate::gateway::{ChildServer, InProcess, counter_delta, streams, subscribe_method};
 use crate::kafka::{RECORD_BYTES, create_topic, delete_topics, producer, record_value, unique_topic};
 use crate::net::{LARGE_BACKLOG, Proxy, Sources, client_runtime};
-use crate::procfs::{CpuWindow, pid_cpu_seconds, require_open_files, round, tcp_counters, tcp_counters_since};
+use crate::procfs::{CpuWindow, pid_cpu_seconds, require_open_files, round, rss_kib, tcp_counters, tcp_counters_since};
 use crate::protocol::{Conn, Event, client_config, connect_ws, decode_records, latest};
 use crate::stats::summary_ms;
 
@@ -202,12 +202,14 @@ async fn deploy_gateway(n: usize) -> Result<Value> {
     let t_up = Instant::now();
     let pid = new.pid()?;
     let server_cpu = pid_cpu_seconds(pid);
+    let rss_up = rss_kib(pid)?;
     // Resumed now means caught up: a record produced after the new process was up.
     let live = newest.load(Ordering::Acquire);
     let behind = live - board.cut_mark.swap(live, Ordering::AcqRel);
     let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
     let server_cpu = pid_cpu_seconds(pid) - server_cpu;
     let cpu = cpu.end();
+    let resident = resident_per_connection(pid, rss_up, n).await?;
     let _ = stop_tx.send(true);
     ticker.abort();
     let mut runs = Vec::with_capacity(n);
@@ -219,6 +221,7 @@ async fn deploy_gateway(n: usize) -> Result<Value> {
     out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
     out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
     out["records_behind_at_restart"] = json!(behind);
+    out["resident_bytes_per_connection_after"] = resident;
     out["new_process_cpu_s"] = json!(round(server_cpu, 2));
     out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
     out["cpu"] = cpu;
@@ -260,9 +263,11 @@ async fn deploy_bare(n: usize) -> Result<Value> {
     let t_up = Instant::now();
     let pid = new.pid()?;
     let server_cpu = pid_cpu_seconds(pid);
+    let rss_up = rss_kib(pid)?;
     let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
     let server_cpu = pid_cpu_seconds(pid) - server_cpu;
     let cpu = cpu.end();
+    let resident = resident_per_connection(pid, rss_up, n).await?;
     let _ = stop_tx.send(true);
     let mut runs = Vec::with_capacity(n);
     for c in clients {
@@ -272,6 +277,7 @@ async fn deploy_bare(n: usize) -> Result<Value> {
     let delivered = runs.iter().map(|r| r.delivered_after_cut).sum::<u64>();
     out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
     out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
+    out["resident_bytes_per_connection_after"] = resident;
     out["new_process_cpu_s"] = json!(round(server_cpu, 2));
     out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
     out["cpu"] = cpu;
@@ -280,6 +286,15 @@ async fn deploy_bare(n: usize) -> Result<Value> {
     }
     new.stop().await;
     Ok(out)
+}
+
+/// The new process's VmRSS growth since it started listening, per connection, once every
+/// client has resumed and the connections have idled for 2 s: what a connection keeps after
+/// its catch-up (the `memory` scenario's connections never had more than 3 records).
+async fn resident_per_connection(pid: u32, rss_up_kib: u64, n: usize) -> Result<Value> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = rss_kib(pid)?;
+    Ok(json!(round((now.saturating_sub(rss_up_kib) * 1024) as f64 / n as f64, 0)))
 }
 
 fn report(t_cut: Instant, cut: usize, runs: &[ClientRun]) -> Value {
