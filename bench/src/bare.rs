@@ -120,11 +120,11 @@ impl LiveServer {
             Some(b) => crate::net::listen_with_backlog(b)?,
             None => TcpListener::bind("127.0.0.1:0").await?,
         };
-        Ok(LiveServer::serve(listener, interval, message_bytes, 0))
+        LiveServer::serve(listener, interval, message_bytes, 0)
     }
 
-    fn serve(listener: TcpListener, interval: Duration, message_bytes: usize, after: u64) -> LiveServer {
-        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    fn serve(listener: TcpListener, interval: Duration, message_bytes: usize, after: u64) -> Result<LiveServer> {
+        let addr = listener.local_addr()?;
         let (tx, _) = broadcast::channel::<Bytes>(1024);
         let seq = Arc::new(AtomicU64::new(after));
         let ticker = {
@@ -161,7 +161,7 @@ impl LiveServer {
                 });
             }
         });
-        LiveServer { addr, seq, tasks: vec![ticker, acceptor] }
+        Ok(LiveServer { addr, seq, tasks: vec![ticker, acceptor] })
     }
 }
 
@@ -179,7 +179,7 @@ impl Drop for LiveServer {
 /// stdin EOF, which closes every connection at once.
 pub(crate) async fn serve_live_child(addr: SocketAddr, first_seq: u64, interval: Duration, bytes: usize) -> Result<()> {
     let listener = crate::net::listen_on(addr, crate::net::LARGE_BACKLOG)?;
-    let server = LiveServer::serve(listener, interval, bytes, first_seq);
+    let server = LiveServer::serve(listener, interval, bytes, first_seq)?;
     println!("LISTENING {}", server.addr);
     crate::gateway::stdin_closed().await;
     drop(server);

@@ -171,16 +171,16 @@ async fn deploy_gateway(n: usize) -> Result<Value> {
     create_topic(&topic, 1).await?;
     let max = (n + 100).to_string();
     let old = ChildServer::spawn(&["serve-gateway", &topic, &max]).await?;
-    let addr = old.addr;
+    let addr = old.addr.to_string();
     let (ticker, newest) = live_records(&topic)?;
     let board = Board::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sources = Sources::new(4, 16);
     let method = subscribe_method("Memory");
-    let clients: Vec<_> = (0..n)
+    let clients = (0..n)
         .map(|_| {
             client_runtime().spawn(gateway_client(
-                addr,
+                old.addr,
                 sources.clone(),
                 method.clone(),
                 board.clone(),
@@ -189,48 +189,17 @@ async fn deploy_gateway(n: usize) -> Result<Value> {
             ))
         })
         .collect();
-    wait_until(&board.ready, n, READY_LIMIT, "received a first live record").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu = CpuWindow::start();
-    board.cut_mark.store(newest.load(Ordering::Acquire), Ordering::Release);
-    let t_stop = Instant::now();
-    old.stop().await;
-    let drained = t_stop.elapsed();
-    tokio::time::sleep(DEPLOY_DOWN).await;
-    let t_spawn = Instant::now();
-    let new = ChildServer::spawn(&["serve-gateway", &topic, &max, &addr.to_string()]).await?;
-    let t_up = Instant::now();
-    let pid = new.pid()?;
-    let server_cpu = pid_cpu_seconds(pid);
-    let rss_up = rss_kib(pid)?;
-    // Resumed now means caught up: a record produced after the new process was up.
-    let live = newest.load(Ordering::Acquire);
-    let behind = live - board.cut_mark.swap(live, Ordering::AcqRel);
-    let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
-    let server_cpu = pid_cpu_seconds(pid) - server_cpu;
-    let cpu = cpu.end();
-    let resident = resident_per_connection(pid, rss_up, n).await?;
-    let _ = stop_tx.send(true);
+    let cut = || newest.load(Ordering::Acquire);
+    // Resumed means caught up: a record produced after the new process was up.
+    let at_up = || {
+        let live = newest.load(Ordering::Acquire);
+        json!({ "records_behind_at_restart": live - board.cut_mark.swap(live, Ordering::AcqRel) })
+    };
+    let new = ["serve-gateway", &topic, &max, &addr];
+    let out = restart(n, &board, old, &new, clients, stop_tx, cut, at_up).await;
     ticker.abort();
-    let mut runs = Vec::with_capacity(n);
-    for c in clients {
-        runs.push(c.await?);
-    }
-    let mut out = report(t_up, n, &runs);
-    let delivered = runs.iter().map(|r| r.delivered_after_cut).sum::<u64>();
-    out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
-    out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
-    out["records_behind_at_restart"] = json!(behind);
-    out["resident_bytes_per_connection_after"] = resident;
-    out["new_process_cpu_s"] = json!(round(server_cpu, 2));
-    out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
-    out["cpu"] = cpu;
-    if let Err(e) = waited {
-        out["incomplete"] = json!(e.to_string());
-    }
-    new.stop().await;
     delete_topics(&[topic]).await;
-    Ok(out)
+    out
 }
 
 /// The bare server's messages after the restart are numbered from here: any message above
@@ -240,43 +209,66 @@ const NEW_PROCESS_SEQ: u64 = 1 << 40;
 async fn deploy_bare(n: usize) -> Result<Value> {
     let (interval, bytes) = (LIVE_INTERVAL.as_millis().to_string(), RECORD_BYTES.to_string());
     let old = ChildServer::spawn(&["serve-live-bare", "127.0.0.1:0", "0", &interval, &bytes]).await?;
-    let addr = old.addr;
+    let addr = old.addr.to_string();
     let board = Board::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sources = Sources::new(5, 16);
-    let clients: Vec<_> = (0..n)
+    let clients = (0..n)
         .map(|_| {
-            client_runtime().spawn(bare_client(addr, sources.clone(), board.clone(), stop_rx.clone(), DEPLOY_RETRY))
+            client_runtime().spawn(bare_client(old.addr, sources.clone(), board.clone(), stop_rx.clone(), DEPLOY_RETRY))
         })
         .collect();
-    wait_until(&board.ready, n, READY_LIMIT, "received a first live message").await?;
+    let first = NEW_PROCESS_SEQ.to_string();
+    let new = ["serve-live-bare", &addr, &first, &interval, &bytes];
+    restart(n, &board, old, &new, clients, stop_tx, || NEW_PROCESS_SEQ as i64, || json!({})).await
+}
+
+/// The deploy itself, for either server: once every client has its first record, `cut()`
+/// becomes the board's cut mark and the `old` process stops; DEPLOY_DOWN later a process
+/// started with `new` takes its address, `at_up()` runs (its fields join the report), and
+/// the clients are given RESUME_LIMIT to resume. Reported from the new process's start.
+#[allow(clippy::too_many_arguments)]
+async fn restart(
+    n: usize,
+    board: &Arc<Board>,
+    old: ChildServer,
+    new: &[&str],
+    clients: Vec<tokio::task::JoinHandle<ClientRun>>,
+    stop: watch::Sender<bool>,
+    cut: impl FnOnce() -> i64,
+    at_up: impl FnOnce() -> Value,
+) -> Result<Value> {
+    wait_until(&board.ready, n, READY_LIMIT, "received a first live record").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu = CpuWindow::start();
-    board.cut_mark.store(NEW_PROCESS_SEQ as i64, Ordering::Release);
+    board.cut_mark.store(cut(), Ordering::Release);
     let t_stop = Instant::now();
     old.stop().await;
-    let drained = t_stop.elapsed();
+    let stopped = t_stop.elapsed();
     tokio::time::sleep(DEPLOY_DOWN).await;
     let t_spawn = Instant::now();
-    let first = NEW_PROCESS_SEQ.to_string();
-    let new = ChildServer::spawn(&["serve-live-bare", &addr.to_string(), &first, &interval, &bytes]).await?;
+    let new = ChildServer::spawn(new).await?;
     let t_up = Instant::now();
     let pid = new.pid()?;
-    let server_cpu = pid_cpu_seconds(pid);
-    let rss_up = rss_kib(pid)?;
+    let (server_cpu, rss_up) = (pid_cpu_seconds(pid), rss_kib(pid)?);
+    let extra = at_up();
     let waited = wait_until(&board.resumed, n, RESUME_LIMIT, "resumed").await;
     let server_cpu = pid_cpu_seconds(pid) - server_cpu;
     let cpu = cpu.end();
     let resident = resident_per_connection(pid, rss_up, n).await?;
-    let _ = stop_tx.send(true);
+    let _ = stop.send(true);
     let mut runs = Vec::with_capacity(n);
     for c in clients {
         runs.push(c.await?);
     }
+    new.stop().await;
     let mut out = report(t_up, n, &runs);
-    let delivered = runs.iter().map(|r| r.delivered_after_cut).sum::<u64>();
-    out["old_process_stopped_ms"] = json!(round(drained.as_secs_f64() * 1e3, 1));
+    let delivered = out["delivered_after_cut"].as_u64().unwrap_or(0);
+    out["old_process_stopped_ms"] = json!(round(stopped.as_secs_f64() * 1e3, 1));
     out["new_process_listening_ms"] = json!(round(t_up.duration_since(t_spawn).as_secs_f64() * 1e3, 1));
+    if let (Some(out), Value::Object(extra)) = (out.as_object_mut(), extra) {
+        out.extend(extra);
+    }
     out["resident_bytes_per_connection_after"] = resident;
     out["new_process_cpu_s"] = json!(round(server_cpu, 2));
     out["server_ns_per_delivery"] = json!(round(server_cpu * 1e9 / delivered.max(1) as f64, 0));
@@ -284,7 +276,6 @@ async fn deploy_bare(n: usize) -> Result<Value> {
     if let Err(e) = waited {
         out["incomplete"] = json!(e.to_string());
     }
-    new.stop().await;
     Ok(out)
 }
 
