@@ -45,6 +45,22 @@ const canvas = $<HTMLCanvasElement>("chart");
 const notices = $<HTMLDivElement>("notices");
 const panels = $<HTMLDivElement>("sources");
 
+/** One panel per source: what it shows, and its command. */
+function panelHtml(source: string): string {
+  const rates = [[250, "250 ms"], [500, "500 ms"], [1000, "1 s"], [2000, "2 s"]] as const;
+  const options = rates.map(([ms, label]) => `<option value="${ms}"${ms === 1000 ? " selected" : ""}>${label}</option>`).join("");
+  return `<div class="panel" id="panel-${source}" data-status="off">
+    <label><input type="checkbox" id="follow-${source}" checked> <b class="${source}">${source}</b></label>
+    <span class="status" id="status-${source}">off</span>
+    <div class="value" id="value-${source}">–</div>
+    <div class="meta">every <span id="rate-now-${source}">–</span> · applied <span id="applied-${source}">none</span></div>
+    <div class="meta"><span id="count-${source}">0</span> readings · <span id="check-${source}">no gap, no duplicate</span></div>
+    <div class="cmd"><select id="rate-${source}" aria-label="sampling interval of ${source}">${options}</select>
+      <button id="set-${source}">Set</button> <span class="meta" id="receipt-${source}"></span></div>
+  </div>`;
+}
+panels.innerHTML = SOURCES.map(panelHtml).join("\n");
+
 /** One reading on the chart. */
 interface Point {
   readonly run: bigint;
