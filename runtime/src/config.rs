@@ -94,7 +94,11 @@ pub struct Limits {
     /// reads of this much). Default 2 KiB: with 8 KiB an idle connection cost 18.1 KB,
     /// with 2 KiB 12.0 KB (bench/ `memory`); clients send small frames.
     pub read_buffer_bytes: usize,
-    /// WebSocket write buffer per connection. Default 16 KiB.
+    /// WebSocket write buffer per connection, and the largest frame the gateway writes:
+    /// a larger Data message goes out in fragments of this size (at least 1 KiB), because
+    /// the buffer keeps the capacity of the largest frame it ever held for the
+    /// connection's life. Default 16 KiB: a connection that caught up on 256 KiB messages
+    /// keeps about 16 KiB of it when idle, not 256 KiB (bench/ `deploy`).
     pub write_buffer_bytes: usize,
     /// Interval of Checkpoint frames for filtered subscriptions. Default 5 s.
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]

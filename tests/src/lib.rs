@@ -523,8 +523,8 @@ impl Drop for Proxy {
 }
 
 /// A protocol client that sends exactly what the test says.
-pub struct RawClient {
-    pub ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+pub struct RawClient<S = TcpStream> {
+    pub ws: tokio_tungstenite::WebSocketStream<S>,
 }
 
 impl RawClient {
@@ -561,6 +561,13 @@ impl RawClient {
             Some(Kind::Welcome(_)) => Ok(c),
             other => bail!("expected Welcome, got {other:?}"),
         }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
+    /// A client on a WebSocket the test opened itself.
+    pub fn from_stream(ws: tokio_tungstenite::WebSocketStream<S>) -> RawClient<S> {
+        RawClient { ws }
     }
 
     pub async fn send(&mut self, kind: Kind) -> Result<()> {

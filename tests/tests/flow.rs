@@ -446,3 +446,132 @@ async fn subscriptions_ended_as_they_open_leave_nothing_in_the_hub() -> anyhow::
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A TCP stream that keeps a copy of every byte it reads: the frames as the gateway put
+/// them on the wire, before the client's WebSocket reassembles fragments.
+struct Tap {
+    tcp: tokio::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl tokio::io::AsyncRead for Tap {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&new);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tap {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The (opcode, FIN, payload length) of each server frame in `bytes`, an HTTP upgrade
+/// answer followed by unmasked WebSocket frames (RFC 6455 section 5.2).
+fn server_frames(bytes: &[u8]) -> Vec<(u8, bool, usize)> {
+    let start = bytes.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP answer") + 4;
+    let (mut at, mut frames) = (start, Vec::new());
+    while at + 2 <= bytes.len() {
+        let (b0, b1) = (bytes[at], bytes[at + 1]);
+        assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+        let (len, header) = match b1 & 0x7f {
+            126 if at + 4 <= bytes.len() => (u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize, 4),
+            127 if at + 10 <= bytes.len() => {
+                (u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize, 10)
+            }
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if at + header + len > bytes.len() {
+            break;
+        }
+        frames.push((b0 & 0x0f, b0 & 0x80 != 0, len));
+        at += header + len;
+    }
+    frames
+}
+
+/// A catch-up leaves the gateway in Data messages of up to 256 KiB; tungstenite keeps the
+/// largest frame a connection ever wrote in its write buffer for the connection's life, so
+/// whole messages cost an idle connection what its catch-up was (110 KB each, bench/
+/// `deploy`). The gateway sends them in fragments of at most its write buffer, and the
+/// client still gets every record once, in order, in whole messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_is_written_in_fragments_no_larger_than_the_write_buffer() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("fragments");
+    create_topic(&topic, 1).await?;
+    let offsets = produce_n(&topic, 4000, 200).await?;
+    let limits = Limits::default().with_default_credit(100_000);
+    let write_buffer = limits.write_buffer_bytes;
+    let gw = TestGateway::start(streams(&topic), limits).await?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tap = Tap { tcp: tokio::net::TcpStream::connect(gw.addr).await?, seen: seen.clone() };
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(gw.url())?;
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "kafkasocks.v1".parse()?);
+    let (ws, _) = tokio_tungstenite::client_async(req, tap).await?;
+    let mut c = RawClient::from_stream(ws);
+    c.send(Kind::Hello(wire::Hello { protocol_version: 1, client: "tap".into(), ..Default::default() })).await?;
+    assert!(matches!(c.recv().await?, Some(Kind::Welcome(_))));
+    c.send(Kind::Subscribe(wire::Subscribe {
+        id: 1,
+        method: SUBSCRIBE.into(),
+        request: message("", ""),
+        start: Some(wire::StartPosition { position: Some(wire::start_position::Position::Earliest(wire::Empty {})) }),
+        credit: 100_000,
+    }))
+    .await?;
+    let mut got = Vec::new();
+    let mut largest_message = 0usize;
+    while got.len() < offsets.len() {
+        if let Some(Kind::Data(d)) = c.recv().await? {
+            largest_message = largest_message.max(d.records.iter().map(|r| r.payload.len()).sum());
+            got.extend(d.records.iter().map(|r| r.offset));
+        }
+    }
+    assert_eq!(got, offsets, "every record once, in order");
+    assert!(largest_message > 4 * write_buffer, "the catch-up was batched ({largest_message} B)");
+    let frames = server_frames(&seen.lock().unwrap());
+    let largest_frame = frames.iter().map(|f| f.2).max().unwrap_or(0);
+    assert!(largest_frame <= write_buffer, "a frame of {largest_frame} B with a write buffer of {write_buffer} B");
+    let continuations = frames.iter().filter(|f| f.0 == 0).count();
+    assert!(continuations > 0, "large messages went out in fragments");
+    // Every fragmented message ends with a FIN, and only continuations follow its first frame.
+    let mut open = false;
+    for &(op, fin, _) in &frames {
+        match op {
+            0 => assert!(open, "a continuation outside a fragmented message"),
+            1 | 2 => assert!(!open, "a new message inside a fragmented one"),
+            _ => assert!(fin, "control frames are never fragmented"),
+        }
+        if op <= 2 {
+            open = !fin;
+        }
+    }
+    delete_topic(&topic).await?;
+    Ok(())
+}

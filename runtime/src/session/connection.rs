@@ -14,7 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
@@ -91,6 +92,9 @@ const DRAIN_CHECK: Duration = Duration::from_millis(250);
 
 /// The largest Data frame the writer builds from several records.
 const DATA_BATCH_BYTES: usize = 256 << 10;
+/// The smallest WebSocket fragment a Data message is cut into (a write buffer set smaller
+/// than this still fragments at this size).
+const MIN_FRAGMENT_BYTES: usize = 1 << 10;
 const MAX_IDEMPOTENCY_KEY: usize = 64;
 
 fn now_ms(t: SystemTime) -> i64 {
@@ -113,7 +117,8 @@ where
         let close_timeout = shared.limits.close_timeout;
         let outbox =
             Outbox::new(shared.limits.send_queue_bytes, shared.limits.send_queue_frames, shared.send_budget.clone());
-        let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.metrics.clone()).in_current_span());
+        let fragment = shared.limits.write_buffer_bytes.max(MIN_FRAGMENT_BYTES);
+        let writer = tokio::spawn(write_loop(sink, outbox.clone(), shared.metrics.clone(), fragment).in_current_span());
         let mut session = Session {
             inflight: Arc::new(Semaphore::new(shared.limits.max_inflight_publishes)),
             bucket: TokenBucket::new(shared.limits.max_publishes_per_second),
@@ -674,6 +679,7 @@ async fn write_loop<S>(
     mut sink: SplitSink<WebSocketStream<S>, Message>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
+    fragment: usize,
 ) -> Option<SplitSink<WebSocketStream<S>, Message>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -681,7 +687,7 @@ where
     loop {
         let (items, bytes) = outbox.take().await;
         let release = Release(outbox.budget(), bytes);
-        let rest = match write_items(&mut sink, &items, &outbox, &metrics).await {
+        let rest = match write_items(&mut sink, &items, &outbox, &metrics, fragment).await {
             Written::All => continue,
             Written::Closed => return Some(sink),
             Written::Failed => return None,
@@ -743,6 +749,61 @@ where
     }
 }
 
+/// Hands one Data message to the socket, as [`feed`] does, in WebSocket fragments of at
+/// most `fragment` payload bytes. tungstenite formats every frame into a per-connection
+/// write buffer that keeps its largest capacity for the connection's life: a whole Data
+/// message of up to [`DATA_BATCH_BYTES`] would stay allocated on a connection that then
+/// idles (110 KB a connection after a catch-up, bench/ `deploy`), fragments keep it at the
+/// write buffer's size. A message whose first fragment is out must be finished before any
+/// other message (RFC 6455 §5.4): when the connection becomes a slow consumer meanwhile,
+/// the fragments left are handed back ([`Fed::Interrupted`]) so that the records taken
+/// leave the send budget at once while the message is finished once the peer reads.
+async fn feed_data<S>(
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+    data: Bytes,
+    fragment: usize,
+    outbox: &Outbox,
+) -> Result<Fed, Interrupted>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if data.len() <= fragment {
+        return Ok(feed(sink, Message::Binary(data), outbox).await);
+    }
+    let first = Frame::message(data.slice(..fragment), OpCode::Data(OpData::Binary), false);
+    match feed(sink, Message::Frame(first), outbox).await {
+        Fed::Sent => {}
+        other => return Ok(other),
+    }
+    let continuation = |at: usize| {
+        let end = (at + fragment).min(data.len());
+        (Message::Frame(Frame::message(data.slice(at..end), OpCode::Data(OpData::Continue), end == data.len())), end)
+    };
+    let mut at = fragment;
+    while at < data.len() {
+        let (next, end) = continuation(at);
+        tokio::select! {
+            biased;
+            () = outbox.discarding() => {
+                let mut tail = Vec::with_capacity((data.len() - at).div_ceil(fragment));
+                while at < data.len() {
+                    let (next, end) = continuation(at);
+                    tail.push(next);
+                    at = end;
+                }
+                return Err(Interrupted(tail));
+            }
+            r = sink.feed(next) => if r.is_err() { return Ok(Fed::Failed) },
+        }
+        at = end;
+    }
+    Ok(Fed::Sent)
+}
+
+/// A Data message begun (its first fragments are out) when the connection was closed as a
+/// slow consumer: the fragments that finish it, to be written before anything else.
+struct Interrupted(Vec<Message>);
+
 /// Flushes the socket unless the connection is (or becomes) a slow consumer first.
 async fn flush<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, outbox: &Outbox) -> Fed
 where
@@ -772,14 +833,16 @@ async fn write_items<S>(
     items: &VecDeque<Item>,
     outbox: &Outbox,
     metrics: &Metrics,
+    fragment: usize,
 ) -> Written
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // From item `i` on, what a slow consumer is still sent.
-    let rest = |i: usize| {
-        Written::Discarded(items.iter().skip(i).filter(|it| !dropped_when_discarding(it)).filter_map(message).collect())
-    };
+    let kept = |i: usize| items.iter().skip(i).filter(|it| !dropped_when_discarding(it)).filter_map(message);
+    let rest = |i: usize| Written::Discarded(kept(i).collect());
+    // A Data message interrupted between its fragments is finished first.
+    let rest_after = |tail: Vec<Message>, i: usize| Written::Discarded(tail.into_iter().chain(kept(i)).collect());
     let mut batch: Vec<&Bytes> = Vec::new();
     let (mut batch_id, mut batch_bytes) = (0u32, 0usize);
     let (mut records, mut frames) = (0u64, 0u64);
@@ -789,12 +852,16 @@ where
             Item::Frame(_) | Item::Close(..) => true,
         };
         if !batch.is_empty() && starts_batch {
-            match feed(sink, Message::Binary(wire::data_frame(batch_id, &batch)), outbox).await {
-                Fed::Sent => (records, frames) = (records + batch.len() as u64, frames + 1),
-                Fed::Failed => return Written::Failed,
-                Fed::Discarded => {
+            match feed_data(sink, wire::data_frame(batch_id, &batch), fragment, outbox).await {
+                Ok(Fed::Sent) => (records, frames) = (records + batch.len() as u64, frames + 1),
+                Ok(Fed::Failed) => return Written::Failed,
+                Ok(Fed::Discarded) => {
                     metrics.delivered(records, frames);
                     return rest(i);
+                }
+                Err(Interrupted(tail)) => {
+                    metrics.delivered(records + batch.len() as u64, frames + 1);
+                    return rest_after(tail, i);
                 }
             }
             batch.clear();
@@ -823,12 +890,16 @@ where
         }
     }
     if !batch.is_empty() {
-        match feed(sink, Message::Binary(wire::data_frame(batch_id, &batch)), outbox).await {
-            Fed::Sent => (records, frames) = (records + batch.len() as u64, frames + 1),
-            Fed::Failed => return Written::Failed,
-            Fed::Discarded => {
+        match feed_data(sink, wire::data_frame(batch_id, &batch), fragment, outbox).await {
+            Ok(Fed::Sent) => (records, frames) = (records + batch.len() as u64, frames + 1),
+            Ok(Fed::Failed) => return Written::Failed,
+            Ok(Fed::Discarded) => {
                 metrics.delivered(records, frames);
                 return rest(items.len());
+            }
+            Err(Interrupted(tail)) => {
+                metrics.delivered(records + batch.len() as u64, frames + 1);
+                return rest_after(tail, items.len());
             }
         }
     }
@@ -1013,7 +1084,8 @@ mod tests {
         let budget = SendBudget::new(64 << 20);
         let outbox = Outbox::new(1 << 20, 64, budget.clone());
         let metrics = Arc::new(Metrics::default());
-        let writer = tokio::spawn(write_loop(sink, outbox.clone(), metrics.clone()));
+        let writer =
+            tokio::spawn(write_loop(sink, outbox.clone(), metrics.clone(), Limits::default().write_buffer_bytes));
         let wake = Arc::new(tokio::sync::Notify::new());
         let mut offered = 0i64;
         // Records until the queue refuses: the writer holds a batch it cannot write.
@@ -1061,8 +1133,9 @@ mod tests {
         assert_eq!(close, Some(close::SLOW_CONSUMER));
         assert_eq!(frames, vec![Some(Kind::Receipt(receipt))], "the receipt stays, the checkpoint goes");
         assert!(records.iter().enumerate().all(|(i, &o)| o == i as i64), "a prefix, in order");
-        // Only what the socket had taken: the pipe's 16 KiB and at most two Data frames of
-        // 256 KiB (one in the WebSocket's write buffer, one in the sink's slot).
+        // Only what the socket had taken: the pipe's 16 KiB, the write buffer's fragment and
+        // the Data message of 256 KiB begun when the socket blocked, finished once it reads
+        // (a decoding error above if it were cut short).
         assert!(records.len() < 600 && offered > 2000, "{} of {offered} records written", records.len());
         let joined = tokio::time::timeout(Duration::from_secs(5), writer).await.expect("the writer ends");
         assert!(matches!(joined, Ok(Some(_))), "and hands the socket back for the close handshake");
