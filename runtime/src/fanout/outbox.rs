@@ -236,6 +236,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues a frame a subscription is owed once (its `Subscribed`, its final `Error`)
+    /// even past the frame bound, which such frames cannot outgrow for long: at most two
+    /// per subscription, and a connection holds at most `max_subscriptions`. Dropping one
+    /// would leave the client waiting on a subscription that is over.
+    pub(crate) fn push_owed(&self, frame: Bytes) {
+        let mut s = self.lock();
+        if s.closed {
+            return;
+        }
+        s.frames += 1;
+        s.items.push_back(Item::Frame(frame));
+        drop(s);
+        self.ready.notify_one();
+    }
+
     /// Queues the close frame; nothing queued after it is sent.
     pub(crate) fn close(&self, code: u16, reason: &'static str) {
         let mut s = self.lock();

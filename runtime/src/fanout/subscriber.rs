@@ -221,7 +221,7 @@ impl Subscriber {
     pub(crate) fn announce(&self, frame: bytes::Bytes) {
         let _announcing = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
         if !self.is_ended() {
-            let _ = self.outbox.push_frame(frame);
+            self.outbox.push_owed(frame);
         }
     }
 
@@ -229,7 +229,7 @@ impl Subscriber {
     pub(crate) fn fail(&self, status: Status) {
         if self.end() {
             self.metrics.error(status.code());
-            let _ = self.outbox.push_frame(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
+            self.outbox.push_owed(wire::encode(frame::Kind::Error(status.to_wire(self.id, 0))));
         }
     }
 
@@ -374,6 +374,33 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A subscription that fails while the control queue is full still tells its client:
+    /// the Error frame is owed, not dropped (before, the client waited on a subscription
+    /// that was over).
+    #[tokio::test]
+    async fn a_failure_is_sent_even_when_the_control_queue_is_full() {
+        let outbox = Outbox::new(1 << 20, 1, SendBudget::new(1 << 20));
+        let spec = SubscriberSpec { id: 4, credit: 10, max_credit: 10 };
+        let sub = Subscriber::new(spec, outbox.clone(), Arc::new(Metrics::default()));
+        let ping = wire::encode(frame::Kind::Ping(wire::Ping { nonce: 1 }));
+        outbox.push_frame(ping).expect("room for one frame");
+        assert!(outbox.push_frame(wire::encode(frame::Kind::Ping(wire::Ping { nonce: 2 }))).is_err(), "full");
+        sub.fail(Status::unavailable("the topic's reader stopped"));
+        let (items, _) = outbox.take().await;
+        let errors: Vec<_> = items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Frame(b) => match wire::Frame::decode(b.clone()).ok()?.kind? {
+                    frame::Kind::Error(e) => Some(e.subscription_id),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(errors, [4], "the Error frame for subscription 4");
+        assert!(!outbox.is_closed(), "and the connection stays open");
     }
 
     /// A checkpoint the control queue had no room for is not taken as sent: the next one
