@@ -111,7 +111,8 @@ async fn run(
         sub.set_plan(plan.await?);
         open(&hubs, &sub, &slot, &topic, start).await
     };
-    let hub = match opened.await {
+    // On the heap while it runs: the task keeps only what delivering needs afterwards.
+    let hub = match Box::pin(opened).await {
         Ok(hub) => hub,
         Err(status) => {
             sub.fail(status);
