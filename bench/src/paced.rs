@@ -266,6 +266,12 @@ async fn wait_ready(board: &Board, n: usize) -> Result<()> {
 }
 
 async fn measure_gateway(sizes: &Sizes, topic: &str, sources: &Arc<Sources>) -> Result<Value> {
+    // The producer is connected (metadata, idempotent producer id) before the clients
+    // subscribe at `latest`: a record stamped while a fresh producer is still starting
+    // would count its start-up (100-500 ms here) as delivery latency.
+    let producer = producer()?;
+    let warm: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(&[]);
+    producer.send(warm, Duration::from_secs(10)).await.map_err(|(e, _)| anyhow::anyhow!("warm-up produce: {e}"))?;
     let server = ChildServer::spawn(&["serve-gateway", topic, &(sizes.clients + 100).to_string()]).await?;
     let pid = server.pid()?;
     let method = subscribe_method("Memory");
@@ -327,7 +333,6 @@ async fn measure_gateway(sizes: &Sizes, topic: &str, sources: &Arc<Sources>) -> 
     }
     wait_ready(&board, sizes.clients).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let producer = producer()?;
     let total = u64::from(sizes.rate) * sizes.seconds;
     let cpu_before = pid_cpu_seconds(pid);
     let started = Instant::now();
