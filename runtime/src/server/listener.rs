@@ -175,10 +175,11 @@ async fn upgrade<S>(
         admitted = Some(admission.admitted);
         Ok(resp)
     };
-    let ws = match tokio::time::timeout_at(
+    // Boxed while it runs, as in `accept`: the connection's task keeps only the session.
+    let ws = match Box::pin(tokio::time::timeout_at(
         deadline,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)),
-    )
+    ))
     .await
     {
         Ok(Ok(ws)) => ws,
@@ -217,6 +218,20 @@ mod tests {
         };
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Listener::new(tcp, None, GatewayService::new(front), &limits)
+    }
+
+    /// A connection's task keeps, for its life, its future's largest state: the WebSocket
+    /// handshake is boxed while it runs and the session in its own allocation, so the
+    /// upgrade holds neither twice (2,424 B a connection before, bench/ `memory`).
+    #[tokio::test]
+    async fn an_upgraded_connection_s_task_stays_small() {
+        let config = GatewayConfig::new(crate::kafka::config::KafkaConfig::new("127.0.0.1:9"));
+        let listener = Arc::new(listener(Limits::default(), &config).await);
+        let _client = TcpStream::connect(listener.tcp.local_addr().expect("addr")).await.expect("connect");
+        let (tcp, remote) = listener.tcp.accept().await.expect("accept");
+        let permit = listener.pending(remote.ip()).expect("permit");
+        let task = upgrade(tcp, remote, permit, tokio::time::Instant::now(), listener.clone());
+        assert!(std::mem::size_of_val(&task) <= 768, "upgrade: {} B", std::mem::size_of_val(&task));
     }
 
     /// One address gets its share of the handshake pool; a trusted proxy only the pool.

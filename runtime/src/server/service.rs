@@ -36,9 +36,11 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri};
@@ -216,27 +218,41 @@ impl GatewayService {
 
     /// Runs what was admitted on an upgraded WebSocket, counted among the sessions the
     /// drain waits for, and stopped if the drain's grace period runs out.
-    pub(crate) async fn serve_upgraded<S>(&self, admitted: Admitted, ws: WebSocketStream<S>)
+    ///
+    /// Not an `async fn`: the session is built before the future exists, so the
+    /// connection's task holds no second copy of the WebSocket and the admission.
+    pub(crate) fn serve_upgraded<S>(
+        &self,
+        admitted: Admitted,
+        ws: WebSocketStream<S>,
+    ) -> impl Future<Output = ()> + Send + 'static
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let running = self.front.sessions.enter();
-        let shared = &self.front.shared;
-        match admitted {
+        let shared = self.front.shared.clone();
+        let (work, counted) = match admitted {
             Admitted::Session(handshake, slot) => {
                 shared.metrics.connection_opened();
-                tokio::select! {
-                    () = connection::serve(ws, shared.clone(), handshake, Some(slot)) => {}
-                    () = running.aborted() => {}
-                }
-                shared.metrics.connection_closed();
+                (Either::Left(connection::serve(ws, shared.clone(), handshake, Some(slot))), true)
             }
             #[cfg(feature = "conformance-echo")]
             Admitted::Echo(slot) => {
-                tokio::select! {
-                    () = super::echo::serve(ws, slot) => {}
-                    () = running.aborted() => {}
-                }
+                let echo: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(super::echo::serve(ws, slot));
+                (Either::Right(echo), false)
+            }
+        };
+        #[cfg(not(feature = "conformance-echo"))]
+        let work: Either<_, Pin<Box<dyn Future<Output = ()> + Send>>> = work;
+        // Its own allocation: moved into the `select!` below it would take its room twice.
+        let mut work = Box::pin(work);
+        async move {
+            tokio::select! {
+                () = &mut work => {}
+                () = running.aborted() => {}
+            }
+            if counted {
+                shared.metrics.connection_closed();
             }
         }
     }
