@@ -203,18 +203,72 @@ impl From<Record> for Delivery {
     }
 }
 
-/// Builds one Data frame from shared record bytes.
-pub(crate) fn data_frame(subscription_id: u32, records: &[&Bytes]) -> Bytes {
-    let body_len = 1 + varint_len(u64::from(subscription_id)) + records.iter().map(|r| r.len()).sum::<usize>();
-    let mut out = BytesMut::with_capacity(body_len + 6);
-    out.put_u8(5 << 3 | 2);
-    put_varint(&mut out, body_len as u64);
-    out.put_u8(1 << 3);
-    put_varint(&mut out, u64::from(subscription_id));
-    for r in records {
-        out.put_slice(r);
+/// Room a Data frame's prefix takes at the start of a [`DataFrame`]: the Frame's field
+/// tag and length (1 + 5), the subscription id's tag and value (1 + 5).
+const DATA_PREFIX: usize = 12;
+
+/// A Data frame built in place: the records' encodings (`SharedRecord::encoded`) copied
+/// one after another behind room for the prefix, which [`DataFrame::finish`] writes once
+/// the frame's length is known. One allocation and one copy per record, and no
+/// reference to the shared record kept while the frame waits to be written.
+#[derive(Debug)]
+pub(crate) struct DataFrame {
+    buf: BytesMut,
+    records: u32,
+}
+
+impl DataFrame {
+    /// An empty frame with room for `capacity` bytes of records.
+    pub(crate) fn with_capacity(capacity: usize) -> DataFrame {
+        let mut buf = BytesMut::with_capacity(DATA_PREFIX + capacity);
+        buf.put_bytes(0, DATA_PREFIX);
+        DataFrame { buf, records: 0 }
     }
-    out.freeze()
+
+    pub(crate) fn push(&mut self, encoded: &[u8]) {
+        self.buf.extend_from_slice(encoded);
+        self.records += 1;
+    }
+
+    /// The records' bytes so far.
+    pub(crate) fn records_len(&self) -> usize {
+        self.buf.len() - DATA_PREFIX
+    }
+
+    pub(crate) fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Each record's encoding (`0x12 len Record`), in order.
+    pub(crate) fn encodings(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.buf[DATA_PREFIX..];
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let mut after_tag = &rest[1..];
+            let len = read_varint(&mut after_tag)? as usize;
+            let whole = rest.len() - after_tag.len() + len;
+            let (one, next) = rest.split_at(whole.min(rest.len()));
+            rest = next;
+            Some(one)
+        })
+    }
+
+    /// The encoded Frame, for subscription `subscription_id`.
+    pub(crate) fn finish(mut self, subscription_id: u32) -> Bytes {
+        let body_len = 1 + varint_len(u64::from(subscription_id)) + self.records_len();
+        let mut prefix = [0u8; DATA_PREFIX];
+        let mut room = &mut prefix[..];
+        room.put_u8(5 << 3 | 2);
+        put_varint(&mut room, body_len as u64);
+        room.put_u8(1 << 3);
+        put_varint(&mut room, u64::from(subscription_id));
+        let n = DATA_PREFIX - room.len();
+        let start = DATA_PREFIX - n;
+        self.buf[start..DATA_PREFIX].copy_from_slice(&prefix[..n]);
+        self.buf.freeze().slice(start..)
+    }
 }
 
 /// The Confluent Schema Registry framing: `0x00`, a big-endian u32 schema id, then
@@ -390,10 +444,15 @@ mod tests {
     }
 
     #[test]
-    fn data_frame_decodes_with_all_records() {
+    fn a_data_frame_built_in_place_decodes_with_all_records() {
         let a = SharedRecord::new(0, 0, 0, b"", &[], b"");
         let b = SharedRecord::new(1, 300, 5, b"k", &[], b"\x08\x01");
-        let frame = Frame::decode(data_frame(70_000, &[&a.encoded, &b.encoded])).expect("decodes");
+        let mut data = DataFrame::with_capacity(0);
+        data.push(&a.encoded);
+        data.push(&b.encoded);
+        assert_eq!(data.encodings().collect::<Vec<_>>(), [&a.encoded[..], &b.encoded[..]]);
+        assert_eq!(data.records(), 2);
+        let frame = Frame::decode(data.finish(70_000)).expect("decodes");
         let Some(frame::Kind::Data(d)) = frame.kind else { panic!("not data: {frame:?}") };
         assert_eq!(d.subscription_id, 70_000);
         assert_eq!(d.records.len(), 2);

@@ -90,8 +90,6 @@ async fn drain_input<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S, end: tok
 /// How often a draining session looks whether its publishes are all answered.
 const DRAIN_CHECK: Duration = Duration::from_millis(250);
 
-/// The largest Data frame the writer builds from several records.
-const DATA_BATCH_BYTES: usize = 256 << 10;
 /// The smallest WebSocket fragment a Data message is cut into (a write buffer set smaller
 /// than this still fragments at this size).
 const MIN_FRAGMENT_BYTES: usize = 1 << 10;
@@ -708,11 +706,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let (items, bytes) = outbox.take().await;
+        let (mut items, bytes) = outbox.take().await;
         let release = Release(outbox.budget(), bytes);
         // On the heap while it writes: the writer's task, allocated at its largest state
         // for the connection's life, keeps only what waiting for the queue needs.
-        let rest = match Box::pin(write_items(&mut sink, &items, &outbox, &metrics, fragment)).await {
+        let rest = match Box::pin(write_items(&mut sink, &mut items, &outbox, &metrics, fragment)).await {
             Written::All => continue,
             Written::Closed => return Some(sink),
             Written::Failed => return None,
@@ -777,7 +775,7 @@ where
 /// Hands one Data message to the socket, as [`feed`] does, in WebSocket fragments of at
 /// most `fragment` payload bytes. tungstenite formats every frame into a per-connection
 /// write buffer that keeps its largest capacity for the connection's life: a whole Data
-/// message of up to [`DATA_BATCH_BYTES`] would stay allocated on a connection that then
+/// message of up to [`DATA_BATCH_BYTES`](crate::fanout::outbox::DATA_BATCH_BYTES) would stay allocated on a connection that then
 /// idles (110 KB a connection after a catch-up, bench/ `deploy`), fragments keep it at the
 /// write buffer's size. A message whose first fragment is out must be finished before any
 /// other message (RFC 6455 §5.4): when the connection becomes a slow consumer meanwhile,
@@ -843,7 +841,7 @@ where
 
 fn message(item: &Item) -> Option<Message> {
     match item {
-        Item::Record(..) => None,
+        Item::Records(..) => None,
         Item::Frame(b) => Some(Message::Binary(b.clone())),
         Item::Close(code, reason) => {
             Some(Message::Close(Some(CloseFrame { code: CloseCode::from(*code), reason: (*reason).into() })))
@@ -851,11 +849,11 @@ fn message(item: &Item) -> Option<Message> {
     }
 }
 
-/// Writes what the writer took: consecutive records of one subscription as one Data frame
-/// (up to [`DATA_BATCH_BYTES`]), control frames as they are, then one flush.
+/// Writes what the writer took, in order: each run of records as the Data frame its queue
+/// built, control frames as they are, then one flush.
 async fn write_items<S>(
     sink: &mut SplitSink<WebSocketStream<S>, Message>,
-    items: &VecDeque<Item>,
+    items: &mut VecDeque<Item>,
     outbox: &Outbox,
     metrics: &Metrics,
     fragment: usize,
@@ -863,49 +861,38 @@ async fn write_items<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // From item `i` on, what a slow consumer is still sent.
-    let kept = |i: usize| items.iter().skip(i).filter(|it| !dropped_when_discarding(it)).filter_map(message);
-    let rest = |i: usize| Written::Discarded(kept(i).collect());
-    // A Data message interrupted between its fragments is finished first.
-    let rest_after = |tail: Vec<Message>, i: usize| Written::Discarded(tail.into_iter().chain(kept(i)).collect());
-    let mut batch: Vec<&Bytes> = Vec::new();
-    let (mut batch_id, mut batch_bytes) = (0u32, 0usize);
+    // What a slow consumer is still sent of an item.
+    let kept = |item: &Item| if dropped_when_discarding(item) { None } else { message(item) };
     let (mut records, mut frames) = (0u64, 0u64);
-    for (i, item) in items.iter().enumerate() {
-        let starts_batch = match item {
-            Item::Record(id, rec) => batch_id != *id || batch_bytes + rec.len() > DATA_BATCH_BYTES,
-            Item::Frame(_) | Item::Close(..) => true,
-        };
-        if !batch.is_empty() && starts_batch {
-            match feed_data(sink, wire::data_frame(batch_id, &batch), fragment, outbox).await {
-                Ok(Fed::Sent) => (records, frames) = (records + batch.len() as u64, frames + 1),
-                Ok(Fed::Failed) => return Written::Failed,
-                Ok(Fed::Discarded) => {
-                    metrics.delivered(records, frames);
-                    return rest(i);
+    while let Some(item) = items.pop_front() {
+        let item = match item {
+            Item::Records(id, data) => {
+                let n = u64::from(data.records());
+                match feed_data(sink, data.finish(id), fragment, outbox).await {
+                    Ok(Fed::Sent) => (records, frames) = (records + n, frames + 1),
+                    Ok(Fed::Failed) => return Written::Failed,
+                    Ok(Fed::Discarded) => {
+                        metrics.delivered(records, frames);
+                        return Written::Discarded(items.iter().filter_map(kept).collect());
+                    }
+                    // A Data message interrupted between its fragments is finished first.
+                    Err(Interrupted(tail)) => {
+                        metrics.delivered(records + n, frames + 1);
+                        return Written::Discarded(tail.into_iter().chain(items.iter().filter_map(kept)).collect());
+                    }
                 }
-                Err(Interrupted(tail)) => {
-                    metrics.delivered(records + batch.len() as u64, frames + 1);
-                    return rest_after(tail, i);
-                }
+                continue;
             }
-            batch.clear();
-            batch_bytes = 0;
-        }
-        if let Item::Record(id, rec) = item {
-            batch_id = *id;
-            batch_bytes += rec.len();
-            batch.push(rec);
-            continue;
-        }
-        let Some(m) = message(item) else { continue };
+            other => other,
+        };
+        let Some(m) = message(&item) else { continue };
         let is_close = matches!(m, Message::Close(_));
         match feed(sink, m, outbox).await {
             Fed::Sent => {}
             Fed::Failed => return Written::Failed,
             Fed::Discarded => {
                 metrics.delivered(records, frames);
-                return rest(i);
+                return Written::Discarded(std::iter::once(&item).chain(items.iter()).filter_map(kept).collect());
             }
         }
         if is_close {
@@ -914,26 +901,12 @@ where
             return Written::Closed;
         }
     }
-    if !batch.is_empty() {
-        match feed_data(sink, wire::data_frame(batch_id, &batch), fragment, outbox).await {
-            Ok(Fed::Sent) => (records, frames) = (records + batch.len() as u64, frames + 1),
-            Ok(Fed::Failed) => return Written::Failed,
-            Ok(Fed::Discarded) => {
-                metrics.delivered(records, frames);
-                return rest(items.len());
-            }
-            Err(Interrupted(tail)) => {
-                metrics.delivered(records + batch.len() as u64, frames + 1);
-                return rest_after(tail, items.len());
-            }
-        }
-    }
     let flushed = flush(sink, outbox).await;
     metrics.delivered(records, frames);
     match flushed {
         Fed::Sent => Written::All,
         Fed::Failed => Written::Failed,
-        Fed::Discarded => rest(items.len()),
+        Fed::Discarded => Written::Discarded(Vec::new()),
     }
 }
 

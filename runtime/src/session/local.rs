@@ -145,34 +145,50 @@ impl LocalStreams {
         let span = tracing::debug_span!("local subscription", method = %method, topic = %def.topic);
         let handle = SubscriptionHandle::open(&self.shared.hubs, outbox.clone(), opening, span);
         let refill = (credit / 2).max(1);
-        let state = (handle, outbox, VecDeque::<Item>::new(), 0u32, false);
+        // The queue's items, and the records of the Data frame taken last, still to be given.
+        let state = (handle, outbox, VecDeque::<Item>::new(), VecDeque::<Delivery>::new(), 0u32, false);
         Ok(Box::pin(futures_util::stream::unfold(
             state,
-            move |(guard, outbox, mut items, mut taken, done)| async move {
+            move |(guard, outbox, mut items, mut records, mut taken, done)| async move {
                 if done {
                     return None;
                 }
                 loop {
-                    while let Some(item) = items.pop_front() {
+                    if let Some(delivery) = records.pop_front() {
+                        taken += 1;
+                        if taken >= refill {
+                            guard.add_credit(taken);
+                            taken = 0;
+                        }
+                        return Some((Ok(delivery), (guard, outbox, items, records, taken, false)));
+                    }
+                    while records.is_empty()
+                        && let Some(item) = items.pop_front()
+                    {
                         match item {
-                            Item::Record(_, rec) => {
-                                taken += 1;
-                                if taken >= refill {
-                                    guard.add_credit(taken);
-                                    taken = 0;
+                            Item::Records(_, data) => {
+                                // A record that does not decode is not given (it is counted
+                                // against the credit all the same).
+                                for rec in data.encodings() {
+                                    match wire::Record::decode(&rec[record_body(rec)..]) {
+                                        Ok(r) => records.push_back(Delivery::from(r)),
+                                        Err(_) => taken += 1,
+                                    }
                                 }
-                                let Ok(r) = wire::Record::decode(&rec[record_body(&rec)..]) else {
-                                    continue;
-                                };
-                                return Some((Ok(Delivery::from(r)), (guard, outbox, items, taken, false)));
                             }
                             Item::Frame(b) => {
                                 if let Ok(wire::Frame { kind: Some(Kind::Error(e)) }) = wire::Frame::decode(b) {
-                                    return Some((Err(Status::from_wire(&e)), (guard, outbox, items, taken, true)));
+                                    return Some((
+                                        Err(Status::from_wire(&e)),
+                                        (guard, outbox, items, records, taken, true),
+                                    ));
                                 }
                             }
                             Item::Close(..) => return None,
                         }
+                    }
+                    if !records.is_empty() {
+                        continue;
                     }
                     let (taken, bytes) = outbox.take().await;
                     // Decoded into deliveries below: their bytes leave the send budget now.
