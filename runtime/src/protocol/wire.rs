@@ -19,7 +19,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/kafkasocks.v1.rs"));
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message as _;
 
 use super::records::{Delivery, RecordView};
@@ -267,7 +267,9 @@ impl DataFrame {
         let n = DATA_PREFIX - room.len();
         let start = DATA_PREFIX - n;
         self.buf[start..DATA_PREFIX].copy_from_slice(&prefix[..n]);
-        self.buf.freeze().slice(start..)
+        // Not `freeze().slice(..)`: slicing a frozen buffer allocates its shared count.
+        self.buf.advance(start);
+        self.buf.freeze()
     }
 }
 
