@@ -241,18 +241,7 @@ impl Outbox {
 
     /// Queues a control frame (in order with records).
     pub(crate) fn push_frame(&self, frame: Bytes) -> Result<(), Overflow> {
-        let mut s = self.lock();
-        if s.closed {
-            return Ok(());
-        }
-        if s.frames >= self.max_frames {
-            return Err(Overflow);
-        }
-        s.frames += 1;
-        s.items.push_back(Item::Frame(frame));
-        drop(s);
-        self.ready.notify_one();
-        Ok(())
+        self.queue_frame(frame, true)
     }
 
     /// Queues a frame a subscription is owed once (its `Subscribed`, its final `Error`)
@@ -260,14 +249,23 @@ impl Outbox {
     /// per subscription, and a connection holds at most `max_subscriptions`. Dropping one
     /// would leave the client waiting on a subscription that is over.
     pub(crate) fn push_owed(&self, frame: Bytes) {
+        let _always = self.queue_frame(frame, false);
+    }
+
+    /// Queues `frame` (nothing once closed), within the frame bound when `bounded`.
+    fn queue_frame(&self, frame: Bytes, bounded: bool) -> Result<(), Overflow> {
         let mut s = self.lock();
         if s.closed {
-            return;
+            return Ok(());
+        }
+        if bounded && s.frames >= self.max_frames {
+            return Err(Overflow);
         }
         s.frames += 1;
         s.items.push_back(Item::Frame(frame));
         drop(s);
         self.ready.notify_one();
+        Ok(())
     }
 
     /// Queues the close frame; nothing queued after it is sent.
