@@ -168,13 +168,11 @@ impl SharedRecord {
             put_varint(&mut body, 10 << 3);
             put_varint(&mut body, u64::from(key_schema_id));
         }
-        let mut prefix = [0u8; PREFIX];
-        let mut room = &mut prefix[..];
-        put_varint(&mut room, 2 << 3 | 2);
-        put_varint(&mut room, (body.len() - PREFIX) as u64);
-        let n = PREFIX - room.len();
-        let start = PREFIX - n;
-        body[start..PREFIX].copy_from_slice(&prefix[..n]);
+        let body_len = body.len() - PREFIX;
+        let start = fill_prefix::<PREFIX>(&mut body, |room| {
+            put_varint(room, 2 << 3 | 2);
+            put_varint(room, body_len as u64);
+        });
         let whole = body.freeze();
         let key = key_at.map_or_else(Bytes::new, |at| whole.slice(at..at + key.len()));
         let payload = payload_at.map_or_else(Bytes::new, |at| whole.slice(at..at + payload.len()));
@@ -201,6 +199,19 @@ impl From<Record> for Delivery {
             headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
         }
     }
+}
+
+/// Writes what `put` writes (at most `ROOM` bytes) at the end of the `ROOM` bytes left
+/// free at the start of `buf`, so that it ends where the body starts; returns where it
+/// begins. A message's length prefix, written once the body is: no second buffer, no copy.
+fn fill_prefix<const ROOM: usize>(buf: &mut BytesMut, put: impl FnOnce(&mut &mut [u8])) -> usize {
+    let mut prefix = [0u8; ROOM];
+    let mut room = &mut prefix[..];
+    put(&mut room);
+    let n = ROOM - room.len();
+    let start = ROOM - n;
+    buf[start..ROOM].copy_from_slice(&prefix[..n]);
+    start
 }
 
 /// Room a Data frame's prefix takes at the start of a [`DataFrame`]: the Frame's field
@@ -258,15 +269,12 @@ impl DataFrame {
     /// The encoded Frame, for subscription `subscription_id`.
     pub(crate) fn finish(mut self, subscription_id: u32) -> Bytes {
         let body_len = 1 + varint_len(u64::from(subscription_id)) + self.records_len();
-        let mut prefix = [0u8; DATA_PREFIX];
-        let mut room = &mut prefix[..];
-        room.put_u8(5 << 3 | 2);
-        put_varint(&mut room, body_len as u64);
-        room.put_u8(1 << 3);
-        put_varint(&mut room, u64::from(subscription_id));
-        let n = DATA_PREFIX - room.len();
-        let start = DATA_PREFIX - n;
-        self.buf[start..DATA_PREFIX].copy_from_slice(&prefix[..n]);
+        let start = fill_prefix::<DATA_PREFIX>(&mut self.buf, |room| {
+            room.put_u8(5 << 3 | 2);
+            put_varint(room, body_len as u64);
+            room.put_u8(1 << 3);
+            put_varint(room, u64::from(subscription_id));
+        });
         // Not `freeze().slice(..)`: slicing a frozen buffer allocates its shared count.
         self.buf.advance(start);
         self.buf.freeze()
