@@ -533,13 +533,7 @@ impl RawClient {
     }
 
     pub async fn connect_with_protocol(addr: SocketAddr, protocol: Option<&str>) -> Result<RawClient> {
-        let mut req = format!("ws://{addr}/streams").into_client_request()?;
-        if let Some(p) = protocol {
-            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
-        }
-        let tcp = TcpStream::connect(addr).await?;
-        let (ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
-        Ok(RawClient { ws })
+        RawClient::connect_on(TcpStream::connect(addr).await?, addr, protocol).await
     }
 
     /// Connects and completes Hello/Welcome.
@@ -549,25 +543,35 @@ impl RawClient {
 
     /// Connects and completes Hello/Welcome with this token.
     pub async fn open_with_token(addr: SocketAddr, token: &str) -> Result<RawClient> {
-        let mut c = Self::connect(addr).await?;
-        c.send(Kind::Hello(wire::Hello {
+        Self::connect(addr).await?.hello(token).await
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
+    /// The WebSocket upgrade to the gateway at `addr` over `stream`, a connection the test
+    /// made itself (offering `protocol`, when given).
+    pub async fn connect_on(stream: S, addr: SocketAddr, protocol: Option<&str>) -> Result<RawClient<S>> {
+        let mut req = format!("ws://{addr}/streams").into_client_request()?;
+        if let Some(p) = protocol {
+            req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
+        }
+        let (ws, _) = tokio_tungstenite::client_async(req, stream).await?;
+        Ok(RawClient { ws })
+    }
+
+    /// Completes Hello/Welcome with this token.
+    pub async fn hello(mut self, token: &str) -> Result<RawClient<S>> {
+        self.send(Kind::Hello(wire::Hello {
             protocol_version: 1,
             token: token.into(),
             client: "raw-test".into(),
             ..Default::default()
         }))
         .await?;
-        match c.recv().await? {
-            Some(Kind::Welcome(_)) => Ok(c),
+        match self.recv().await? {
+            Some(Kind::Welcome(_)) => Ok(self),
             other => bail!("expected Welcome, got {other:?}"),
         }
-    }
-}
-
-impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawClient<S> {
-    /// A client on a WebSocket the test opened itself.
-    pub fn from_stream(ws: tokio_tungstenite::WebSocketStream<S>) -> RawClient<S> {
-        RawClient { ws }
     }
 
     pub async fn send(&mut self, kind: Kind) -> Result<()> {

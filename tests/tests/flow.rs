@@ -531,12 +531,7 @@ async fn a_catch_up_is_written_in_fragments_no_larger_than_the_write_buffer() ->
     let gw = TestGateway::start(streams(&topic), limits).await?;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap = Tap { tcp: tokio::net::TcpStream::connect(gw.addr).await?, seen: seen.clone() };
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(gw.url())?;
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "kafkasocks.v1".parse()?);
-    let (ws, _) = tokio_tungstenite::client_async(req, tap).await?;
-    let mut c = RawClient::from_stream(ws);
-    c.send(Kind::Hello(wire::Hello { protocol_version: 1, client: "tap".into(), ..Default::default() })).await?;
-    assert!(matches!(c.recv().await?, Some(Kind::Welcome(_))));
+    let mut c = RawClient::connect_on(tap, gw.addr, Some("kafkasocks.v1")).await?.hello("").await?;
     c.send(Kind::Subscribe(wire::Subscribe {
         id: 1,
         method: SUBSCRIBE.into(),
