@@ -86,6 +86,17 @@ pub struct Limits {
     /// gateway; more wait for a reader to end. Default 8: each is a librdkafka client
     /// with its own threads.
     pub max_catchup_readers: usize,
+    /// Memory for the key index of each topic that keyed subscriptions read (shared by
+    /// its partitions): which keys each block of 1,024 records holds, so that a
+    /// subscription to one key, joining from `earliest` or resuming, reads only the
+    /// blocks with its key. Default 64 MiB: 4 bytes per distinct key per block, about
+    /// 16 M records of distinct keys (far more when keys repeat); when full, the oldest
+    /// blocks go and cursors before them are read through. 0 turns the index off.
+    pub key_index_bytes: usize,
+    /// How far back from the log end the key index of a partition is built when a keyed
+    /// subscription first asks for it (then it follows the live reader). Default
+    /// 16,777,216 records; older cursors are read through up to there.
+    pub key_index_records: u64,
     /// Time given to in-flight publishes at shutdown. Default 10 s.
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub drain_timeout: Duration,
@@ -188,6 +199,8 @@ impl Default for Limits {
             replay_records: 16_384,
             replay_bytes: 8 << 20,
             max_catchup_readers: 8,
+            key_index_bytes: 64 << 20,
+            key_index_records: 1 << 24,
             drain_timeout: Duration::from_secs(10),
             read_buffer_bytes: 2 << 10,
             write_buffer_bytes: 16 << 10,
@@ -261,6 +274,10 @@ setters! {
     with_replay_bytes: replay_bytes: usize;
     /// Sets [`Limits::max_catchup_readers`].
     with_max_catchup_readers: max_catchup_readers: usize;
+    /// Sets [`Limits::key_index_bytes`].
+    with_key_index_bytes: key_index_bytes: usize;
+    /// Sets [`Limits::key_index_records`].
+    with_key_index_records: key_index_records: u64;
     /// Sets [`Limits::drain_timeout`].
     with_drain_timeout: drain_timeout: Duration;
     /// Sets [`Limits::checkpoint_interval`].

@@ -56,6 +56,8 @@ pub(crate) struct Metrics {
     data_frames: Counter,
     replay_served: Counter,
     catch_up_reads: Counter,
+    key_index_reads: Counter,
+    key_index_skipped: Counter,
     paused: Counter,
     publishes: Counter,
     publish_duplicates: Counter,
@@ -96,6 +98,8 @@ impl Metrics {
             data_frames: Counter::default(),
             replay_served: Counter::default(),
             catch_up_reads: Counter::default(),
+            key_index_reads: Counter::default(),
+            key_index_skipped: Counter::default(),
             paused: Counter::default(),
             publishes: Counter::default(),
             publish_duplicates: Counter::default(),
@@ -138,6 +142,12 @@ impl Metrics {
                 m.replay_served.clone(),
             );
             r.register("catch_up_reads", "Records read from Kafka by catch-up readers", m.catch_up_reads.clone());
+            r.register("key_index_reads", "Records read from Kafka to build key indexes", m.key_index_reads.clone());
+            r.register(
+                "key_index_skipped",
+                "Offsets keyed subscriptions skipped because the key index said they held none of their keys",
+                m.key_index_skipped.clone(),
+            );
             r.register(
                 "subscription_pauses",
                 "Times a subscription paused (no credit or full send queue)",
@@ -220,6 +230,12 @@ impl Metrics {
     }
     pub(crate) fn catch_up_reads(&self, records: usize) {
         self.catch_up_reads.inc_by(records as u64);
+    }
+    pub(crate) fn key_index_reads(&self, records: usize) {
+        self.key_index_reads.inc_by(records as u64);
+    }
+    pub(crate) fn key_index_skipped(&self, offsets: i64) {
+        self.key_index_skipped.inc_by(u64::try_from(offsets).unwrap_or(0));
     }
     pub(crate) fn paused(&self) {
         self.paused.inc();

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::context::FanoutContext;
+use super::keys::KeyIndex;
 use super::subscriber::{Offer, SubState, Subscriber};
 use crate::kafka::{ReadEvent, Reader, TopicInfo};
 use crate::protocol::wire::SharedRecord;
@@ -38,6 +39,9 @@ pub(crate) struct PartitionFeed {
     /// The partition's shared history readers, while they run: one per group of
     /// subscribers that boarded together.
     histories: Vec<History>,
+    /// Which keys each stretch of the partition holds, once a keyed subscription asked
+    /// for it (see [`TopicHub::index_keys`]).
+    keys: Option<KeyIndex>,
 }
 
 /// A reader of older records that many subscribers behind the ring share ("board"):
@@ -70,6 +74,9 @@ const HISTORY_GRACE: Duration = Duration::from_millis(250);
 /// in its send queue wakes the reader as soon as the writer takes the queue).
 const HISTORY_RETRY: Duration = Duration::from_millis(2);
 
+/// The most records an index builder adds under one lock.
+const INDEX_BATCH: usize = 4096;
+
 /// What a driver should do next for one partition of a subscription.
 pub(crate) enum Step {
     /// Live: the hub delivers.
@@ -89,6 +96,9 @@ pub(crate) struct TopicHub {
     retired: AtomicBool,
     retire_status: Mutex<Option<Status>>,
     reader: Mutex<Option<AbortHandle>>,
+    /// Set once the key index is being built; its builders, while they run.
+    indexing: AtomicBool,
+    builders: Mutex<Vec<AbortHandle>>,
     history_ids: std::sync::atomic::AtomicU64,
     replay_records: usize,
     replay_bytes: usize,
@@ -125,6 +135,7 @@ impl TopicHub {
                 by_key: HashMap::new(),
                 all: Vec::new(),
                 histories: Vec::new(),
+                keys: None,
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
@@ -136,6 +147,8 @@ impl TopicHub {
             retired: AtomicBool::new(false),
             retire_status: Mutex::new(None),
             reader: Mutex::new(None),
+            indexing: AtomicBool::new(false),
+            builders: Mutex::new(Vec::new()),
             history_ids: std::sync::atomic::AtomicU64::new(1),
             replay_records: ctx.limits.replay_records,
             replay_bytes: ctx.limits.replay_bytes,
@@ -195,6 +208,9 @@ impl TopicHub {
         if let Some(r) = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take() {
             r.abort();
         }
+        for b in self.builders.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            b.abort();
+        }
         let mut subs = Vec::new();
         for feed in self.lock().iter_mut() {
             subs.append(&mut feed.all);
@@ -221,6 +237,11 @@ impl TopicHub {
         };
         if rec.offset < feed.live_next {
             return;
+        }
+        // Once its builder caught up, the index takes the live records too: every offset
+        // from its end to this record was read by the live reader, and held none.
+        if let Some(keys) = feed.keys.as_mut().filter(|k| k.live && k.end() >= feed.live_next) {
+            keys.add(rec.offset, &rec.key);
         }
         feed.live_next = rec.offset + 1;
         feed.ring_bytes += rec.encoded.len();
@@ -261,6 +282,13 @@ impl TopicHub {
         }
         if st.is_boarded(p) {
             return Step::Boarded;
+        }
+        // A keyed subscription skips what the key index says holds none of its records.
+        if let (Some(key), Some(keys)) = (sub.key(), &feed.keys) {
+            let (from, to) = (st.next(p), keys.next_for(key, st.next(p)));
+            if st.raise(p, to) {
+                sub.metrics.key_index_skipped(to - from);
+            }
         }
         let next = st.next(p);
         if next < feed.live_next {
@@ -373,6 +401,36 @@ impl TopicHub {
 }
 
 impl TopicHub {
+    /// Starts building the key index of every partition, once (keyed subscriptions ask
+    /// for it): a builder reads each partition from the start of the window
+    /// ([`Limits::key_index_records`](crate::Limits::key_index_records) before the log
+    /// end, not before the log start) until it meets the live reader, which then adds
+    /// its records as it dispatches them.
+    pub(crate) fn index_keys(self: &Arc<Self>, ctx: &Arc<FanoutContext>) {
+        if ctx.limits.key_index_bytes == 0 || self.indexing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let task = tokio::spawn(build_index(self.clone(), ctx.clone()));
+        self.builders.lock().unwrap_or_else(|p| p.into_inner()).push(task.abort_handle());
+    }
+
+    /// Adds what a builder read to partition `p`'s index; true once the index reached
+    /// the live reader (which goes on from there). `to`: the builder's position at the
+    /// end of the partition (no records below it are still to come).
+    fn index_add(&self, p: usize, recs: &[SharedRecord], to: Option<i64>) -> bool {
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(p) else { return true };
+        let Some(keys) = feed.keys.as_mut() else { return true };
+        for rec in recs {
+            keys.add(rec.offset, &rec.key);
+        }
+        if let Some(to) = to {
+            keys.extend_to(to);
+        }
+        keys.live = keys.end() >= feed.live_next;
+        keys.live
+    }
+
     /// Starts history reader `id` that `try_join` set up for partition `p` at `from`
     /// (unless it is already gone: its subscribers all left).
     pub(crate) fn start_history(self: &Arc<Self>, ctx: &Arc<FanoutContext>, p: usize, id: u64, from: i64) {
@@ -413,7 +471,9 @@ impl TopicHub {
         room: &Arc<Notify>,
     ) -> Option<Vec<Arc<Subscriber>>> {
         let mut feeds = self.lock();
-        let (h, ring_start) = Self::history_mut(&mut feeds, p, id)?;
+        let feed = feeds.get_mut(p)?;
+        let (ring_start, keys) = (feed.ring_start, &feed.keys);
+        let h = feed.histories.iter_mut().find(|h| h.id == id)?;
         if let Some(last) = recs.last() {
             h.next = h.next.max(last.offset + 1);
         }
@@ -428,6 +488,12 @@ impl TopicHub {
             let mut st = s.lock();
             let mut stay = true;
             if s.offer_run(&mut st, recs.iter(), p).0 {
+                if let (Some(key), Some(keys)) = (s.key(), keys) {
+                    let (from, to) = (st.next(p), keys.next_for(key, st.next(p)));
+                    if st.raise(p, to) {
+                        s.metrics.key_index_skipped(to - from);
+                    }
+                }
                 stay = st.next(p) < ring_start;
             } else {
                 s.outbox.notify_on_room(room);
@@ -445,6 +511,21 @@ impl TopicHub {
             return None;
         }
         Some(refused)
+    }
+
+    /// Where history reader `id` of `p` should read next when none of its subscribers
+    /// wants what it would read next (keyed ones whose key the index says is further on):
+    /// the lowest of their cursors, which becomes its position.
+    fn history_skip(&self, p: usize, id: u64) -> Option<i64> {
+        let mut feeds = self.lock();
+        let (h, _) = Self::history_mut(&mut feeds, p, id)?;
+        let lowest = h.subs.iter().map(|s| s.lock().next(p)).min()?;
+        // A short way is read through: the consumer has it fetched already.
+        if lowest - h.next <= HISTORY_BATCH as i64 {
+            return None;
+        }
+        h.next = lowest;
+        Some(lowest)
     }
 
     /// Takes `subs` off history reader `id` of `p`: they resume on their own.
@@ -536,6 +617,13 @@ async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: 
                 return;
             }
             batch.clear();
+            // Everyone on it is keyed and further on: read from there. Records fetched
+            // before the seek took hold are below every cursor, and skipped.
+            if let Some(to) = hub.history_skip(p, id)
+                && let Err(e) = reader.seek(&hub.topic, p as i32, to)
+            {
+                tracing::warn!(topic = %hub.topic, partition = p, error = %e, "history reader: seek failed");
+            }
         }
         match event {
             None | Some(ReadEvent::Record(_)) => {}
@@ -560,6 +648,78 @@ async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: 
             Some(ReadEvent::Error(e)) => {
                 ctx.metrics.kafka_error();
                 tracing::warn!(topic = %hub.topic, error = %e, "history reader error");
+            }
+        }
+    }
+}
+
+/// Builds the key index of each partition of `hub`'s topic in turn (one consumer).
+async fn build_index(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>) {
+    let n = hub.partitions();
+    let marks = match ctx.kafka.watermarks(&hub.topic, n).await {
+        Ok(m) => m,
+        Err(status) => {
+            // The next keyed subscription tries again.
+            tracing::warn!(topic = %hub.topic, %status, "key index: no watermarks");
+            hub.indexing.store(false, Ordering::Release);
+            return;
+        }
+    };
+    let budget = ctx.limits.key_index_bytes / n.max(1);
+    let window = i64::try_from(ctx.limits.key_index_records).unwrap_or(i64::MAX);
+    let from: Vec<i64> = marks.iter().map(|&(low, high)| low.max(high.saturating_sub(window))).collect();
+    {
+        let mut feeds = hub.lock();
+        for (feed, &f) in feeds.iter_mut().zip(&from) {
+            feed.keys = Some(KeyIndex::new(f, budget));
+        }
+    }
+    tracing::info!(topic = %hub.topic, partitions = n, "key index: building");
+    for (p, &f) in from.iter().enumerate() {
+        build_partition(&hub, &ctx, p, f).await;
+    }
+}
+
+/// Reads partition `p` from `from` into its index until the index meets the live reader.
+async fn build_partition(hub: &TopicHub, ctx: &FanoutContext, p: usize, from: i64) {
+    use futures_util::{FutureExt, StreamExt};
+    let reader = match ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true) {
+        Ok(r) => r,
+        Err(status) => {
+            tracing::warn!(topic = %hub.topic, partition = p, %status, "key index: no reader");
+            return;
+        }
+    };
+    let mut events = reader.events();
+    let mut batch: Vec<SharedRecord> = Vec::with_capacity(INDEX_BATCH);
+    loop {
+        let Some(first) = events.next().await else { return };
+        let mut event = Some(first);
+        while let Some(ReadEvent::Record(rec)) = event {
+            batch.push(rec);
+            event = if batch.len() < INDEX_BATCH { events.next().now_or_never().flatten() } else { None };
+        }
+        let at_end = match &event {
+            Some(ReadEvent::PartitionEnd) => reader.position(&hub.topic, p as i32),
+            _ => None,
+        };
+        ctx.metrics.key_index_reads(batch.len());
+        if hub.index_add(p, &batch, at_end) {
+            tracing::debug!(topic = %hub.topic, partition = p, "key index: caught up with the live reader");
+            return;
+        }
+        batch.clear();
+        match event {
+            None | Some(ReadEvent::Record(_) | ReadEvent::PartitionEnd) => {}
+            // What it indexed stays valid; the rest of the partition is read as without
+            // an index.
+            Some(ReadEvent::BelowLogStart | ReadEvent::Denied(_)) => {
+                tracing::warn!(topic = %hub.topic, partition = p, "key index: cannot read on; left partial");
+                return;
+            }
+            Some(ReadEvent::Error(e)) => {
+                ctx.metrics.kafka_error();
+                tracing::warn!(topic = %hub.topic, partition = p, error = %e, "key index: reader error");
             }
         }
     }

@@ -3,12 +3,13 @@
 //! send queue ([`outbox`]) and each subscription's driver ([`subscription`]). It reads
 //! Kafka only through the [`kafka`](crate::kafka) layer and knows nothing of sessions.
 //!
-//! Files import downwards only: `context` < `outbox` < `subscriber` < `hub` < `hubs` <
-//! `subscription`.
+//! Files import downwards only: `context` < `keys` < `outbox` < `subscriber` < `hub` <
+//! `hubs` < `subscription`.
 
 pub(crate) mod context;
 pub(crate) mod hub;
 pub(crate) mod hubs;
+pub(crate) mod keys;
 pub(crate) mod outbox;
 pub(crate) mod subscriber;
 pub(crate) mod subscription;

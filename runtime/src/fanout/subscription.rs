@@ -195,6 +195,9 @@ async fn open(
 
 async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicHub>) {
     let filtered = sub.is_filtered();
+    if sub.key().is_some() {
+        hub.index_keys(ctx);
+    }
     let mut checkpoint = tokio::time::interval(ctx.limits.checkpoint_interval);
     checkpoint.tick().await;
     loop {

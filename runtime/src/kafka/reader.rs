@@ -51,6 +51,25 @@ impl Reader {
         self.consumer.stream().map(move |m| self.event(m))
     }
 
+    /// Reads `partition` from `offset` on (asynchronously: records fetched before may
+    /// still come out).
+    pub(crate) fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), String> {
+        use rdkafka::consumer::Consumer;
+        self.consumer
+            .seek(topic, partition, rdkafka::Offset::Offset(offset), std::time::Duration::ZERO)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The offset after the last record of `partition` it handed out.
+    pub(crate) fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        use rdkafka::consumer::Consumer;
+        let list = self.consumer.position().ok()?;
+        match list.find_partition(topic, partition)?.offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        }
+    }
+
     fn event(&self, read: Result<BorrowedMessage<'_>, KafkaError>) -> ReadEvent {
         match read {
             Ok(m) => ReadEvent::Record(to_shared(&m, self.key_field)),
