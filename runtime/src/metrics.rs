@@ -56,6 +56,7 @@ pub(crate) struct Metrics {
     data_frames: Counter,
     replay_served: Counter,
     catch_up_reads: Counter,
+    live_reads: Counter,
     key_index_reads: Counter,
     key_index_skipped: Counter,
     paused: Counter,
@@ -98,6 +99,7 @@ impl Metrics {
             data_frames: Counter::default(),
             replay_served: Counter::default(),
             catch_up_reads: Counter::default(),
+            live_reads: Counter::default(),
             key_index_reads: Counter::default(),
             key_index_skipped: Counter::default(),
             paused: Counter::default(),
@@ -142,6 +144,7 @@ impl Metrics {
                 m.replay_served.clone(),
             );
             r.register("catch_up_reads", "Records read from Kafka by catch-up readers", m.catch_up_reads.clone());
+            r.register("live_reads", "Records read from Kafka by the topics' live readers", m.live_reads.clone());
             r.register("key_index_reads", "Records read from Kafka to build key indexes", m.key_index_reads.clone());
             r.register(
                 "key_index_skipped",
@@ -230,6 +233,9 @@ impl Metrics {
     }
     pub(crate) fn catch_up_reads(&self, records: usize) {
         self.catch_up_reads.inc_by(records as u64);
+    }
+    pub(crate) fn live_read(&self) {
+        self.live_reads.inc();
     }
     pub(crate) fn key_index_reads(&self, records: usize) {
         self.key_index_reads.inc_by(records as u64);

@@ -570,3 +570,41 @@ async fn a_catch_up_is_written_in_fragments_no_larger_than_the_write_buffer() ->
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// A subscription that makes the topic's live reader (the first on this gateway) from
+/// `earliest`, in a partition of 300,000 records with one for its key near the start: the
+/// record reaches the client while the reader is still reading the backlog. It came only
+/// once the reader had read all 300,000: a reader that always has a record ready never
+/// gave its worker back to the connection writer it had woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_reading_a_backlog_lets_what_it_delivered_go_out() -> anyhow::Result<()> {
+    const BACKLOG: usize = 300_000;
+    init_tracing();
+    let topic = unique_topic("backlog");
+    create_topic(&topic, 1).await?;
+    let p = producer();
+    let mut needle = None;
+    for chunk in 0..BACKLOG / 1_000 {
+        let sends = (0..1_000).map(|i| {
+            let key: &[u8] = if chunk == 0 && i == 100 { b"needle" } else { b"other" };
+            let (p, topic) = (&p, &topic);
+            async move { produce(p, topic, Some(0), key, b"v").await.map(|r| (key, r.1)) }
+        });
+        for r in futures_util::future::join_all(sends).await {
+            if let (b"needle", offset) = r? {
+                needle = Some(offset);
+            }
+        }
+    }
+    let gw = TestGateway::start(streams(&topic), Limits::default()).await?;
+    let client = Client::connect(ClientConfig::new(gw.url()));
+    let mut sub = client.subscribe(SUBSCRIBE, message("needle", ""), StartAt::Earliest);
+    let got = collect(&mut sub, 1, Duration::from_secs(30)).await?;
+    let read = metric(&gw.metrics_text().await?, "kafkasocks_live_reads_total");
+    assert_eq!(Some(got[0].offset), needle);
+    eprintln!("records the live reader had read when the first record arrived: {read}");
+    assert!(read < (BACKLOG / 2) as f64, "the record came after {read} of {BACKLOG} records were read");
+    client.close();
+    delete_topic(&topic).await?;
+    Ok(())
+}

@@ -617,6 +617,8 @@ async fn run_history(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, p: usize, id: 
                 return;
             }
             batch.clear();
+            // As the live reader does (run_live): let the writers it woke run.
+            tokio::task::yield_now().await;
             // Everyone on it is keyed and further on: read from there. Records fetched
             // before the seek took hold are below every cursor, and skipped.
             if let Some(to) = hub.history_skip(p, id)
@@ -709,6 +711,7 @@ async fn build_partition(hub: &TopicHub, ctx: &FanoutContext, p: usize, from: i6
             return;
         }
         batch.clear();
+        tokio::task::yield_now().await;
         match event {
             None | Some(ReadEvent::Record(_) | ReadEvent::PartitionEnd) => {}
             // What it indexed stays valid; the rest of the partition is read as without
@@ -747,7 +750,15 @@ async fn run_live(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>, reader: Reader) {
     loop {
         tokio::select! {
             event = reader.next() => match event {
-                ReadEvent::Record(rec) => hub.dispatch(rec),
+                ReadEvent::Record(rec) => {
+                    ctx.metrics.live_read();
+                    hub.dispatch(rec);
+                    // Reading a backlog, the consumer always has a record ready: without
+                    // this the reader never gives its worker back, and the connection
+                    // writers it woke (tokio runs the last task a task woke on the same
+                    // worker, after it) waited for the whole backlog to be read.
+                    tokio::task::consume_budget().await;
+                }
                 ReadEvent::PartitionEnd => {}
                 ReadEvent::BelowLogStart => {
                     ctx.metrics.kafka_error();
