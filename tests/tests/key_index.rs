@@ -43,8 +43,9 @@ async fn counter(gw: &TestGateway, name: &str) -> anyhow::Result<f64> {
     Ok(metric(&gw.metrics_text().await?, name).max(0.0))
 }
 
-/// 100,000 records in one partition, 10 of them for "needle": once the index is
-/// built, a subscription to "needle" from `earliest` gets the 10 (and a live one after
+/// 100,000 records in one partition, 10 of them for "needle": a subscription to it from
+/// `earliest` while the index is being built gets them in order and reads a small part of
+/// the partition; once the index is built, a subscription to "needle" from `earliest` gets the 10 (and a live one after
 /// them) exactly once, in order, through a connection cut after the fifth, while its
 /// history reads stay a small fraction of the partition. Without the index it read all
 /// 100,000 records.
@@ -61,12 +62,20 @@ async fn a_key_from_earliest_reads_the_blocks_that_hold_it() -> anyhow::Result<(
     let proxy = Proxy::start(gw.addr).await?;
     let client =
         Client::connect(ClientConfig::new(proxy.url()).backoff(Duration::from_millis(20), Duration::from_millis(200)));
-    // A first keyed subscription (from the log end) has the gateway build the index.
-    let warm = client.subscribe(SUBSCRIBE, message("warm", ""), StartAt::Latest);
-    // Subscribed: the topic's live reader is at the log end.
+    // A client reading the topic from the log end: the topic's live reader is there.
+    let warm = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
     while warm.cursor().is_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The first keyed subscription: it has the gateway build the index, and waits for the
+    // builder rather than reading the partition itself (it had read about half of it).
+    let mut cold = client.subscribe(SUBSCRIBE, message("needle", ""), StartAt::Earliest);
+    let got: Vec<i64> = collect(&mut cold, NEEDLES, Duration::from_secs(30)).await?.iter().map(|d| d.offset).collect();
+    assert_eq!(got, needles, "every record for the key, once, in order, while the index was built");
+    let read_cold = counter(&gw, "kafkasocks_catch_up_reads_total").await?;
+    eprintln!("history reads for a key joining while the index was built: {read_cold}");
+    assert!(read_cold < (RECORDS / 4) as f64, "read {read_cold} records of {RECORDS} while the index was built");
+    drop(cold);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while counter(&gw, "kafkasocks_key_index_reads_total").await? < RECORDS as f64 {
         anyhow::ensure!(

@@ -42,6 +42,8 @@ pub(crate) struct PartitionFeed {
     /// Which keys each stretch of the partition holds, once a keyed subscription asked
     /// for it (see [`TopicHub::index_keys`]).
     keys: Option<KeyIndex>,
+    /// Keyed subscribers beyond the index's end, waiting for its builder to get there.
+    index_waiters: Vec<Arc<Subscriber>>,
 }
 
 /// A reader of older records that many subscribers behind the ring share ("board"):
@@ -136,6 +138,7 @@ impl TopicHub {
                 all: Vec::new(),
                 histories: Vec::new(),
                 keys: None,
+                index_waiters: Vec::new(),
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
@@ -217,6 +220,7 @@ impl TopicHub {
             for (_, mut v) in feed.by_key.drain() {
                 subs.append(&mut v);
             }
+            subs.append(&mut feed.index_waiters);
             for mut h in feed.histories.drain(..) {
                 if let Some(t) = h.task.take() {
                     t.abort();
@@ -293,6 +297,14 @@ impl TopicHub {
         let next = st.next(p);
         if next < feed.live_next {
             if next < feed.ring_start {
+                // Beyond the index's end while its builder reads on: wait for it rather
+                // than read the same records again.
+                if sub.key().is_some() && feed.keys.as_ref().is_some_and(|k| k.waits && next >= k.end()) {
+                    if !feed.index_waiters.iter().any(|s| Arc::ptr_eq(s, sub)) {
+                        feed.index_waiters.push(sub.clone());
+                    }
+                    return Step::Blocked;
+                }
                 // Board the reader closest behind the cursor, unless it is further behind
                 // than the ring is long (reading that much for nothing takes longer than
                 // starting a reader); or start one.
@@ -349,6 +361,7 @@ impl TopicHub {
             for h in &mut feed.histories {
                 h.subs.retain(|s| !Arc::ptr_eq(s, sub));
             }
+            feed.index_waiters.retain(|s| !Arc::ptr_eq(s, sub));
         }
     }
 
@@ -415,8 +428,8 @@ impl TopicHub {
     }
 
     /// Adds what a builder read to partition `p`'s index; true once the index reached
-    /// the live reader (which goes on from there). `to`: the builder's position at the
-    /// end of the partition (no records below it are still to come).
+    /// the live reader (which goes on from there). `to`: the builder is at the end of the
+    /// partition, at this position (no records below it are still to come).
     fn index_add(&self, p: usize, recs: &[SharedRecord], to: Option<i64>) -> bool {
         let mut feeds = self.lock();
         let Some(feed) = feeds.get_mut(p) else { return true };
@@ -428,7 +441,53 @@ impl TopicHub {
             keys.extend_to(to);
         }
         keys.live = keys.end() >= feed.live_next;
-        keys.live
+        // At the partition's end but short of the live reader (offsets without records,
+        // such as transaction markers, between): nobody waits for it any more.
+        // Once live, the index is never behind again.
+        if keys.live || to.is_some() {
+            keys.waits = false;
+        }
+        let (keys, live) = (&*keys, keys.live);
+        // Waiters whose key the new blocks may hold (or all, when nobody waits any more)
+        // go back to their drivers; the others skip what was indexed and wait on.
+        feed.index_waiters.retain(|s| {
+            let Some(key) = s.key().filter(|_| keys.waits && !s.is_ended()) else {
+                s.wake.notify_one();
+                return false;
+            };
+            let mut st = s.lock();
+            let (from, next) = (st.next(p), keys.next_for(key, st.next(p)));
+            if next >= keys.end() {
+                if st.raise(p, next) {
+                    s.metrics.key_index_skipped(next - from);
+                }
+                return true;
+            }
+            drop(st);
+            s.wake.notify_one();
+            false
+        });
+        live
+    }
+
+    /// The builder of partition `p` stopped short of the live reader: its waiters go back
+    /// to their drivers and nobody waits for it again.
+    fn index_stopped(&self, p: usize) {
+        let mut feeds = self.lock();
+        let Some(feed) = feeds.get_mut(p) else { return };
+        if let Some(keys) = feed.keys.as_mut() {
+            keys.waits = false;
+        }
+        for s in feed.index_waiters.drain(..) {
+            s.wake.notify_one();
+        }
+    }
+
+    /// Partition `p`'s builder starts: keyed subscribers beyond the index wait for it.
+    fn index_started(&self, p: usize) {
+        if let Some(keys) = self.lock().get_mut(p).and_then(|f| f.keys.as_mut()) {
+            keys.waits = true;
+        }
     }
 
     /// Starts history reader `id` that `try_join` set up for partition `p` at `from`
@@ -473,6 +532,9 @@ impl TopicHub {
         let mut feeds = self.lock();
         let feed = feeds.get_mut(p)?;
         let (ring_start, keys) = (feed.ring_start, &feed.keys);
+        // Beyond the index's end while its builder reads on: leave, to wait for it.
+        let waits_for =
+            |s: &Subscriber, next: i64| s.key().is_some() && keys.as_ref().is_some_and(|k| k.waits && next >= k.end());
         let h = feed.histories.iter_mut().find(|h| h.id == id)?;
         if let Some(last) = recs.last() {
             h.next = h.next.max(last.offset + 1);
@@ -494,7 +556,7 @@ impl TopicHub {
                         s.metrics.key_index_skipped(to - from);
                     }
                 }
-                stay = st.next(p) < ring_start;
+                stay = st.next(p) < ring_start && !waits_for(s, st.next(p));
             } else {
                 s.outbox.notify_on_room(room);
                 refused.push(s.clone());
@@ -678,37 +740,41 @@ async fn build_index(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>) {
     }
     tracing::info!(topic = %hub.topic, partitions = n, "key index: building");
     for (p, &f) in from.iter().enumerate() {
-        build_partition(&hub, &ctx, p, f).await;
+        hub.index_started(p);
+        if !build_partition(&hub, &ctx, p, f).await {
+            hub.index_stopped(p);
+        }
     }
 }
 
-/// Reads partition `p` from `from` into its index until the index meets the live reader.
-async fn build_partition(hub: &TopicHub, ctx: &FanoutContext, p: usize, from: i64) {
+/// Reads partition `p` from `from` into its index until the index meets the live reader
+/// (true), or it cannot read on (false).
+async fn build_partition(hub: &TopicHub, ctx: &FanoutContext, p: usize, from: i64) -> bool {
     use futures_util::{FutureExt, StreamExt};
     let reader = match ctx.kafka.reader(&hub.topic, &[(p as i32, from)], true) {
         Ok(r) => r,
         Err(status) => {
             tracing::warn!(topic = %hub.topic, partition = p, %status, "key index: no reader");
-            return;
+            return false;
         }
     };
     let mut events = reader.events();
     let mut batch: Vec<SharedRecord> = Vec::with_capacity(INDEX_BATCH);
     loop {
-        let Some(first) = events.next().await else { return };
+        let Some(first) = events.next().await else { return false };
         let mut event = Some(first);
         while let Some(ReadEvent::Record(rec)) = event {
             batch.push(rec);
             event = if batch.len() < INDEX_BATCH { events.next().now_or_never().flatten() } else { None };
         }
         let at_end = match &event {
-            Some(ReadEvent::PartitionEnd) => reader.position(&hub.topic, p as i32),
+            Some(ReadEvent::PartitionEnd) => Some(reader.position(&hub.topic, p as i32).unwrap_or(i64::MIN)),
             _ => None,
         };
         ctx.metrics.key_index_reads(batch.len());
         if hub.index_add(p, &batch, at_end) {
             tracing::debug!(topic = %hub.topic, partition = p, "key index: caught up with the live reader");
-            return;
+            return true;
         }
         batch.clear();
         tokio::task::yield_now().await;
@@ -718,7 +784,7 @@ async fn build_partition(hub: &TopicHub, ctx: &FanoutContext, p: usize, from: i6
             // an index.
             Some(ReadEvent::BelowLogStart | ReadEvent::Denied(_)) => {
                 tracing::warn!(topic = %hub.topic, partition = p, "key index: cannot read on; left partial");
-                return;
+                return false;
             }
             Some(ReadEvent::Error(e)) => {
                 ctx.metrics.kafka_error();

@@ -40,6 +40,9 @@ pub(crate) struct KeyIndex {
     budget: usize,
     /// The builder has reached the live reader, which adds its records from then on.
     pub(crate) live: bool,
+    /// The builder is reading towards the live reader: a keyed subscription beyond the
+    /// index's end waits for it instead of reading the same records itself.
+    pub(crate) waits: bool,
 }
 
 /// The hash a key is indexed by (FNV-1a, folded to 32 bits).
@@ -64,6 +67,7 @@ impl KeyIndex {
             bytes: 0,
             budget,
             live: false,
+            waits: false,
         }
     }
 
