@@ -96,6 +96,11 @@ pub(crate) fn record_value(n: u64) -> Vec<u8> {
 /// Produces `count` 100-byte records to partition 0 of `topic` as fast as the producer
 /// takes them (bounded in flight), and waits for every acknowledgement.
 pub(crate) async fn produce_bulk(topic: &str, count: u64) -> Result<()> {
+    produce_bulk_keyed(topic, count, |_| Vec::new()).await
+}
+
+/// As [`produce_bulk`], record `n` with key `key(n)` (none when empty).
+pub(crate) async fn produce_bulk_keyed(topic: &str, count: u64, key: impl Fn(u64) -> Vec<u8>) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("enable.idempotence", "true")
@@ -107,9 +112,11 @@ pub(crate) async fn produce_bulk(topic: &str, count: u64) -> Result<()> {
     for n in 0..count {
         let producer = producer.clone();
         let topic = topic.to_owned();
+        let key = key(n);
         inflight.push(async move {
             let value = record_value(n);
-            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
+            let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
+            let record = if key.is_empty() { record } else { record.key(&key[..]) };
             producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))
         });
         if inflight.len() >= 20_000

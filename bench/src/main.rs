@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! ulimit -n 65536
-//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|deploy|paced|fresh|all] [--quick]
+//! cargo run --release -p kafkasocks-bench -- [fanout|publish|memory|storm|deploy|paced|fresh|keyjoin|all] [--quick]
 //! ```
 
 mod bare;
@@ -12,6 +12,7 @@ mod fanout;
 mod fresh;
 mod gateway;
 mod kafka;
+mod keyjoin;
 mod memory;
 mod net;
 mod paced;
@@ -26,9 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-const USAGE: &str =
-    "usage: kafkasocks-bench [fanout|publish|memory|storm|deploy|paced|fresh|all] [--quick] [--clients N,N,...]";
-const SCENARIOS: [&str; 7] = ["fanout", "publish", "memory", "storm", "deploy", "paced", "fresh"];
+const USAGE: &str = "usage: kafkasocks-bench [fanout|publish|memory|storm|deploy|paced|fresh|keyjoin|all] [--quick] [--clients N,N,...]";
+const SCENARIOS: [&str; 8] = ["fanout", "publish", "memory", "storm", "deploy", "paced", "fresh", "keyjoin"];
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -102,6 +102,7 @@ async fn main() -> Result<()> {
             "publish" => publish::run(quick).await,
             "memory" => memory::run(quick).await,
             "fresh" => fresh::run(quick).await,
+            "keyjoin" => keyjoin::run(quick).await,
             "paced" => paced::run(quick, clients.as_ref().and_then(|c| c.first().copied())).await,
             "deploy" => storm::deploy(quick).await,
             _ => storm::run(quick).await,
@@ -152,5 +153,13 @@ fn summary(doc: &Value) -> Value {
         "memory_idle_cpu_us_per_connection_per_s": doc["memory"]["gateway"]["idle_cpu"]["cpu_us_per_connection_per_s"],
         "storm_bare_all_resumed_ms": doc["storm"]["bare"]["all_resumed_ms"],
         "storm_bare_accept_queue_4096_all_resumed_ms": doc["storm"]["bare_accept_queue_4096"]["all_resumed_ms"],
+        "keyjoin_1m_caught_up_ms_no_index_vs_indexed": [
+            doc["keyjoin"]["sizes"][0]["no_index"]["caught_up_ms"],
+            doc["keyjoin"]["sizes"][0]["indexed"]["caught_up_ms"]
+        ],
+        "keyjoin_10m_caught_up_ms_no_index_vs_indexed": [
+            doc["keyjoin"]["sizes"][1]["no_index"]["caught_up_ms"],
+            doc["keyjoin"]["sizes"][1]["indexed"]["caught_up_ms"]
+        ],
     })
 }
