@@ -357,6 +357,9 @@ pub struct GatewayConfig {
     /// Exactly-once publishes across the nodes of a cluster ([`GatewayConfig::cluster`]).
     /// Default none: dedup is per node.
     pub cluster: Option<ClusterConfig>,
+    /// A compacted topic through which nodes share their key indexes
+    /// ([`GatewayConfig::key_index_topic`]). Default none: each node builds its own.
+    pub key_index_topic: Option<String>,
 }
 
 /// Which web pages may open WebSocket sessions (the `Origin` header a browser sends) and,
@@ -427,6 +430,7 @@ impl GatewayConfig {
             origins: OriginPolicy::new(),
             trusted_proxies: Vec::new(),
             cluster: None,
+            key_index_topic: None,
         }
     }
 
@@ -436,6 +440,17 @@ impl GatewayConfig {
     /// Without it, the dedup window is this node's own.
     pub fn cluster(mut self, cluster: ClusterConfig) -> GatewayConfig {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// Shares the key index (which keys each block of 1,024 offsets holds, so that a
+    /// subscription to one key reads only the blocks with it: docs/design.md) through this
+    /// compacted topic, created when missing: a restarted node, or another node of the
+    /// deployment, then has the index without reading the partitions again. Every node of
+    /// a deployment may use the same topic. Only the gateways may write to it (Kafka ACLs):
+    /// a forged block would make subscriptions to a key skip its records.
+    pub fn key_index_topic(mut self, topic: impl Into<String>) -> GatewayConfig {
+        self.key_index_topic = Some(topic.into());
         self
     }
 

@@ -116,3 +116,72 @@ async fn a_key_from_earliest_reads_the_blocks_that_hold_it() -> anyhow::Result<(
     delete_topic(&topic).await?;
     Ok(())
 }
+
+/// The partition's high watermark.
+async fn log_end(topic: &str) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap()).create()?;
+        Ok(c.fetch_watermarks(&topic, 0, Duration::from_secs(5))?.1)
+    })
+    .await?
+}
+
+/// Two gateways one after the other (a restart) sharing a key index topic: the first
+/// builds the index and shares its blocks; the second loads them, reads only the
+/// partition's tail to build the rest, and serves a key from `earliest` from the blocks
+/// that hold it. Without sharing, the second read the whole partition again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_loads_the_shared_key_index() -> anyhow::Result<()> {
+    init_tracing();
+    let topic = unique_topic("key-index-restart");
+    let shared = unique_topic("key-index-shared");
+    create_topic(&topic, 1).await?;
+    let needles = haystack(&topic).await?;
+    let config = || {
+        kafkasocks::GatewayConfig::new(kafkasocks::KafkaConfig::new(bootstrap()))
+            .limits(Limits::default().with_replay_records(1_024))
+            .key_index_topic(shared.clone())
+    };
+    // A client of the whole topic from the log end (the topic's live reader is there),
+    // then one for the key from earliest.
+    let join = |gw: &TestGateway| {
+        let client = Client::connect(ClientConfig::new(gw.url()));
+        let all = client.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+        async move {
+            while all.cursor().is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut sub = client.subscribe(SUBSCRIBE, message("needle", ""), StartAt::Earliest);
+            let got = collect(&mut sub, NEEDLES, Duration::from_secs(30)).await?;
+            client.close();
+            anyhow::Ok(got.iter().map(|d| d.offset).collect::<Vec<i64>>())
+        }
+    };
+
+    let first = TestGateway::start_with(config(), streams(&topic), None).await?;
+    assert_eq!(join(&first).await?, needles);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // Every block the first gateway sealed (all but the open one) is in the shared topic.
+    let sealed = (RECORDS / 1_024) as i64;
+    while log_end(&shared).await? < sealed {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the blocks were not shared within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    first.shutdown.shutdown();
+    let _ = first.task.await;
+
+    let second = TestGateway::start_with(config(), streams(&topic), None).await?;
+    assert_eq!(join(&second).await?, needles, "every record for the key, once, in order");
+    let index_reads = counter(&second, "kafkasocks_key_index_reads_total").await?;
+    let history_reads = counter(&second, "kafkasocks_catch_up_reads_total").await?;
+    eprintln!("after the restart: {index_reads} records read to build the index, {history_reads} to serve the key");
+    assert!(index_reads < 2_048.0, "the index was built again: {index_reads} records read");
+    assert!(history_reads < (RECORDS / 4) as f64, "read {history_reads} records to serve 10");
+    second.shutdown.shutdown();
+    let _ = second.task.await;
+    delete_topic(&topic).await?;
+    delete_topic(&shared).await?;
+    Ok(())
+}

@@ -66,6 +66,9 @@ fn gateway_config(loaded: &Loaded) -> anyhow::Result<GatewayConfig> {
     }
     origins = o.hosts.iter().fold(origins, |p, h| p.allow_host(h.clone()));
     config = config.origins(origins);
+    if let Some(topic) = s.kafka.key_index_topic.as_deref().filter(|t| !t.is_empty()) {
+        config = config.key_index_topic(topic);
+    }
     if let Some(cluster) = &s.cluster {
         if cluster.name.is_empty() {
             bail!("[cluster]: name is required");

@@ -126,6 +126,10 @@ pub(crate) struct Kafka {
     /// Raw librdkafka options for every client the gateway makes (after the typed ones).
     /// Not settable from the environment.
     pub(crate) options: BTreeMap<String, String>,
+    /// A compacted topic through which the nodes of a deployment (and a restarted node)
+    /// share their key indexes, created when missing; only the gateways may write to it.
+    /// Default none: each node builds its own index after it starts.
+    pub(crate) key_index_topic: Option<String>,
 }
 
 impl Default for Kafka {
@@ -136,6 +140,7 @@ impl Default for Kafka {
             tls: None,
             sasl: None,
             options: BTreeMap::new(),
+            key_index_topic: None,
         }
     }
 }

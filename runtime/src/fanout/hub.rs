@@ -20,9 +20,9 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::context::FanoutContext;
-use super::keys::KeyIndex;
+use super::keys::{Block, KeyIndex};
 use super::subscriber::{Offer, SubState, Subscriber};
-use crate::kafka::{ReadEvent, Reader, TopicInfo};
+use crate::kafka::{Kafka, ReadEvent, Reader, TopicInfo};
 use crate::protocol::wire::SharedRecord;
 use crate::protocol::{Code, Discontinuity, Status};
 
@@ -44,6 +44,9 @@ pub(crate) struct PartitionFeed {
     keys: Option<KeyIndex>,
     /// Keyed subscribers beyond the index's end, waiting for its builder to get there.
     index_waiters: Vec<Arc<Subscriber>>,
+    /// The index is asked for but not made yet (shared blocks being read): keyed
+    /// subscribers wait for it.
+    index_pending: bool,
 }
 
 /// A reader of older records that many subscribers behind the ring share ("board"):
@@ -101,6 +104,9 @@ pub(crate) struct TopicHub {
     /// Set once the key index is being built; its builders, while they run.
     indexing: AtomicBool,
     builders: Mutex<Vec<AbortHandle>>,
+    /// Where sealed key index blocks are shared, when they are (and the topic has an id:
+    /// without one, blocks of a deleted topic could pass for the new one's).
+    share: Option<Arc<Kafka>>,
     history_ids: std::sync::atomic::AtomicU64,
     replay_records: usize,
     replay_bytes: usize,
@@ -139,10 +145,12 @@ impl TopicHub {
                 histories: Vec::new(),
                 keys: None,
                 index_waiters: Vec::new(),
+                index_pending: false,
             })
             .collect();
         let positions: Vec<(i32, i64)> = from.iter().enumerate().map(|(p, &o)| (p as i32, o)).collect();
         let reader = ctx.kafka.reader(topic, &positions, false)?;
+        let share = (ctx.kafka.shares_key_index() && !info.id.is_empty()).then(|| ctx.kafka.clone());
         let hub = Arc::new(TopicHub {
             topic: topic.to_owned(),
             info,
@@ -152,6 +160,7 @@ impl TopicHub {
             reader: Mutex::new(None),
             indexing: AtomicBool::new(false),
             builders: Mutex::new(Vec::new()),
+            share,
             history_ids: std::sync::atomic::AtomicU64::new(1),
             replay_records: ctx.limits.replay_records,
             replay_bytes: ctx.limits.replay_bytes,
@@ -244,8 +253,10 @@ impl TopicHub {
         }
         // Once its builder caught up, the index takes the live records too: every offset
         // from its end to this record was read by the live reader, and held none.
-        if let Some(keys) = feed.keys.as_mut().filter(|k| k.live && k.end() >= feed.live_next) {
-            keys.add(rec.offset, &rec.key);
+        if let Some(keys) = feed.keys.as_mut().filter(|k| k.live && k.end() >= feed.live_next)
+            && let Some(block) = keys.add(rec.offset, &rec.key)
+        {
+            self.share_block(&block, rec.partition);
         }
         feed.live_next = rec.offset + 1;
         feed.ring_bytes += rec.encoded.len();
@@ -299,7 +310,9 @@ impl TopicHub {
             if next < feed.ring_start {
                 // Beyond the index's end while its builder reads on: wait for it rather
                 // than read the same records again.
-                if sub.key().is_some() && feed.keys.as_ref().is_some_and(|k| k.waits && next >= k.end()) {
+                if sub.key().is_some()
+                    && (feed.index_pending || feed.keys.as_ref().is_some_and(|k| k.waits && next >= k.end()))
+                {
                     if !feed.index_waiters.iter().any(|s| Arc::ptr_eq(s, sub)) {
                         feed.index_waiters.push(sub.clone());
                     }
@@ -423,6 +436,9 @@ impl TopicHub {
         if ctx.limits.key_index_bytes == 0 || self.indexing.swap(true, Ordering::AcqRel) {
             return;
         }
+        for feed in self.lock().iter_mut() {
+            feed.index_pending = true;
+        }
         let task = tokio::spawn(build_index(self.clone(), ctx.clone()));
         self.builders.lock().unwrap_or_else(|p| p.into_inner()).push(task.abort_handle());
     }
@@ -435,7 +451,9 @@ impl TopicHub {
         let Some(feed) = feeds.get_mut(p) else { return true };
         let Some(keys) = feed.keys.as_mut() else { return true };
         for rec in recs {
-            keys.add(rec.offset, &rec.key);
+            if let Some(block) = keys.add(rec.offset, &rec.key) {
+                self.share_block(&block, p as i32);
+            }
         }
         if let Some(to) = to {
             keys.extend_to(to);
@@ -468,6 +486,14 @@ impl TopicHub {
             false
         });
         live
+    }
+
+    /// Shares a block that was just sealed, when blocks are shared.
+    fn share_block(&self, block: &Block, partition: i32) {
+        if let Some(kafka) = &self.share {
+            let (key, value) = block.encode(&self.info.id, &self.topic, partition);
+            kafka.share_block(key, value);
+        }
     }
 
     /// The builder of partition `p` stopped short of the live reader: its waiters go back
@@ -725,20 +751,55 @@ async fn build_index(hub: Arc<TopicHub>, ctx: Arc<FanoutContext>) {
         Err(status) => {
             // The next keyed subscription tries again.
             tracing::warn!(topic = %hub.topic, %status, "key index: no watermarks");
+            for feed in hub.lock().iter_mut() {
+                feed.index_pending = false;
+                feed.index_waiters.drain(..).for_each(|s| s.wake.notify_one());
+            }
             hub.indexing.store(false, Ordering::Release);
             return;
         }
     };
     let budget = ctx.limits.key_index_bytes / n.max(1);
     let window = i64::try_from(ctx.limits.key_index_records).unwrap_or(i64::MAX);
-    let from: Vec<i64> = marks.iter().map(|&(low, high)| low.max(high.saturating_sub(window))).collect();
+    let shared = match &hub.share {
+        Some(kafka) => kafka.shared_blocks().await.unwrap_or_else(|status| {
+            tracing::warn!(topic = %hub.topic, %status, "key index: shared blocks not read; building them");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let mut from = Vec::with_capacity(n);
+    let mut loaded = 0;
     {
         let mut feeds = hub.lock();
-        for (feed, &f) in feeds.iter_mut().zip(&from) {
-            feed.keys = Some(KeyIndex::new(f, budget));
+        for (p, (feed, &(low, high))) in feeds.iter_mut().zip(&marks).enumerate() {
+            let start = low.max(high.saturating_sub(window));
+            // The most recent run of shared blocks, when it reaches the window; never past
+            // the log end.
+            let blocks: Vec<Block> = shared
+                .iter()
+                .filter_map(|(k, v)| Block::decode(k, v, &hub.info.id, &hub.topic, p as i32))
+                .filter(|b| b.end() <= high)
+                .collect();
+            let keys = match KeyIndex::from_blocks(blocks, budget).filter(|k| k.end() >= start) {
+                Some(k) => {
+                    loaded += k.end() - k.start();
+                    k
+                }
+                None => KeyIndex::new(start, budget),
+            };
+            from.push(keys.end());
+            feed.keys = Some(keys);
+            feed.index_pending = false;
+            // Back to their drivers: they wait for the builder of their partition if it
+            // runs by then (the first starts at once), or read as before.
+            feed.index_waiters.drain(..).for_each(|s| s.wake.notify_one());
+        }
+        if let Some(keys) = feeds.first_mut().and_then(|f| f.keys.as_mut()) {
+            keys.waits = true;
         }
     }
-    tracing::info!(topic = %hub.topic, partitions = n, "key index: building");
+    tracing::info!(topic = %hub.topic, partitions = n, offsets_loaded = loaded, "key index: building");
     for (p, &f) in from.iter().enumerate() {
         hub.index_started(p);
         if !build_partition(&hub, &ctx, p, f).await {

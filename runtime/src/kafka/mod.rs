@@ -7,6 +7,7 @@ pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod reader;
+mod shared_index;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -94,6 +95,8 @@ pub(crate) struct Kafka {
     framed_keys: std::sync::OnceLock<std::collections::HashMap<String, u32>>,
     /// Exactly-once across the nodes of a cluster, when configured (set once, at bind).
     cluster: std::sync::OnceLock<cluster::Cluster>,
+    /// The topic key index blocks are shared through, when configured (set once, at bind).
+    key_index_topic: std::sync::OnceLock<String>,
 }
 
 /// What a peer is told about a Kafka error: the code it maps to and why. An error that only
@@ -155,6 +158,7 @@ impl Kafka {
             warned_no_ids: std::sync::atomic::AtomicBool::new(false),
             framed_keys: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
+            key_index_topic: std::sync::OnceLock::new(),
         }))
     }
 

@@ -191,6 +191,9 @@ impl GatewayBuilder {
                 .join_cluster(cluster, &config.server_id, config.limits.dedup_window, config.limits.dedup_capacity)
                 .await?;
         }
+        if let Some(topic) = &config.key_index_topic {
+            kafka.share_key_index(topic).await?;
+        }
         let hubs = Hubs::new(FanoutContext::new(kafka, config.limits.clone(), metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
