@@ -82,6 +82,12 @@ impl InProcess {
         InProcess::start_config(config, streams, limits).await
     }
 
+    /// Sharing its key index through `topic`.
+    pub(crate) async fn start_sharing_key_index(topic: &str, streams: Streams, limits: Limits) -> Result<InProcess> {
+        let config = GatewayConfig::new(KafkaConfig::new(bootstrap())).key_index_topic(topic);
+        InProcess::start_config(config, streams, limits).await
+    }
+
     async fn start_config(config: GatewayConfig, streams: Streams, limits: Limits) -> Result<InProcess> {
         let config = config
             .listen("127.0.0.1:0".parse()?)
