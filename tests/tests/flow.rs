@@ -525,10 +525,18 @@ async fn a_catch_up_is_written_in_fragments_no_larger_than_the_write_buffer() ->
     init_tracing();
     let topic = unique_topic("fragments");
     create_topic(&topic, 1).await?;
-    let offsets = produce_n(&topic, 4000, 200).await?;
     let limits = Limits::default().with_default_credit(100_000);
     let write_buffer = limits.write_buffer_bytes;
     let gw = TestGateway::start(streams(&topic), limits).await?;
+    // The records go through the topic's live reader into the replay ring (a watcher made
+    // the reader first), so the catch-up below is served from memory in whole batches.
+    let watcher = Client::connect(ClientConfig::new(gw.url()));
+    let mut all = watcher.subscribe(SUBSCRIBE, message("", ""), StartAt::Latest);
+    while all.cursor().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let offsets = produce_n(&topic, 4000, 200).await?;
+    collect(&mut all, offsets.len(), Duration::from_secs(30)).await?;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let tap = Tap { tcp: tokio::net::TcpStream::connect(gw.addr).await?, seen: seen.clone() };
     let mut c = RawClient::connect_on(tap, gw.addr, Some("kafkasocks.v1")).await?.hello("").await?;
@@ -567,6 +575,7 @@ async fn a_catch_up_is_written_in_fragments_no_larger_than_the_write_buffer() ->
             open = !fin;
         }
     }
+    watcher.close();
     delete_topic(&topic).await?;
     Ok(())
 }
