@@ -100,10 +100,12 @@ pub struct Limits {
     /// Time given to in-flight publishes at shutdown. Default 10 s.
     #[cfg_attr(feature = "config", serde(with = "humantime_serde"), schemars(with = "String"))]
     pub drain_timeout: Duration,
-    /// WebSocket read buffer per connection, kept for the connection's life: what one read
-    /// takes from the socket (a larger message is read into a buffer of its size, in
-    /// reads of this much). Default 2 KiB: with 8 KiB an idle connection cost 18.1 KB,
-    /// with 2 KiB 12.0 KB (bench/ `memory`); clients send small frames.
+    /// The most one read takes from a connection's socket. What the WebSocket parser has
+    /// not yet asked for of it is kept only until it does, so an idle connection holds
+    /// none of it (it held the whole buffer before: with 8 KiB an idle connection cost
+    /// 18.1 KB, with 2 KiB 12.0 KB, bench/ `memory`); the parser's own buffer starts at
+    /// 256 B and grows to the largest frame received. Default 2 KiB; reads of up to
+    /// 16 KiB are made on the stack, larger ones in a buffer freed once parsed.
     pub read_buffer_bytes: usize,
     /// WebSocket write buffer per connection, and the largest frame the gateway writes:
     /// a larger Data message goes out in fragments of this size (at least 1 KiB), because

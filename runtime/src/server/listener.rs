@@ -16,6 +16,7 @@ pub(crate) use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 use super::admission::Refusal;
+use super::reads::ReadAhead;
 use super::service::{GatewayService, ws_config};
 use super::shares::{Share, Shares};
 use crate::config::Limits;
@@ -166,7 +167,9 @@ async fn upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = &listener.service;
-    let config = ws_config(&service.front().shared.limits);
+    let limits = &service.front().shared.limits;
+    let config = ws_config(limits);
+    let stream = ReadAhead::new(stream, limits.read_buffer_bytes);
     let mut admitted = None;
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| {

@@ -6,6 +6,7 @@
 //!   checks on an upgrade request (the Origin and Host rules of [`door`], shutdown, the
 //!   connection limits, the subprotocol) giving an [`Admission`] or a [`Refusal`], the
 //!   session on an upgraded connection, the admin answers; the listener uses it too;
+//! - [`reads`]: socket reads that hold a buffer only while bytes wait to be parsed;
 //! - [`admin`]: `/metrics`, `/livez`, `/readyz` and their own listener, with readiness
 //!   cached by [`readiness`];
 //! - [`sessions`]: the sessions a graceful shutdown waits for, embedded ones included;
@@ -23,6 +24,7 @@ mod door;
 mod echo;
 mod listener;
 mod readiness;
+mod reads;
 mod service;
 mod sessions;
 mod shares;

@@ -51,6 +51,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::admission::{Admission, Admitted, Refusal};
 use super::door::Door;
 use super::readiness::Readiness;
+use super::reads::ReadAhead;
 use super::sessions::Sessions;
 use crate::auth::{Handshake, Transport};
 use crate::config::Limits;
@@ -93,7 +94,7 @@ impl std::fmt::Debug for GatewayService {
 /// The WebSocket settings of every session: [`Limits`]' message, frame and buffer sizes.
 pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(limits.read_buffer_bytes)
+        .read_buffer_size(super::reads::WS_READ_BYTES)
         .write_buffer_size(limits.write_buffer_bytes)
         .max_write_buffer_size(limits.write_buffer_bytes + limits.send_queue_bytes + (1 << 20))
         .max_message_size(Some(limits.max_message_bytes))
@@ -211,8 +212,9 @@ impl GatewayService {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let config = ws_config(&self.front.shared.limits);
-        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
+        let limits = &self.front.shared.limits;
+        let stream = ReadAhead::new(stream, limits.read_buffer_bytes);
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config(limits))).await;
         self.serve_upgraded(admission.admitted, ws).await;
     }
 
