@@ -198,8 +198,13 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
     if sub.key().is_some() {
         hub.index_keys(ctx);
     }
-    let mut checkpoint = tokio::time::interval(ctx.limits.checkpoint_interval);
-    checkpoint.tick().await;
+    // Only filtered subscriptions send checkpoints: the others keep no timer.
+    let mut checkpoint = filtered.then(|| {
+        tokio::time::interval_at(
+            tokio::time::Instant::now() + ctx.limits.checkpoint_interval,
+            ctx.limits.checkpoint_interval,
+        )
+    });
     loop {
         if sub.is_ended() {
             return;
@@ -216,10 +221,18 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
         }
         tokio::select! {
             () = sub.wake.notified() => {}
-            _ = checkpoint.tick(), if filtered => {
-                hub.checkpoint(sub);
-            }
+            () = tick(&mut checkpoint) => hub.checkpoint(sub),
         }
+    }
+}
+
+/// The next tick of `interval`; never without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
