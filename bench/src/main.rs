@@ -141,7 +141,7 @@ fn summary(doc: &Value) -> Value {
         "publish_target": "<= 1.5",
         "memory_bytes_per_connection": doc["memory"]["gateway"]["bytes_per_connection"],
         "memory_bare_bytes_per_connection": doc["memory"]["bare"]["bytes_per_connection"],
-        "memory_target": "<= 16384",
+        "memory_target": "<= 8192",
         "storm_all_resumed_ms": doc["storm"]["gateway"]["all_resumed_ms"],
         "deploy_all_resumed_ms": doc["deploy"]["gateway"]["all_resumed_ms"],
         "deploy_bare_all_resumed_ms": doc["deploy"]["bare"]["all_resumed_ms"],

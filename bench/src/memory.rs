@@ -59,7 +59,7 @@ pub(crate) async fn run(quick: bool) -> Result<Value> {
         "gateway": gateway,
         "bare": bare,
         "ratio_gateway_to_bare": round(gw / per(&bare).max(1.0), 3),
-        "target": { "bar": "gateway <= 16 KiB (16384 B) per connection", "met": gw <= 16384.0 },
+        "target": { "bar": "gateway <= 8 KiB (8192 B) per idle subscribed connection (issue 13)", "met": gw <= 8192.0 },
         "not_counted": "kernel socket memory (about 4-5 KB per socket on loopback) is not in VmRSS",
     }))
 }
