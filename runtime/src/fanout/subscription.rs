@@ -43,7 +43,8 @@ impl SubscriptionHandle {
         let sub = Subscriber::new(spec, outbox, metrics.clone());
         let hub = Arc::new(OnceLock::new());
         metrics.subscription_opened();
-        let task = tokio::spawn(run(hubs.clone(), sub.clone(), hub.clone(), topic, start, plan).instrument(span));
+        let opening = Box::new(Opens { topic, start, plan });
+        let task = tokio::spawn(run(hubs.clone(), sub.clone(), hub.clone(), opening).instrument(span));
         SubscriptionHandle { sub, hub, task: task.abort_handle() }
     }
 
@@ -97,17 +98,19 @@ pub(crate) fn validate_cursor(cursor: &Cursor, info: &TopicInfo) -> Result<Vec<i
     })
 }
 
-/// Asks the hook, resolves the start, announces the subscription with `Subscribed`, then
-/// keeps it caught up until it ends.
-async fn run(
-    hubs: Arc<Hubs>,
-    sub: Arc<Subscriber>,
-    slot: Arc<OnceLock<Arc<TopicHub>>>,
+/// What only opening a subscription needs: on the heap, so that the task (allocated at
+/// its largest state, for the subscription's life) does not keep room for it.
+struct Opens {
     topic: String,
     start: StartAt,
     plan: BoxFuture<Result<SubscriptionPlan, Status>>,
-) {
+}
+
+/// Asks the hook, resolves the start, announces the subscription with `Subscribed`, then
+/// keeps it caught up until it ends.
+async fn run(hubs: Arc<Hubs>, sub: Arc<Subscriber>, slot: Arc<OnceLock<Arc<TopicHub>>>, opening: Box<Opens>) {
     let opened = async {
+        let Opens { topic, start, plan } = *opening;
         sub.set_plan(plan.await?);
         open(&hubs, &sub, &slot, &topic, start).await
     };
@@ -301,5 +304,18 @@ mod tests {
         assert_eq!(open_subscriptions(&metrics), "kafkasocks_subscriptions_open 1");
         drop(waiting);
         assert_eq!(open_subscriptions(&metrics), "kafkasocks_subscriptions_open 0");
+    }
+
+    /// A subscription's task lives as long as the subscription, allocated at its largest
+    /// state: what opening it needs is on the heap while it runs.
+    #[tokio::test]
+    async fn a_subscription_s_task_stays_small() {
+        let (hubs, metrics) = hubs();
+        let outbox = Outbox::new(1 << 20, 64, crate::fanout::outbox::SendBudget::new(1 << 20));
+        let Opening { spec, topic, start, plan } = opening(1, Box::pin(std::future::pending()));
+        let sub = Subscriber::new(spec, outbox, metrics);
+        let task = run(hubs.clone(), sub, Arc::new(OnceLock::new()), Box::new(Opens { topic, start, plan }));
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 320, "subscription task: {size} B");
     }
 }
