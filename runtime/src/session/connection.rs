@@ -720,20 +720,41 @@ where
         // the rest (the Close, when it was taken too) waits for the peer to read.
         drop(items);
         drop(release);
-        for m in rest {
-            let is_close = matches!(m, Message::Close(_));
-            if sink.feed(m).await.is_err() {
-                return None;
-            }
-            if is_close {
-                let _ = sink.flush().await;
-                return Some(sink);
-            }
-        }
-        if sink.flush().await.is_err() {
-            return None;
+        // On the heap too: the task does not keep room for the messages it writes.
+        match Box::pin(write_rest(&mut sink, rest)).await {
+            Rest::Written => {}
+            Rest::Closed => return Some(sink),
+            Rest::Failed => return None,
         }
     }
+}
+
+/// What became of what a slow consumer is still sent.
+enum Rest {
+    Written,
+    Closed,
+    Failed,
+}
+
+/// Writes what a slow consumer is still sent, up to its Close.
+async fn write_rest<S>(sink: &mut SplitSink<WebSocketStream<S>, Message>, rest: Vec<Message>) -> Rest
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for m in rest {
+        let is_close = matches!(m, Message::Close(_));
+        if sink.feed(m).await.is_err() {
+            return Rest::Failed;
+        }
+        if is_close {
+            let _ = sink.flush().await;
+            return Rest::Closed;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return Rest::Failed;
+    }
+    Rest::Written
 }
 
 /// What became of the items the writer took.
@@ -1074,7 +1095,7 @@ mod tests {
         let (sink, _stream) = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await.split();
         let outbox = Outbox::new(1 << 20, 64, shared.send_budget.clone());
         let writer = write_loop(sink, outbox, shared.metrics.clone(), 16 << 10);
-        assert!(std::mem::size_of_val(&writer) <= 512, "writer task: {} B", std::mem::size_of_val(&writer));
+        assert!(std::mem::size_of_val(&writer) <= 320, "writer task: {} B", std::mem::size_of_val(&writer));
     }
 
     #[tokio::test]
