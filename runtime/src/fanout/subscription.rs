@@ -201,13 +201,8 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
     if sub.key().is_some() {
         hub.index_keys(ctx);
     }
-    // Only filtered subscriptions send checkpoints: the others keep no timer.
-    let mut checkpoint = filtered.then(|| {
-        tokio::time::interval_at(
-            tokio::time::Instant::now() + ctx.limits.checkpoint_interval,
-            ctx.limits.checkpoint_interval,
-        )
-    });
+    let mut checkpoint = tokio::time::interval(ctx.limits.checkpoint_interval);
+    checkpoint.tick().await;
     loop {
         if sub.is_ended() {
             return;
@@ -224,18 +219,10 @@ async fn drive(ctx: &Arc<FanoutContext>, sub: &Arc<Subscriber>, hub: &Arc<TopicH
         }
         tokio::select! {
             () = sub.wake.notified() => {}
-            () = tick(&mut checkpoint) => hub.checkpoint(sub),
+            _ = checkpoint.tick(), if filtered => {
+                hub.checkpoint(sub);
+            }
         }
-    }
-}
-
-/// The next tick of `interval`; never without one.
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(i) => {
-            i.tick().await;
-        }
-        None => std::future::pending().await,
     }
 }
 
