@@ -25,8 +25,9 @@ pub struct Limits {
     /// Largest WebSocket message accepted from a client. Default 1 MiB (Kafka's default
     /// record limit). Larger: close 1009.
     pub max_message_bytes: usize,
-    /// Connections served at once. Default 10,000 (about 12 KiB each when idle, bench/). More:
-    /// refused before the upgrade with HTTP 503 and `Retry-After: 5`.
+    /// Connections served at once. Default 10,000 (an idle subscribed connection costs about
+    /// 7.7 KB, one that caught up on a backlog about 30 KB: bench/ `memory`, `deploy`).
+    /// More: refused before the upgrade with HTTP 503 and `Retry-After: 5`.
     pub max_connections: usize,
     /// Open subscriptions per connection. Default 64.
     pub max_subscriptions: usize,
