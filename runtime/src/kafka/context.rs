@@ -28,12 +28,17 @@ struct LastError {
 }
 
 impl KafkaHealth {
-    /// Keeps `reason`, unless it only says that brokers are down and a more telling error
-    /// (a refused password, a failed TLS handshake) is already kept: that one says why.
+    /// Keeps `reason`, unless it only says that brokers are down and another error is
+    /// already kept, or that a connection failed while a refusal (a refused password, a
+    /// failed TLS handshake) is kept: the kept one says why. (librdkafka reports one failed
+    /// TLS handshake both as an SSL error and, at times, as a transport failure after it.)
     fn record(&self, error: &KafkaError, reason: &str) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let code = error.rdkafka_error_code();
         if code == Some(RDKafkaErrorCode::AllBrokersDown) && last.is_some() {
+            return;
+        }
+        if code == Some(RDKafkaErrorCode::BrokerTransportFailure) && last.as_ref().is_some_and(|e| e.refused) {
             return;
         }
         let refused = matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL));
@@ -84,3 +89,26 @@ impl ClientContext for GatewayContext {
 }
 
 impl ConsumerContext for GatewayContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal stays known while librdkafka reports the same failed handshake as a
+    /// transport failure, or all brokers down; only an answer from Kafka lifts it. (A
+    /// transport failure kept last made a publish wait out its timeout, now and then, in
+    /// `tests/secured.rs`.)
+    #[test]
+    fn a_refusal_outlives_the_transport_failures_that_follow_it() {
+        let h = KafkaHealth::default();
+        h.record(&KafkaError::Global(RDKafkaErrorCode::SSL), "SSL handshake failed: certificate verify failed");
+        h.record(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure), "certificate verify failed");
+        h.record(&KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "1/1 brokers are down");
+        assert_eq!(h.refusal().as_deref(), Some("SSL handshake failed: certificate verify failed"));
+        h.clear();
+        assert_eq!(h.refusal(), None);
+        // Without a refusal, a transport failure is what there is to say.
+        h.record(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure), "connection refused");
+        assert_eq!((h.refusal(), h.last_error().as_deref()), (None, Some("connection refused")));
+    }
+}
