@@ -16,8 +16,8 @@ pub(crate) use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 use super::admission::Refusal;
-use super::reads::ReadAhead;
-use super::service::{GatewayService, ws_config};
+use super::reads::websocket_io;
+use super::service::GatewayService;
 use super::shares::{Share, Shares};
 use crate::config::Limits;
 use crate::error::Error;
@@ -167,9 +167,7 @@ async fn upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = &listener.service;
-    let limits = &service.front().shared.limits;
-    let config = ws_config(limits);
-    let stream = ReadAhead::new(stream, limits.read_buffer_bytes);
+    let (stream, config) = websocket_io(stream, &service.front().shared.limits);
     let mut admitted = None;
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| {

@@ -6,7 +6,8 @@
 //!   checks on an upgrade request (the Origin and Host rules of [`door`], shutdown, the
 //!   connection limits, the subprotocol) giving an [`Admission`] or a [`Refusal`], the
 //!   session on an upgraded connection, the admin answers; the listener uses it too;
-//! - [`reads`]: socket reads that hold a buffer only while bytes wait to be parsed;
+//! - [`reads`]: socket reads that hold a buffer only while bytes wait to be parsed, and
+//!   the WebSocket settings that go with them;
 //! - [`admin`]: `/metrics`, `/livez`, `/readyz` and their own listener, with readiness
 //!   cached by [`readiness`];
 //! - [`sessions`]: the sessions a graceful shutdown waits for, embedded ones included;

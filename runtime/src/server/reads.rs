@@ -13,6 +13,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::Limits;
 
 /// tungstenite's own read buffer per connection. It keeps the capacity of the largest
 /// frame it received (a Hello with its token, usually), so it starts small.
@@ -21,6 +24,22 @@ pub(crate) const WS_READ_BYTES: usize = 256;
 /// The most one read from the socket takes into the stack. A larger
 /// `read_buffer_bytes` is read in a heap buffer of that size, freed once parsed.
 const STACK_BYTES: usize = 16 << 10;
+
+/// The socket and WebSocket settings every session is served with: tungstenite's small
+/// read buffer ([`WS_READ_BYTES`]) is only right with [`ReadAhead`] under it.
+pub(crate) fn websocket_io<S>(stream: S, limits: &Limits) -> (ReadAhead<S>, WebSocketConfig) {
+    (ReadAhead::new(stream, limits.read_buffer_bytes), ws_config(limits))
+}
+
+/// The WebSocket settings of every session: [`Limits`]' message, frame and buffer sizes.
+fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BYTES)
+        .write_buffer_size(limits.write_buffer_bytes)
+        .max_write_buffer_size(limits.write_buffer_bytes + limits.send_queue_bytes + (1 << 20))
+        .max_message_size(Some(limits.max_message_bytes))
+        .max_frame_size(Some(limits.max_message_bytes))
+}
 
 /// A socket whose reads beyond what its reader asked for are kept only until asked for.
 #[derive(Debug)]
@@ -82,13 +101,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             let mut read = ReadBuf::new(&mut heap);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
             let n = read.filled().len();
-            let taken = buf.remaining().min(n);
-            buf.put_slice(&heap[..taken]);
-            if taken < n {
-                heap.truncate(n);
-                this.ahead = heap;
-                this.at = taken;
-            }
+            heap.truncate(n);
+            (this.ahead, this.at) = (heap, 0);
+            this.give(buf);
         }
         Poll::Ready(Ok(()))
     }
@@ -165,8 +180,7 @@ mod tests {
 
         let limits = crate::Limits::default();
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let server_io = ReadAhead::new(server_io, limits.read_buffer_bytes);
-        let config = crate::server::service::ws_config(&limits);
+        let (server_io, config) = websocket_io(server_io, &limits);
         let mut server = WebSocketStream::from_raw_socket(server_io, Role::Server, Some(config)).await;
         let mut client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         let sizes: Vec<usize> = (0..300).map(|i| if i % 50 == 7 { 200_000 + i } else { i % 40 }).collect();

@@ -46,15 +46,14 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::admission::{Admission, Admitted, Refusal};
 use super::door::Door;
 use super::readiness::Readiness;
-use super::reads::ReadAhead;
+use super::reads::websocket_io;
 use super::sessions::Sessions;
 use crate::auth::{Handshake, Transport};
-use crate::config::Limits;
 use crate::protocol::SUBPROTOCOL;
 use crate::session::clients::Full;
 use crate::session::connection;
@@ -89,16 +88,6 @@ impl std::fmt::Debug for GatewayService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayService").field("server_id", &self.front.shared.server_id).finish_non_exhaustive()
     }
-}
-
-/// The WebSocket settings of every session: [`Limits`]' message, frame and buffer sizes.
-pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(super::reads::WS_READ_BYTES)
-        .write_buffer_size(limits.write_buffer_bytes)
-        .max_write_buffer_size(limits.write_buffer_bytes + limits.send_queue_bytes + (1 << 20))
-        .max_message_size(Some(limits.max_message_bytes))
-        .max_frame_size(Some(limits.max_message_bytes))
 }
 
 impl GatewayService {
@@ -212,9 +201,8 @@ impl GatewayService {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let limits = &self.front.shared.limits;
-        let stream = ReadAhead::new(stream, limits.read_buffer_bytes);
-        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(ws_config(limits))).await;
+        let (stream, config) = websocket_io(stream, &self.front.shared.limits);
+        let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
         self.serve_upgraded(admission.admitted, ws).await;
     }
 
@@ -262,7 +250,7 @@ impl GatewayService {
     /// The admin answer for `path`: `/metrics`, `/livez`, `/readyz` (and `/healthz`, a
     /// deprecated alias of `/livez`), 404 for anything else; the admin listener serves
     /// exactly these. Never a request of Kafka: readiness is the last background check's
-    /// (docs of [`Limits::readiness_interval`]).
+    /// (docs of [`Limits::readiness_interval`](crate::Limits::readiness_interval)).
     pub async fn admin_response(&self, path: &str) -> Response<Bytes> {
         super::admin::respond(path, &self.front.shared, &self.front.readiness).await
     }
